@@ -1,0 +1,235 @@
+/*
+ * blocking.c - the blocking pool: plain threads, grown on demand and ended
+ * after 10 s idle, that run urt_spawn_blocking work and host fibers inside
+ * urt_block_in_place.
+ *
+ * Two queues under one lock:
+ *   bq  spawn_blocking tasks; at most max_blocking of them run at once, the
+ *       rest wait in FIFO order
+ *   pq  fibers in block_in_place; never limited (their own quota), so a
+ *       block_in_place can never wait behind blocking work it depends on
+ * A thread takes pq work first. block_in_place protocol:
+ *   1. the fiber sets bip_fn and switches out (SW_BIP); its state stays RUNNING
+ *   2. its worker, on its own stack, calls pool_submit_bip and goes on
+ *   3. a pool thread switches into the fiber, which runs fn on its own stack
+ *   4. the fiber switches back (SW_BIP_DONE); the pool thread marks it
+ *      SCHEDULED and pushes it to its home worker's mailbox
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runtime/runtime.h"
+
+#define KEEPALIVE_S 10
+
+int pool_init(blocking_pool *p, unsigned max)
+{
+    memset(p, 0, sizeof(*p));
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    p->max_blocking = max;
+    return 0;
+}
+
+void pool_destroy(blocking_pool *p)
+{
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->done_cv);
+    free(p->exited);
+}
+
+static void q_push(q_node **head, q_node **tail, q_node *n)
+{
+    n->next = NULL;
+    if (*tail)
+        (*tail)->next = n;
+    else
+        *head = n;
+    *tail = n;
+}
+
+static q_node *q_pop(q_node **head, q_node **tail)
+{
+    q_node *n = *head;
+    if (n) {
+        *head = n->next;
+        if (!*head)
+            *tail = NULL;
+    }
+    return n;
+}
+
+static void run_blocking(urt_task *t)
+{
+    if (at_load_acquire(&t->state) & TS_CANCELLED) {
+        task_complete(t, NULL, -ECANCELED);
+        return;
+    }
+    uint32_t s = at_load_relaxed(&t->state);
+    while (!at_cas_acqrel(&t->state, &s, (s & ~TS_SCHEDULED) | TS_RUNNING))
+        ;
+    void *r = t->fn(t->arg);
+    task_complete(t, r, 0);
+}
+
+static void run_bip(urt_task *t, urt_fiber *self)
+{
+    t->resumer = self;
+    urt__set_cur(NULL, t);
+    urt__overflow_set_current(&t->ovf);
+    fiber_switch(self, &t->fiber);
+    urt__overflow_set_current(NULL);
+    urt__set_cur(NULL, NULL);
+    /* back: fn has returned (SW_BIP_DONE); send the fiber home */
+    uint32_t s = at_load_relaxed(&t->state);
+    /* acq_rel: publishes the saved context to the home worker */
+    while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
+        ;
+    worker_push_mailbox(t->rt, (unsigned)at_load_relaxed(&t->home), t);
+}
+
+static void *pool_main(void *arg)
+{
+    urt_runtime *rt = arg;
+    blocking_pool *p = &rt->pool;
+    urt_fiber self;
+    fiber_init_thread(&self);
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        q_node *n = q_pop(&p->pq_head, &p->pq_tail);
+        if (n) {
+            pthread_mutex_unlock(&p->lock);
+            run_bip(task_of(n), &self);
+            pthread_mutex_lock(&p->lock);
+            continue;
+        }
+        if (p->bq_head && p->running_blocking < p->max_blocking) {
+            n = q_pop(&p->bq_head, &p->bq_tail);
+            p->running_blocking++;
+            pthread_mutex_unlock(&p->lock);
+            run_blocking(task_of(n));
+            pthread_mutex_lock(&p->lock);
+            p->running_blocking--;
+            continue;
+        }
+        if (p->shutdown)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += KEEPALIVE_S;
+        p->nidle++;
+        int r = pthread_cond_timedwait(&p->cv, &p->lock, &ts);
+        p->nidle--;
+        if (r == ETIMEDOUT && !p->pq_head && !(p->bq_head && p->running_blocking < p->max_blocking))
+            break;
+    }
+    /* leave our id for pool_shutdown to join */
+    if (p->nexited == p->capexited) {
+        unsigned cap = p->capexited ? p->capexited * 2 : 16;
+        pthread_t *e = realloc(p->exited, cap * sizeof(*e));
+        if (e) {
+            p->exited = e;
+            p->capexited = cap;
+        }
+    }
+    if (p->nexited < p->capexited)
+        p->exited[p->nexited++] = pthread_self();
+    else
+        pthread_detach(pthread_self());
+    p->nthreads--;
+    pthread_cond_broadcast(&p->done_cv);
+    pthread_mutex_unlock(&p->lock);
+    fiber_fini_thread(&self);
+    return NULL;
+}
+
+/* under p->lock */
+static void grow(urt_runtime *rt)
+{
+    blocking_pool *p = &rt->pool;
+    pthread_t th;
+    sigset_t block, old;
+    sigfillset(&block);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int r = pthread_create(&th, NULL, pool_main, rt);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r == 0)
+        p->nthreads++;
+}
+
+/* under p->lock: join threads that have ended */
+static void reap_exited(blocking_pool *p)
+{
+    while (p->nexited) {
+        pthread_t th = p->exited[--p->nexited];
+        pthread_mutex_unlock(&p->lock);
+        pthread_join(th, NULL);
+        pthread_mutex_lock(&p->lock);
+    }
+}
+
+void pool_submit_blocking(urt_runtime *rt, urt_task *t)
+{
+    blocking_pool *p = &rt->pool;
+    pthread_mutex_lock(&p->lock);
+    q_push(&p->bq_head, &p->bq_tail, &t->node);
+    if (p->nidle)
+        pthread_cond_signal(&p->cv);
+    else if (p->running_blocking < p->max_blocking)
+        grow(rt);
+    if (p->nexited > 8)
+        reap_exited(p);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void pool_submit_bip(urt_runtime *rt, urt_task *t)
+{
+    blocking_pool *p = &rt->pool;
+    pthread_mutex_lock(&p->lock);
+    q_push(&p->pq_head, &p->pq_tail, &t->node);
+    if (p->nidle)
+        pthread_cond_signal(&p->cv);
+    else
+        grow(rt);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void pool_shutdown(urt_runtime *rt)
+{
+    blocking_pool *p = &rt->pool;
+    pthread_mutex_lock(&p->lock);
+    p->shutdown = true;
+    pthread_cond_broadcast(&p->cv);
+    while (p->nthreads)
+        pthread_cond_wait(&p->done_cv, &p->lock);
+    reap_exited(p);
+    pthread_mutex_unlock(&p->lock);
+}
+
+int urt_block_in_place(urt_fn fn, void *arg, void **ret)
+{
+    if (!fn)
+        return -EINVAL;
+    urt_task *t = urt__cur_task();
+    if (!t || t->in_bip || !urt__cur_worker()) {
+        void *r = fn(arg);   /* outside a task, or nested: inline */
+        if (ret)
+            *ret = r;
+        return 0;
+    }
+    t->in_bip = true;
+    task_suspend(t, SW_BIP);
+    /* now on a pool thread, on our own stack */
+    void *r = fn(arg);
+    t->in_bip = false;
+    task_suspend(t, SW_BIP_DONE);
+    /* home again */
+    if (ret)
+        *ret = r;
+    return 0;
+}

@@ -1,0 +1,244 @@
+/*
+ * runtime.h - internal shared state of the runtime: tasks, workers, the
+ * scheduler's shared parts, the blocking pool.
+ *
+ * Task state word (task->state, 32 bits):
+ *   TS_SCHEDULED  queued somewhere (LIFO slot, a run queue, a mailbox, the
+ *                 inject queue, the defer list) or handed to a pool thread;
+ *                 whoever sets it pushes the task exactly once
+ *   TS_RUNNING    its fiber is on a CPU (a worker, or a pool thread inside
+ *                 block_in_place); cleared only after the fiber has fully
+ *                 switched out, on the scheduler's own stack
+ *   TS_NOTIFIED   woken while RUNNING: rescheduled after it switches out
+ *   TS_COMPLETE   fn returned (or the task was cancelled before it ran);
+ *                 published with release after ret/result are written
+ *   TS_CANCELLED  urt_cancel was called; sticky
+ * Transitions (all CAS, acq_rel):
+ *   wake:    idle -> SCHEDULED (+ push) | RUNNING -> RUNNING|NOTIFIED | else no-op
+ *   run:     SCHEDULED -> RUNNING
+ *   park:    RUNNING -> idle, or RUNNING|NOTIFIED -> SCHEDULED (+ push)
+ *   yield:   RUNNING -> SCHEDULED (+ defer list)
+ *   finish:  RUNNING -> COMPLETE
+ *
+ * Reference count (task->refs): one for the scheduler until the task
+ * completes, one for the join handle until joined or detached, one for each
+ * waiter registration that may be abandoned (a join). Freed at zero.
+ */
+#ifndef URT_RUNTIME_RUNTIME_H
+#define URT_RUNTIME_RUNTIME_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "include/urt.h"
+#include "queues/queues.h"
+#include "runtime/fiber.h"
+#include "runtime/stack.h"
+#include "uring/ring.h"
+
+#define TS_SCHEDULED 0x01u
+#define TS_RUNNING   0x02u
+#define TS_NOTIFIED  0x04u
+#define TS_COMPLETE  0x08u
+#define TS_CANCELLED 0x10u
+
+/* task->kind */
+enum { TK_FIBER = 0, TK_BLOCKING = 1 };
+
+/* why a fiber switched back to its scheduler (task->switch_reason) */
+enum { SW_PARK = 0, SW_YIELD, SW_DONE, SW_BIP, SW_BIP_DONE };
+
+#define TASK_NAME_MAX 32
+
+typedef struct urt_waiter {
+    urt_task *task;               /* NULL: a plain thread waiting on `futex` */
+    _Atomic uint32_t futex;       /* 1 once woken */
+    struct urt_waiter *next, *prev;   /* in a primitive's wait list, under its lock */
+    bool linked;                  /* under the primitive's lock */
+    int result;                   /* what the waker hands over */
+} urt_waiter;
+
+struct urt_task {
+    q_node node;                  /* run queues; a task is in at most one */
+    _Atomic uint32_t state;       /* TS_* */
+    _Atomic uint32_t refs;
+    uint8_t kind;                 /* TK_*; immutable */
+    uint8_t switch_reason;        /* written by the fiber before it switches out */
+    bool has_run;                 /* written by the first runner, read by it and later runners */
+    bool in_bip;                  /* inside block_in_place (owner fiber only) */
+    bool shield;                  /* cancel shield (owner fiber only) */
+    bool op_pending;              /* an op of this task is in flight (owner fiber / its ring) */
+    unsigned flags;               /* URT_TASK_*; immutable */
+    _Atomic int home;             /* worker that first ran it; -1 until then */
+    uint64_t id;                  /* immutable */
+    urt_runtime *rt;              /* immutable */
+    urt_fn fn;
+    void *arg;
+    void *ret;                    /* written before TS_COMPLETE (release) */
+    int result;                   /* 0, -ECANCELED (never ran), -ENOMEM (no stack) */
+    uint64_t op_timeout;          /* owner fiber only */
+    const char *wait_what;        /* for dumps: what it waits on; racy read */
+    int wait_fd;
+    urt_waiter *_Atomic joiner;   /* JOINER_DONE once complete */
+    /* fiber */
+    urt_fiber fiber;
+    urt_fiber *resumer;           /* the context that switched into it */
+    urt_stack stack;
+    size_t stack_size;
+    urt_overflow_info ovf;
+    /* block_in_place */
+    urt_fn bip_fn;
+    void *bip_arg, *bip_ret;
+    /* owned-task list, under the shard lock */
+    struct urt_task *own_prev, *own_next;
+    unsigned shard;
+    char name[TASK_NAME_MAX];
+};
+
+#define JOINER_DONE ((urt_waiter *)(uintptr_t)1)
+
+static inline urt_task *task_of(q_node *n) { return (urt_task *)((char *)n - __builtin_offsetof(urt_task, node)); }
+
+/* Per-worker counters: written by the owner (relaxed load + store), read by
+ * anyone (relaxed). watchdog_stalls is written by the watchdog only. */
+typedef struct worker_stats {
+    _Atomic uint64_t polls, lifo_polls, local_schedules, inject_schedules, overflows;
+    _Atomic uint64_t steal_attempts, steals, tasks_stolen;
+    _Atomic uint64_t mailbox_pushes;
+    _Atomic uint64_t parks, wakes_sent, wakes_received;
+    _Atomic uint64_t busy_ns, watchdog_stalls;
+} worker_stats;
+
+#define STAT_ADD(w, f, n) at_store_relaxed(&(w)->stats.f, at_load_relaxed(&(w)->stats.f) + (n))
+#define STAT_INC(w, f) STAT_ADD(w, f, 1)
+
+typedef struct urt_worker {
+    /* ---- owner only ---- */
+    urt_runtime *rt;
+    unsigned id;
+    urt_ring ring;
+    urt_task *lifo;
+    unsigned lifo_polls;           /* LIFO polls in a row */
+    q_node *runq_head, *runq_tail; /* pinned runnable tasks (FIFO) */
+    q_node *defer_head, *defer_tail;  /* yielded tasks, run after I/O is polled */
+    urt_task *cur;
+    urt_fiber sched;               /* this thread's own context */
+    uint64_t tick;
+    unsigned gqi;                  /* current global queue interval */
+    bool searching;
+    bool runq_first;               /* alternate runq / lq */
+    uint64_t rng;
+    uint64_t maint_ns, maint_polls;    /* for the adaptive interval */
+    urt_stack_cache stacks;
+    int efd;                       /* eventfd doorbell (fallback), -1 if unused */
+    uint64_t efd_buf;
+    ring_op efd_op;
+    bool efd_armed;
+    bool bell_retry;               /* a doorbell we sent failed: resend later */
+    pthread_t thread;
+    int init_err;
+    /* ---- shared ---- */
+    lq lq;                         /* never-run and migratable tasks; stealable */
+    mailbox mb;                    /* tasks woken by other threads */
+    _Atomic uint32_t sleeping urt_cacheline_aligned;  /* set (SeqCst) before the last re-check */
+    _Atomic uint32_t bell;         /* a doorbell is pending; cleared by the owner on wake */
+    _Atomic int ring_fd;           /* MSG_RING target; -1 until ready */
+    _Atomic uint64_t run_seq;      /* bumped per task run (watchdog) */
+    _Atomic uint64_t run_start;    /* ns when the current task started, 0 when none */
+    _Atomic uint32_t exited;       /* the worker loop has ended */
+    worker_stats stats;
+    _Atomic uint64_t r_sqes, r_cqes, r_enters;  /* ring counters, published at maintenance */
+    _Atomic unsigned ring_flags;
+} urt_worker;
+
+#define OWN_SHARDS 64
+
+typedef struct own_shard {
+    pthread_mutex_t lock;
+    urt_task *head;
+} urt_cacheline_aligned own_shard;
+
+typedef struct blocking_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t cv;             /* idle threads wait here */
+    pthread_cond_t done_cv;        /* shutdown waits for threads to end */
+    q_node *bq_head, *bq_tail;     /* spawn_blocking jobs */
+    q_node *pq_head, *pq_tail;     /* block_in_place fibers */
+    unsigned nthreads, nidle, running_blocking, max_blocking;
+    bool shutdown;
+    pthread_t *exited;             /* threads that ended, to be joined */
+    unsigned nexited, capexited;
+} blocking_pool;
+
+struct urt_runtime {
+    urt_config cfg;
+    unsigned nworkers;
+    urt_worker *workers;
+    inject inject;
+    idle idle;
+    urt_stack_pool stack_pool;
+    own_shard shards[OWN_SHARDS];
+    blocking_pool pool;
+    _Atomic uint64_t next_id;
+    _Atomic uint64_t live;         /* tasks not yet complete (fibers and blocking) */
+    _Atomic uint32_t closing;      /* spawns refused */
+    _Atomic uint32_t cancel_all;   /* shutdown: cancel every task */
+    _Atomic uint32_t stop;         /* workers leave their loop */
+    _Atomic uint32_t shutdown_started;
+    pthread_mutex_t sd_lock;       /* shutdown waits for live == 0 on sd_cv */
+    pthread_cond_t sd_cv;
+    bool started;                  /* under sd_lock: workers may start their loop */
+    _Atomic uint64_t handles;      /* join handles not yet joined or detached */
+    bool ringless;                 /* doorbells from ring-less threads via REGISTER_SEND_MSG_RING */
+    bool leak_workers;             /* some worker never ended: keep memory */
+    int shutdown_result;
+    /* watchdog */
+    pthread_t watchdog;
+    bool watchdog_on;
+    pthread_mutex_t wd_lock;
+    pthread_cond_t wd_cv;
+    bool wd_stop;
+};
+
+/* ---- thread-local context (read through out-of-line accessors) ---- */
+urt_worker *urt__cur_worker(void);
+urt_task *urt__cur_task(void);
+void urt__set_cur(urt_worker *w, urt_task *t);
+
+/* ---- task.c ---- */
+urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind);
+void task_ref(urt_task *t);
+void task_unref(urt_task *t);
+void task_wake(urt_task *t);
+void task_complete(urt_task *t, void *ret, int result);   /* any thread */
+void task_suspend(urt_task *t, int reason);                /* from the task's fiber */
+bool task_cancel_pending(urt_task *t);                     /* cancelled and not shielded */
+void owned_insert(urt_runtime *rt, urt_task *t);
+void owned_remove(urt_runtime *rt, urt_task *t);
+void waiter_wake(urt_waiter *w, int result);
+void waiter_block(urt_waiter *w);                          /* plain thread: wait for waiter_wake */
+
+/* ---- worker.c ---- */
+void *worker_main(void *arg);
+void worker_schedule_local(urt_worker *w, urt_task *t, bool lifo);
+void worker_schedule_remote(urt_runtime *rt, urt_task *t);
+void worker_push_mailbox(urt_runtime *rt, unsigned target, urt_task *t);
+void worker_notify_parked(urt_runtime *rt);
+void worker_ring_bell(urt_runtime *rt, unsigned target);
+void worker_submit(urt_worker *w);
+
+/* ---- blocking.c ---- */
+int  pool_init(blocking_pool *p, unsigned max);
+void pool_submit_blocking(urt_runtime *rt, urt_task *t);
+void pool_submit_bip(urt_runtime *rt, urt_task *t);
+void pool_shutdown(urt_runtime *rt);
+void pool_destroy(blocking_pool *p);
+
+/* ---- watchdog.c ---- */
+int  watchdog_start(urt_runtime *rt);
+void watchdog_stop(urt_runtime *rt);
+
+uint64_t urt__now(void);
+
+#endif /* URT_RUNTIME_RUNTIME_H */

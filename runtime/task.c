@@ -1,0 +1,415 @@
+/*
+ * task.c - task headers, the state word, wake, completion, join, cancel.
+ *
+ * Wake protocol (see the state diagram in runtime.h):
+ *   1. task_wake CASes the state. Only the caller that moves the task from
+ *      idle to SCHEDULED pushes it, so a task is never queued twice.
+ *   2. A wake that finds the task RUNNING sets NOTIFIED instead; the
+ *      scheduler that switched the fiber out sees it after the switch, on its
+ *      own stack, and queues the task then. Nobody can resume a half-saved
+ *      fiber, and no wake is lost.
+ *   3. Where a woken task goes: a task that never ran, or a migratable task
+ *      with no op in flight, may run anywhere; every other task goes back to
+ *      its home worker (its own run queue when the waker runs there, else the
+ *      home mailbox, which rings a doorbell if the home worker sleeps).
+ *
+ * Join: the joiner publishes a urt_waiter in task->joiner; completion swaps
+ * in JOINER_DONE and wakes whatever waiter it found. A joiner that gives up
+ * (cancelled) takes its waiter back with a CAS; if the CAS fails the
+ * completer owns the waiter and the joiner must wait for waiter->futex.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/runtime.h"
+
+static __thread urt_worker *tls_worker;
+static __thread urt_task *tls_task;
+
+__attribute__((noinline)) urt_worker *urt__cur_worker(void) { return tls_worker; }
+__attribute__((noinline)) urt_task *urt__cur_task(void) { return tls_task; }
+__attribute__((noinline)) void urt__set_cur(urt_worker *w, urt_task *t)
+{
+    tls_worker = w;
+    tls_task = t;
+}
+
+uint64_t urt__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind)
+{
+    urt_task *t = malloc(sizeof(*t));
+    if (!t)
+        return NULL;
+    memset(t, 0, offsetof(urt_task, name));
+    t->name[0] = 0;
+    if (o && o->name) {
+        strncpy(t->name, o->name, TASK_NAME_MAX - 1);
+        t->name[TASK_NAME_MAX - 1] = 0;
+    }
+    at_store_relaxed(&t->state, TS_SCHEDULED);
+    at_store_relaxed(&t->refs, 1);
+    at_store_relaxed(&t->home, -1);
+    at_store_relaxed(&t->joiner, NULL);
+    t->kind = kind;
+    t->flags = o ? o->flags : 0;
+    t->rt = rt;
+    t->fn = fn;
+    t->arg = arg;
+    t->wait_fd = -1;
+    t->stack_size = (o && o->stack_size) ? o->stack_size : rt->cfg.stack_size;
+    t->id = at_fadd_relaxed(&rt->next_id, 1);
+    return t;
+}
+
+void task_ref(urt_task *t) { at_fadd_relaxed(&t->refs, 1); }
+
+void task_unref(urt_task *t)
+{
+    /* acq_rel: the last owner sees every write made under the other refs */
+    if (at_fsub_acqrel(&t->refs, 1) == 1)
+        free(t);
+}
+
+bool task_cancel_pending(urt_task *t)
+{
+    return !t->shield && (at_load_relaxed(&t->state) & TS_CANCELLED);
+}
+
+/* ---- owned-task list ------------------------------------------------------- */
+
+void owned_insert(urt_runtime *rt, urt_task *t)
+{
+    t->shard = (unsigned)(t->id % OWN_SHARDS);
+    own_shard *s = &rt->shards[t->shard];
+    pthread_mutex_lock(&s->lock);
+    t->own_prev = NULL;
+    t->own_next = s->head;
+    if (s->head)
+        s->head->own_prev = t;
+    s->head = t;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void owned_remove(urt_runtime *rt, urt_task *t)
+{
+    own_shard *s = &rt->shards[t->shard];
+    pthread_mutex_lock(&s->lock);
+    if (t->own_prev)
+        t->own_prev->own_next = t->own_next;
+    else
+        s->head = t->own_next;
+    if (t->own_next)
+        t->own_next->own_prev = t->own_prev;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- waiters ---------------------------------------------------------------- */
+
+void waiter_wake(urt_waiter *w, int result)
+{
+    urt_task *t = w->task;   /* read before the store: w may vanish right after it */
+    w->result = result;
+    /* release: pairs with the acquire load of futex by the waiter; publishes
+     * result (and whatever the waker wrote before calling us) */
+    at_store_release(&w->futex, 1);
+    if (t) {
+        task_wake(t);
+        task_unref(t);   /* the registration's ref */
+    } else {
+        syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    }
+}
+
+void waiter_block(urt_waiter *w)
+{
+    /* acquire: pairs with the release store in waiter_wake */
+    while (at_load_acquire(&w->futex) == 0)
+        syscall(SYS_futex, &w->futex, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+/* ---- wake ------------------------------------------------------------------- */
+
+static void schedule(urt_task *t)
+{
+    urt_runtime *rt = t->rt;
+    urt_worker *w = urt__cur_worker();
+    int home = at_load_relaxed(&t->home);
+    if (w && w->rt == rt) {
+        if (home < 0 || home == (int)w->id) {
+            worker_schedule_local(w, t, true);
+            return;
+        }
+    } else if (home < 0) {
+        worker_schedule_remote(rt, t);
+        return;
+    }
+    worker_push_mailbox(rt, (unsigned)home, t);
+}
+
+void task_wake(urt_task *t)
+{
+    /* acquire: pairs with the acq_rel transitions of the scheduler */
+    uint32_t s = at_load_acquire(&t->state);
+    for (;;) {
+        if (s & TS_COMPLETE)
+            return;
+        if (s & TS_RUNNING) {
+            if (s & TS_NOTIFIED)
+                return;
+            if (at_cas_acqrel(&t->state, &s, s | TS_NOTIFIED))
+                return;
+            continue;
+        }
+        if (s & TS_SCHEDULED)
+            return;
+        if (at_cas_acqrel(&t->state, &s, s | TS_SCHEDULED))
+            break;
+    }
+    schedule(t);
+}
+
+void task_suspend(urt_task *t, int reason)
+{
+    t->switch_reason = (uint8_t)reason;
+    fiber_switch(&t->fiber, t->resumer);
+}
+
+void task_complete(urt_task *t, void *ret, int result)
+{
+    urt_runtime *rt = t->rt;
+    t->ret = ret;
+    t->result = result;
+    if (rt->cfg.on_task_terminate)
+        rt->cfg.on_task_terminate(t, rt->cfg.hook_data);
+    owned_remove(rt, t);
+    uint32_t s = at_load_relaxed(&t->state);
+    /* release: publishes ret/result to whoever sees COMPLETE (join) */
+    while (!at_cas_acqrel(&t->state, &s, (s & TS_CANCELLED) | TS_COMPLETE))
+        ;
+    /* acq_rel: pairs with the joiner's CAS that published its waiter */
+    urt_waiter *j = at_xchg_acqrel(&t->joiner, JOINER_DONE);
+    if (j)
+        waiter_wake(j, 0);
+    /* seq_cst: pairs with the seq_cst store of shutdown_started in shutdown */
+    if (at_fsub_seqcst(&rt->live, 1) == 1 && at_load_seqcst(&rt->shutdown_started)) {
+        pthread_mutex_lock(&rt->sd_lock);
+        pthread_cond_broadcast(&rt->sd_cv);
+        pthread_mutex_unlock(&rt->sd_lock);
+    }
+    task_unref(t);
+}
+
+/* ---- public: spawn, join, cancel, detach ------------------------------------- */
+
+static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
+                        const urt_spawn_opts *o, uint8_t kind)
+{
+    if (out)
+        *out = NULL;
+    if (!fn)
+        return -EINVAL;
+    if (!rt) {
+        urt_task *cur = urt__cur_task();
+        rt = cur ? cur->rt : NULL;
+        if (!rt)
+            return -EINVAL;
+    }
+    if (o && o->stack_size && o->stack_size < URT_STACK_MIN)
+        return -EINVAL;
+    if (o && (o->flags & ~URT_TASK_MIGRATABLE))
+        return -EINVAL;
+    if (at_load_acquire(&rt->closing))
+        return -ESHUTDOWN;
+    urt_task *t = task_alloc(rt, fn, arg, o, kind);
+    if (!t)
+        return -ENOMEM;
+    at_fadd_seqcst(&rt->live, 1);
+    if (out) {
+        task_ref(t);   /* the handle's */
+        at_fadd_relaxed(&rt->handles, 1);
+        *out = t;
+    }
+    owned_insert(rt, t);
+    if (at_load_acquire(&rt->cancel_all))
+        at_for_relaxed(&t->state, TS_CANCELLED);
+    if (rt->cfg.on_task_spawn)
+        rt->cfg.on_task_spawn(t, rt->cfg.hook_data);
+    if (kind == TK_BLOCKING) {
+        pool_submit_blocking(rt, t);
+        return 0;
+    }
+    urt_worker *w = urt__cur_worker();
+    if (w && w->rt == rt)
+        worker_schedule_local(w, t, true);
+    else
+        worker_schedule_remote(rt, t);
+    return 0;
+}
+
+int urt_spawn_ex(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg, const urt_spawn_opts *opts)
+{
+    return spawn_common(rt, t, fn, arg, opts, TK_FIBER);
+}
+
+int urt_spawn(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg)
+{
+    return spawn_common(rt, t, fn, arg, NULL, TK_FIBER);
+}
+
+int urt_spawn_blocking(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg)
+{
+    return spawn_common(rt, t, fn, arg, NULL, TK_BLOCKING);
+}
+
+static int join_finish(urt_task *t, void **ret)
+{
+    /* acquire: pairs with the release CAS to COMPLETE in task_complete */
+    uint32_t s = at_load_acquire(&t->state);
+    int res = t->result;
+    if (ret)
+        *ret = t->ret;
+    if (res == 0 && (s & TS_CANCELLED))
+        res = -ECANCELED;
+    at_fsub_relaxed(&t->rt->handles, 1);
+    task_unref(t);   /* the handle's ref */
+    return res;
+}
+
+int urt_join(urt_task *t, void **ret)
+{
+    if (!t)
+        return -EINVAL;
+    urt_task *cur = urt__cur_task();
+    if (cur == t)
+        return -EDEADLK;
+    if (at_load_acquire(&t->state) & TS_COMPLETE)
+        return join_finish(t, ret);
+    urt_waiter w;
+    memset(&w, 0, sizeof(w));
+    if (cur && !cur->in_bip) {
+        if (task_cancel_pending(cur))
+            return -ECANCELED;
+        w.task = cur;
+        task_ref(cur);   /* the registration's ref, dropped by waiter_wake */
+        urt_waiter *exp = NULL;
+        if (!at_cas_strong_acqrel(&t->joiner, &exp, &w)) {
+            task_unref(cur);
+            return join_finish(t, ret);   /* exp == JOINER_DONE */
+        }
+        cur->wait_what = "join";
+        bool gave_up = false;
+        while (at_load_acquire(&w.futex) == 0) {
+            if (!gave_up && task_cancel_pending(cur)) {
+                exp = &w;
+                if (at_cas_strong_acqrel(&t->joiner, &exp, NULL)) {
+                    cur->wait_what = NULL;
+                    task_unref(cur);
+                    return -ECANCELED;
+                }
+                gave_up = true;   /* the completer has our waiter: wait for it */
+            }
+            task_suspend(cur, SW_PARK);
+        }
+        cur->wait_what = NULL;
+        return join_finish(t, ret);
+    }
+    if (urt__cur_worker())
+        return -EDEADLK;   /* a worker thread outside a task (a hook) must not block */
+    urt_waiter *exp = NULL;
+    if (!at_cas_strong_acqrel(&t->joiner, &exp, &w))
+        return join_finish(t, ret);
+    waiter_block(&w);
+    return join_finish(t, ret);
+}
+
+int urt_cancel(urt_task *t)
+{
+    if (!t)
+        return -EINVAL;
+    /* release: the wake below makes the task look at its state */
+    at_for_acqrel(&t->state, TS_CANCELLED);
+    if (t->kind == TK_FIBER)
+        task_wake(t);
+    return 0;
+}
+
+void urt_detach(urt_task *t)
+{
+    if (t) {
+        at_fsub_relaxed(&t->rt->handles, 1);
+        task_unref(t);
+    }
+}
+
+uint64_t urt_task_id(const urt_task *t) { return t ? t->id : 0; }
+
+uint64_t urt_self_id(void)
+{
+    urt_task *t = urt__cur_task();
+    return t ? t->id : 0;
+}
+
+bool urt_cancelled(void)
+{
+    urt_task *t = urt__cur_task();
+    return t && (at_load_relaxed(&t->state) & TS_CANCELLED);
+}
+
+bool urt_cancel_shield(bool on)
+{
+    urt_task *t = urt__cur_task();
+    if (!t)
+        return false;
+    bool old = t->shield;
+    t->shield = on;
+    return old;
+}
+
+uint64_t urt_op_timeout(uint64_t ns)
+{
+    urt_task *t = urt__cur_task();
+    if (!t)
+        return 0;
+    uint64_t old = t->op_timeout;
+    t->op_timeout = ns;
+    return old;
+}
+
+urt_runtime *urt_current(void)
+{
+    urt_task *t = urt__cur_task();
+    return t ? t->rt : NULL;
+}
+
+int urt_worker_id(void)
+{
+    urt_worker *w = urt__cur_worker();
+    return w ? (int)w->id : -1;
+}
+
+uint64_t urt_now(void) { return urt__now(); }
+
+void urt_yield(void)
+{
+    urt_task *t = urt__cur_task();
+    if (!t || t->in_bip || !urt__cur_worker()) {
+        sched_yield();
+        return;
+    }
+    task_suspend(t, SW_YIELD);
+}
+
+const char *urt_version(void) { return "0.1.0"; }

@@ -1,0 +1,683 @@
+/*
+ * worker.c - the worker loop, after Tokio's multi_thread worker (Context::run).
+ *
+ *   tick++
+ *   every event_interval ticks: maintenance (submit + reap without blocking,
+ *       deferred (yielded) tasks back to the run queue, mailbox drained,
+ *       adaptive global_queue_interval recomputed, ring counters published)
+ *   next task: every global_queue_interval ticks the inject queue first;
+ *       otherwise LIFO slot (at most 3 in a row), the run queues (pinned
+ *       runq and stealable lq, alternating), the mailbox, the inject queue
+ *   run it until it suspends, yields or ends; then act on why it switched out
+ *   nothing ready: submit and reap without blocking; deferred tasks back;
+ *       steal (throttled: at most half the workers search; random first
+ *       victim; take half of its stealable tasks), then the inject queue
+ *   park: announce as sleeper (SeqCst), re-check the mailbox, the inject
+ *       queue, the CQ and the stop flag, then block in
+ *       io_uring_submit_and_wait(wait_nr = 1) with a safety timeout
+ *
+ * Two local queues, because a fiber that has run stays on its home worker:
+ *   lq    never-run tasks and migratable tasks: other workers steal from it
+ *   runq  pinned tasks woken here (owner only, unbounded intrusive FIFO)
+ *
+ * Doorbell protocol (at most one pending per worker):
+ *   waker:  push to the mailbox; SeqCst fence; if target->sleeping: CAS
+ *           target->bell 0 -> 1 and, if it won, send a MSG_RING (from its own
+ *           ring, or ring-less / eventfd from a thread with no ring)
+ *   owner:  sleeping = 1 (SeqCst); fence; re-check the mailbox; wait;
+ *           sleeping = 0; bell = 0; drain the mailbox
+ *   The fences pair with each other: either the waker sees sleeping = 1, or
+ *   the owner sees the pushed task before it waits.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#if defined(URT_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+
+#include "runtime/runtime.h"
+
+#define MAX_LIFO_POLLS 3
+#define PARK_SAFETY_NS (1000ull * 1000 * 1000)
+#define TARGET_GQI_NS 200000ull
+#define SUBMIT_BATCH 32
+
+static void h_op_done(void *ctx, ring_op *op);
+static void h_bell(void *ctx, int32_t res);
+static void h_bell_fail(void *ctx, unsigned target, int32_t res);
+static const ring_handlers handlers = {
+    .op_done = h_op_done,
+    .multi = NULL,
+    .bell = h_bell,
+    .bell_fail = h_bell_fail,
+};
+
+/* ---- local queues ----------------------------------------------------------- */
+
+static inline bool stealable(urt_task *t, urt_worker *w)
+{
+    if (!t->has_run)
+        return true;
+    return (t->flags & URT_TASK_MIGRATABLE) && !t->op_pending && at_load_relaxed(&t->home) == (int)w->id;
+}
+
+static inline void runq_push(urt_worker *w, urt_task *t)
+{
+    t->node.next = NULL;
+    if (w->runq_tail)
+        w->runq_tail->next = &t->node;
+    else
+        w->runq_head = &t->node;
+    w->runq_tail = &t->node;
+}
+
+static inline urt_task *runq_pop(urt_worker *w)
+{
+    q_node *n = w->runq_head;
+    if (!n)
+        return NULL;
+    w->runq_head = n->next;
+    if (!w->runq_head)
+        w->runq_tail = NULL;
+    return task_of(n);
+}
+
+static void push_queue(urt_worker *w, urt_task *t)
+{
+    if (stealable(t, w)) {
+        unsigned moved = lq_push_owner(&w->lq, &t->node, &w->rt->inject);
+        STAT_INC(w, local_schedules);
+        if (moved) {
+            STAT_INC(w, overflows);
+            worker_notify_parked(w->rt);
+        } else if (lq_len(&w->lq) > 1) {
+            /* something to steal: wake a sleeper if nobody is searching */
+            worker_notify_parked(w->rt);
+        }
+    } else {
+        runq_push(w, t);
+        STAT_INC(w, local_schedules);
+    }
+}
+
+void worker_schedule_local(urt_worker *w, urt_task *t, bool lifo)
+{
+    if (lifo && !(w->rt->cfg.flags & URT_CONFIG_NO_LIFO)) {
+        urt_task *prev = w->lifo;
+        w->lifo = t;
+        if (!prev)
+            return;
+        t = prev;
+    }
+    push_queue(w, t);
+}
+
+void worker_schedule_remote(urt_runtime *rt, urt_task *t)
+{
+    inject_push(&rt->inject, &t->node);
+    /* seq_cst: pairs with the fence in park() after the sleeper announce;
+     * either a parking worker sees the task, or we see it in the idle set */
+    at_fence_seqcst();
+    worker_notify_parked(rt);
+}
+
+void worker_push_mailbox(urt_runtime *rt, unsigned target, urt_task *t)
+{
+    urt_worker *tw = &rt->workers[target];
+    mb_push(&tw->mb, &t->node);
+    at_fadd_relaxed(&tw->stats.mailbox_pushes, 1);
+    /* seq_cst: pairs with the fence after `sleeping = 1` in park() */
+    at_fence_seqcst();
+    if (at_load_relaxed(&tw->sleeping))
+        worker_ring_bell(rt, target);
+}
+
+void worker_notify_parked(urt_runtime *rt)
+{
+    int id = idle_worker_to_notify(&rt->idle);
+    if (id >= 0)
+        worker_ring_bell(rt, (unsigned)id);
+}
+
+void worker_ring_bell(urt_runtime *rt, unsigned target)
+{
+    urt_worker *tw = &rt->workers[target];
+    uint32_t exp = 0;
+    /* acq_rel: pairs with the owner's release store of bell = 0 after waking */
+    if (!at_cas_strong_acqrel(&tw->bell, &exp, 1))
+        return;   /* one is already on its way */
+    int fd = at_load_acquire(&tw->ring_fd);
+    if (fd < 0)
+        return;
+    urt_worker *w = urt__cur_worker();
+    if (w && w->rt == rt) {
+        ring_bell(&w->ring, fd, target);
+        STAT_INC(w, wakes_sent);
+    } else if (rt->ringless) {
+        ring_bell_ringless(fd);
+    } else if (tw->efd >= 0) {
+        uint64_t one = 1;
+        ssize_t r = write(tw->efd, &one, sizeof(one));
+        (void)r;
+    }
+}
+
+void worker_submit(urt_worker *w)
+{
+    if (w->ring.pending) {
+        int r = ring_submit(&w->ring);
+        if (r == -EBUSY || r == -EAGAIN)   /* CQ backlog: reap, then the next submit goes through */
+            ring_reap(&w->ring, &handlers, w);
+    }
+}
+
+/* ---- CQE handlers -------------------------------------------------------------- */
+
+static void arm_eventfd(urt_worker *w)
+{
+    if (w->efd < 0 || w->efd_armed)
+        return;
+    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+    if (!sqe)
+        return;
+    ring_op_start(&w->efd_op, NULL);
+    io_uring_prep_read(sqe, w->efd, &w->efd_buf, sizeof(w->efd_buf), 0);
+    io_uring_sqe_set_data64(sqe, ring_op_data(&w->efd_op));
+    w->efd_armed = true;
+}
+
+static void h_op_done(void *ctx, ring_op *op)
+{
+    urt_worker *w = ctx;
+    if (op == &w->efd_op) {
+        w->efd_armed = false;
+        STAT_INC(w, wakes_received);
+        return;
+    }
+    urt_task *t = op->owner;
+    if (t)
+        task_wake(t);   /* home is here: goes to the LIFO slot */
+}
+
+static void h_bell(void *ctx, int32_t res)
+{
+    urt_worker *w = ctx;
+    STAT_INC(w, wakes_received);
+}
+
+static void h_bell_fail(void *ctx, unsigned target, int32_t res)
+{
+    urt_worker *w = ctx;
+    urt_runtime *rt = w->rt;
+    if (target >= rt->nworkers)
+        return;
+    /* the doorbell never arrived: let the next waker (or our retry) ring again */
+    at_store_release(&rt->workers[target].bell, 0);
+    w->bell_retry = true;
+}
+
+/* ---- finding work ------------------------------------------------------------------ */
+
+static void drain_defer(urt_worker *w)
+{
+    if (!w->defer_head)
+        return;
+    if (w->runq_tail)
+        w->runq_tail->next = w->defer_head;
+    else
+        w->runq_head = w->defer_head;
+    w->runq_tail = w->defer_tail;
+    w->defer_head = w->defer_tail = NULL;
+}
+
+static void drain_mailbox(urt_worker *w)
+{
+    q_node *n = mb_take_all(&w->mb);
+    while (n) {
+        q_node *next = n->next;
+        urt_task *t = task_of(n);
+        if (stealable(t, w))
+            push_queue(w, t);
+        else
+            runq_push(w, t);
+        n = next;
+    }
+}
+
+static urt_task *pull_inject(urt_worker *w)
+{
+    urt_runtime *rt = w->rt;
+    if (inject_is_empty(&rt->inject))
+        return NULL;
+    /* take a fair share, as Tokio does: len / workers + 1, bounded by the room
+     * left in the local queue */
+    uint64_t n = inject_len(&rt->inject) / rt->nworkers + 1;
+    unsigned room = lq_remaining(&w->lq) / 2;
+    if (n > room)
+        n = room;
+    if (n > 64)
+        n = 64;
+    if (n == 0)
+        n = 1;
+    q_node *buf[64];
+    unsigned got = inject_pop_batch(&rt->inject, buf, (unsigned)n);
+    if (got == 0)
+        return NULL;
+    STAT_ADD(w, inject_schedules, got);
+    for (unsigned i = 1; i < got; i++)
+        lq_push_owner(&w->lq, buf[i], &rt->inject);
+    return task_of(buf[0]);
+}
+
+static urt_task *pop_local(urt_worker *w)
+{
+    urt_task *t;
+    w->runq_first = !w->runq_first;
+    if (w->runq_first) {
+        if ((t = runq_pop(w)))
+            return t;
+        q_node *n = lq_pop_owner(&w->lq);
+        return n ? task_of(n) : NULL;
+    }
+    q_node *n = lq_pop_owner(&w->lq);
+    if (n)
+        return task_of(n);
+    return runq_pop(w);
+}
+
+static void publish_ring_stats(urt_worker *w)
+{
+    at_store_relaxed(&w->r_sqes, w->ring.sqes_submitted);
+    at_store_relaxed(&w->r_cqes, w->ring.cqes_reaped);
+    at_store_relaxed(&w->r_enters, w->ring.enters);
+}
+
+static void maintenance(urt_worker *w)
+{
+    urt_runtime *rt = w->rt;
+    worker_submit(w);
+    ring_reap(&w->ring, &handlers, w);
+    drain_defer(w);
+    if (!mb_is_empty(&w->mb))
+        drain_mailbox(w);
+    if (w->bell_retry) {
+        w->bell_retry = false;
+        for (unsigned i = 0; i < rt->nworkers; i++)
+            if (at_load_relaxed(&rt->workers[i].sleeping))
+                worker_ring_bell(rt, i);
+    }
+    uint64_t now = urt__now();
+    uint64_t polls = at_load_relaxed(&w->stats.polls);
+    uint64_t dt = now - w->maint_ns, dp = polls - w->maint_polls;
+    STAT_ADD(w, busy_ns, dt);
+    if (rt->cfg.global_queue_interval == 0 && dp > 0) {
+        /* aim at TARGET_GQI_NS between inject checks, as Tokio does */
+        uint64_t avg = dt / dp;
+        uint64_t gqi = avg ? TARGET_GQI_NS / avg : 127;
+        if (gqi < 2)
+            gqi = 2;
+        if (gqi > 127)
+            gqi = 127;
+        w->gqi = (unsigned)gqi;
+    }
+    w->maint_ns = now;
+    w->maint_polls = polls;
+    publish_ring_stats(w);
+}
+
+static urt_task *next_task(urt_worker *w)
+{
+    urt_runtime *rt = w->rt;
+    urt_task *t;
+    w->tick++;
+    if (w->tick % rt->cfg.event_interval == 0)
+        maintenance(w);
+    if (w->tick % w->gqi == 0 && !inject_is_empty(&rt->inject)) {
+        q_node *n = inject_pop(&rt->inject);
+        if (n) {
+            STAT_INC(w, inject_schedules);
+            return task_of(n);
+        }
+    }
+    if (w->lifo) {
+        t = w->lifo;
+        w->lifo = NULL;
+        if (w->lifo_polls < MAX_LIFO_POLLS) {
+            w->lifo_polls++;
+            STAT_INC(w, lifo_polls);
+            return t;
+        }
+        push_queue(w, t);   /* three in a row: let the queue run */
+    }
+    w->lifo_polls = 0;
+    if ((t = pop_local(w)))
+        return t;
+    if (!mb_is_empty(&w->mb)) {
+        drain_mailbox(w);
+        if ((t = pop_local(w)))
+            return t;
+    }
+    return pull_inject(w);
+}
+
+static bool has_local_work(urt_worker *w)
+{
+    return w->lifo || w->runq_head || !lq_is_empty(&w->lq) || !mb_is_empty(&w->mb);
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static urt_task *steal_work(urt_worker *w)
+{
+    urt_runtime *rt = w->rt;
+    if (rt->nworkers > 1) {
+        if (!w->searching) {
+            if (!idle_transition_to_searching(&rt->idle))
+                goto inject;
+            w->searching = true;
+        }
+        STAT_INC(w, steal_attempts);
+        unsigned n = rt->nworkers, start = (unsigned)(xorshift(&w->rng) % n);
+        for (unsigned i = 0; i < n; i++) {
+            unsigned v = (start + i) % n;
+            if (v == w->id)
+                continue;
+            unsigned cnt = 0;
+            q_node *got = lq_steal_into(&rt->workers[v].lq, &w->lq, &cnt);
+            if (got) {
+                STAT_INC(w, steals);
+                STAT_ADD(w, tasks_stolen, cnt);
+                return task_of(got);
+            }
+        }
+    }
+inject:
+    return pull_inject(w);
+}
+
+/* Non-blocking poll of the ring. True when something became runnable here. */
+static bool poll_io(urt_worker *w)
+{
+    worker_submit(w);
+    unsigned n = 0;
+    if (ring_cq_ready(&w->ring) || ring_needs_enter(&w->ring))
+        n = ring_reap(&w->ring, &handlers, w);
+    bool deferred = w->defer_head != NULL;
+    drain_defer(w);
+    if (n && lq_len(&w->lq) > 0)
+        worker_notify_parked(w->rt);   /* once per batch, not per CQE */
+    return deferred || has_local_work(w);
+}
+
+static bool work_pending_anywhere(urt_runtime *rt)
+{
+    if (!inject_is_empty(&rt->inject))
+        return true;
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (!lq_is_empty(&rt->workers[i].lq))
+            return true;
+    return false;
+}
+
+static void park(urt_worker *w)
+{
+    urt_runtime *rt = w->rt;
+    arm_eventfd(w);
+    worker_submit(w);
+    publish_ring_stats(w);
+    /* optional spin: a wake that lands within spin_us costs no syscall */
+    if (rt->cfg.spin_us && rt->cfg.spin_us != URT_SPIN_NONE) {
+        uint64_t until = urt__now() + (uint64_t)rt->cfg.spin_us * 1000;
+        do {
+            for (int i = 0; i < 64; i++)
+                at_cpu_relax();
+            if (has_local_work(w) || ring_cq_ready(&w->ring) || ring_needs_enter(&w->ring) ||
+                !inject_is_empty(&rt->inject) || at_load_relaxed(&rt->stop))
+                return;
+        } while (urt__now() < until);
+    }
+    bool last = idle_transition_to_parked(&rt->idle, w->id, w->searching);
+    w->searching = false;
+    if (last && work_pending_anywhere(rt))
+        worker_notify_parked(rt);
+    at_store_seqcst(&w->sleeping, 1);
+    /* seq_cst: pairs with the fences in worker_push_mailbox and
+     * worker_schedule_remote (Dekker: push-then-check vs announce-then-check) */
+    at_fence_seqcst();
+    uint64_t t0 = urt__now();
+    STAT_ADD(w, busy_ns, t0 - w->maint_ns);
+    if (mb_is_empty(&w->mb) && inject_is_empty(&rt->inject) && !ring_cq_ready(&w->ring) &&
+        !at_load_seqcst(&rt->stop)) {
+        STAT_INC(w, parks);
+        ring_submit_and_wait(&w->ring, PARK_SAFETY_NS);
+    }
+    at_store_relaxed(&w->sleeping, 0);
+    /* release: pairs with the CAS in worker_ring_bell; a doorbell sent from
+     * now on is a new one */
+    at_store_release(&w->bell, 0);
+    w->maint_ns = urt__now();
+    w->maint_polls = at_load_relaxed(&w->stats.polls);
+    if (!idle_unpark_worker_by_id(&rt->idle, w->id))
+        w->searching = true;   /* a notifier chose us and counted us as searching */
+    ring_reap(&w->ring, &handlers, w);
+    if (!mb_is_empty(&w->mb))
+        drain_mailbox(w);
+}
+
+/* ---- running a task ------------------------------------------------------------------ */
+
+static void task_entry(void *p)
+{
+    urt_task *t = p;
+    fiber_entry_begin();
+    void *r = t->fn(t->arg);
+    t->ret = r;
+    t->switch_reason = SW_DONE;
+    fiber_switch_ex(&t->fiber, t->resumer, true);
+    __builtin_unreachable();
+}
+
+static void after_switch(urt_worker *w, urt_task *t)
+{
+    urt_runtime *rt = w->rt;
+    uint32_t s;
+    switch (t->switch_reason) {
+    case SW_DONE:
+        fiber_destroy(&t->fiber);
+        urt__stack_put(&rt->stack_pool, &w->stacks, &t->stack);
+        task_complete(t, t->ret, 0);
+        break;
+    case SW_YIELD:
+        s = at_load_relaxed(&t->state);
+        /* acq_rel: publishes the fiber's saved context to the next runner */
+        while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
+            ;
+        t->node.next = NULL;
+        if (w->defer_tail)
+            w->defer_tail->next = &t->node;
+        else
+            w->defer_head = &t->node;
+        w->defer_tail = &t->node;
+        break;
+    case SW_PARK: {
+        s = at_load_relaxed(&t->state);
+        uint32_t ns;
+        do {
+            ns = (s & TS_NOTIFIED) ? ((s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED) : (s & ~TS_RUNNING);
+            /* acq_rel: pairs with task_wake's CAS; publishes the saved context */
+        } while (!at_cas_acqrel(&t->state, &s, ns));
+        if (s & TS_NOTIFIED)
+            push_queue(w, t);
+        break;
+    }
+    case SW_BIP:
+        pool_submit_bip(rt, t);
+        break;
+    default:
+        abort();
+    }
+}
+
+static void run_task(urt_worker *w, urt_task *t)
+{
+    urt_runtime *rt = w->rt;
+    if (w->searching) {
+        w->searching = false;
+        /* the last searcher to find work wakes another to keep looking */
+        if (idle_transition_from_searching(&rt->idle))
+            worker_notify_parked(rt);
+    }
+    uint32_t s = at_load_relaxed(&t->state);
+    /* acq_rel: pairs with the scheduler that queued it; we see its context */
+    while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_SCHEDULED | TS_NOTIFIED)) | TS_RUNNING))
+        ;
+    STAT_INC(w, polls);
+    if (!t->has_run) {
+        if (s & TS_CANCELLED) {
+            task_complete(t, NULL, -ECANCELED);
+            return;
+        }
+        if (urt__stack_get(&rt->stack_pool, &w->stacks, t->stack_size, &t->stack) < 0) {
+            task_complete(t, NULL, -ENOMEM);
+            return;
+        }
+#if defined(URT_ASAN)
+        ASAN_UNPOISON_MEMORY_REGION(t->stack.lo, (size_t)((char *)t->stack.hi - (char *)t->stack.lo));
+#endif
+        fiber_init(&t->fiber, t->stack.lo, t->stack.hi, task_entry, t);
+        t->ovf.stack = &t->stack;
+        t->ovf.task_id = t->id;
+        t->ovf.name = t->name;
+        t->has_run = true;
+        at_store_relaxed(&t->home, (int)w->id);
+    } else if (t->flags & URT_TASK_MIGRATABLE) {
+        at_store_relaxed(&t->home, (int)w->id);
+    }
+    t->resumer = &w->sched;
+    w->cur = t;
+    urt__set_cur(w, t);
+    urt__overflow_set_current(&t->ovf);
+    at_store_relaxed(&w->run_seq, at_load_relaxed(&w->run_seq) + 1);
+    at_store_relaxed(&w->run_start, 1);
+    fiber_switch(&w->sched, &t->fiber);
+    at_store_relaxed(&w->run_start, 0);
+    urt__overflow_set_current(NULL);
+    urt__set_cur(w, NULL);
+    w->cur = NULL;
+    after_switch(w, t);
+    if (w->ring.pending >= SUBMIT_BATCH || (w->ring.pending && (w->tick & 15) == 0))
+        worker_submit(w);
+}
+
+/* ---- the thread ------------------------------------------------------------------------ */
+
+static void pin_self(unsigned id)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return;
+    int n = CPU_COUNT(&set);
+    if (n <= 0)
+        return;
+    int want = (int)(id % (unsigned)n), k = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (!CPU_ISSET(c, &set))
+            continue;
+        if (k++ == want) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(c, &one);
+            sched_setaffinity(0, sizeof(one), &one);
+            return;
+        }
+    }
+}
+
+void *worker_main(void *arg)
+{
+    urt_worker *w = arg;
+    urt_runtime *rt = w->rt;
+    urt__set_cur(w, NULL);
+    if (rt->cfg.flags & URT_CONFIG_PIN_WORKERS)
+        pin_self(w->id);
+    unsigned want = RING_WANT_DEFER | RING_WANT_COOP;
+    if (rt->cfg.flags & URT_CONFIG_NO_DEFER)
+        want = RING_WANT_COOP;
+    if (rt->cfg.flags & URT_CONFIG_PLAIN_RING)
+        want = 0;
+    int err = ring_init(&w->ring, rt->cfg.ring_entries, want);
+    if (err == 0 && !rt->ringless) {
+        w->efd = eventfd(0, EFD_CLOEXEC);
+        if (w->efd < 0)
+            err = -errno;
+    }
+    if (err == 0) {
+        fiber_init_thread(&w->sched);
+        urt__overflow_thread_init();
+        at_store_relaxed(&w->ring_flags, w->ring.setup_flags);
+        at_store_release(&w->ring_fd, ring_fd(&w->ring));
+    }
+    /* tell the creator, then wait for the go (or the abort) */
+    pthread_mutex_lock(&rt->sd_lock);
+    w->init_err = err ? err : 1;
+    pthread_cond_broadcast(&rt->sd_cv);
+    while (!at_load_relaxed(&rt->stop) && !rt->started)
+        pthread_cond_wait(&rt->sd_cv, &rt->sd_lock);
+    pthread_mutex_unlock(&rt->sd_lock);
+    if (err) {
+        at_store_release(&w->exited, 1);
+        return NULL;
+    }
+    w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)(w->id + 1) * 0xbf58476d1ce4e5b9ull);
+    w->gqi = rt->cfg.global_queue_interval ? rt->cfg.global_queue_interval : 31;
+    w->maint_ns = urt__now();
+    arm_eventfd(w);
+
+    for (;;) {
+        urt_task *t = next_task(w);
+        if (t) {
+            run_task(w, t);
+            continue;
+        }
+        if (poll_io(w))
+            continue;
+        if (at_load_acquire(&rt->stop))
+            break;
+        if ((t = steal_work(w))) {
+            run_task(w, t);
+            continue;
+        }
+        park(w);
+    }
+
+    /* Every task has ended (or shutdown gave up on one). Cancel what is left
+     * on the ring (the eventfd read), reap, close. */
+    if (w->efd_armed) {
+        ring_cancel_op(&w->ring, &w->efd_op);
+        worker_submit(w);
+        for (int i = 0; i < 100 && w->efd_armed; i++) {
+            ring_submit_and_wait(&w->ring, 10 * 1000 * 1000);
+            ring_reap(&w->ring, &handlers, w);
+        }
+    }
+    publish_ring_stats(w);
+    urt__stack_cache_drain(&rt->stack_pool, &w->stacks);
+    ring_exit(&w->ring);
+    urt__overflow_thread_fini();
+    at_store_release(&w->exited, 1);
+    return NULL;
+}
