@@ -34,7 +34,14 @@
 #define at_cas_acqrel(p, e, d)  atomic_compare_exchange_weak_explicit((p), (e), (d), memory_order_acq_rel, memory_order_acquire)
 #define at_cas_strong_acqrel(p, e, d) atomic_compare_exchange_strong_explicit((p), (e), (d), memory_order_acq_rel, memory_order_acquire)
 #define at_cas_seqcst(p, e, d)  atomic_compare_exchange_strong_explicit((p), (e), (d), memory_order_seq_cst, memory_order_seq_cst)
+#if defined(URT_TSAN)
+/* TSan does not model fences: a seq_cst read-modify-write on one shared word
+ * orders the same way for the Dekker-style uses here, and TSan sees it */
+extern _Atomic uint64_t urt__tsan_fence_word;
+#define at_fence_seqcst()       ((void)atomic_fetch_add_explicit(&urt__tsan_fence_word, 0, memory_order_seq_cst))
+#else
 #define at_fence_seqcst()       atomic_thread_fence(memory_order_seq_cst)
+#endif
 #define at_fence_acquire()      atomic_thread_fence(memory_order_acquire)
 #define at_fence_release()      atomic_thread_fence(memory_order_release)
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs urt's test suite three times: the normal build, ASan+UBSan, and TSan.
+# Installs its dependencies first. Usage: tools/test.sh [normal|address|thread]...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/deps.sh
+builds=("$@")
+[ ${#builds[@]} -eq 0 ] && builds=(normal address thread)
+jobs=$(nproc)
+for b in "${builds[@]}"; do
+  san=""
+  [ "$b" = normal ] || san="$b"
+  dir="build-test-$b"
+  echo "=== $b build ==="
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DURT_WERROR=ON \
+        -DURT_SANITIZE="$san" -DURT_BUILD_BENCH=OFF >/dev/null
+  ninja -C "$dir"
+  # halt_on_error: a sanitizer report fails the test that caused it
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 1200
+done
