@@ -67,6 +67,8 @@ typedef struct urt_config {
     void *hook_data;
     unsigned spin_us;               /* spin this long before parking; 0: default (0 = no spin
                                        beyond a few re-checks); URT_SPIN_NONE for none */
+    unsigned rx_buffers;            /* provided buffers per worker for urt_rx; 0: 1024 (power of two) */
+    unsigned rx_buffer_size;        /* bytes each; 0: 4096 */
     uint64_t watchdog_ns;           /* a worker stuck in one task this long counts as a stall;
                                        0: default (1 s); UINT64_MAX: no watchdog */
 } urt_config;
@@ -186,6 +188,56 @@ URT_API ssize_t urt_read(int fd, void *buf, size_t len, int64_t off);   /* off -
 URT_API ssize_t urt_write(int fd, const void *buf, size_t len, int64_t off);
 /* Cancels the fd's pending ops on the caller's ring first, then closes; works in a cancelled task. */
 URT_API int     urt_close(int fd);
+
+/* Send all len bytes (finishing short writes). Returns len, or -errno with
+ * nothing said about how much was sent. */
+URT_API ssize_t urt_send_all(int fd, const void *buf, size_t len, int flags);
+URT_API int     urt_shutdown(int fd, int how);
+
+/* ---- Servers: multishot accept, and receive into pooled buffers ---------- */
+
+/*
+ * A listener accepts with one multishot accept armed on the ring of the
+ * worker that opened it (re-armed whenever the kernel ends it). Accepted fds
+ * queue in the listener until urt_listener_accept takes them. Use it from
+ * the task that opened it. listen_fd must be bound and listening; it is not
+ * closed by urt_listener_close. flags: SOCK_CLOEXEC / SOCK_NONBLOCK for the
+ * accepted sockets.
+ */
+typedef struct urt_listener urt_listener;
+URT_API int urt_listener_open(urt_listener **out, int listen_fd, int flags);
+/* Next connection: fd >= 0, or -errno (-ECANCELED; -EMFILE/-ENFILE when out
+ * of descriptors: the caller may back off and call again). Suspends. */
+URT_API int urt_listener_accept(urt_listener *l);
+/* Cancel the multishot accept, close queued fds nobody took, free l. */
+URT_API int urt_listener_close(urt_listener *l);
+
+/*
+ * Pooled receive: a multishot recv on fd that takes buffers from a ring of
+ * provided buffers owned by the calling task's worker (config rx_buffers x
+ * rx_buffer_size). An idle connection holds no buffer. Each received chunk
+ * comes as a urt_buf that the caller owns until urt_buf_release, which gives
+ * the buffer back to its ring (released on another thread, it travels home).
+ * At most URT_RX_MAX_HELD buffers are held per urt_rx (queued + handed out):
+ * past that the receive pauses until the caller releases some, so one peer
+ * that floods cannot drain the ring for the others. Use an urt_rx from the
+ * task that opened it.
+ */
+#define URT_RX_MAX_HELD 16
+typedef struct urt_rx urt_rx;
+typedef struct urt_buf {
+    void *data;          /* the bytes received; valid until urt_buf_release */
+    size_t len;
+    void *_rx;           /* private */
+    uint32_t _bid;       /* private */
+} urt_buf;
+URT_API int     urt_rx_open(urt_rx **out, int fd);
+/* > 0: bytes in *buf (release it); 0: the peer closed; -errno (-ECANCELED,
+ * -ETIMEDOUT under urt_op_timeout, -ECONNRESET ...). Suspends. */
+URT_API ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf);
+URT_API void    urt_buf_release(urt_buf *buf);
+/* Cancel the receive, give back queued buffers, free rx. Does not close fd. */
+URT_API int     urt_rx_close(urt_rx *rx);
 
 /* ------------------------------------------------------------------------ */
 /* Sync primitives (suspend the task, never the worker)                       */

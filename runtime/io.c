@@ -209,3 +209,26 @@ int urt_sleep(uint64_t ns)
         return 0;
     return r;
 }
+
+ssize_t urt_send_all(int fd, const void *buf, size_t len, int flags)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = urt_send(fd, (const char *)buf + done, len - done, flags);
+        if (n < 0)
+            return n;
+        if (n == 0)
+            return -EPIPE;
+        done += (size_t)n;
+    }
+    return (ssize_t)len;
+}
+
+int urt_shutdown(int fd, int how)
+{
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return -EINVAL;
+    IO_PROLOGUE(shutdown(fd, how));
+    io_uring_prep_shutdown(sqe, fd, how);
+    return op_wait_ex(t, &op, sqe, "shutdown", fd, true);
+}

@@ -82,6 +82,13 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
         c.event_interval = 61;
     if (c.max_blocking_threads == 0)
         c.max_blocking_threads = 512;
+    if (c.rx_buffers == 0)
+        c.rx_buffers = 1024;
+    if (c.rx_buffer_size == 0)
+        c.rx_buffer_size = 4096;
+    if ((c.rx_buffers & (c.rx_buffers - 1)) || c.rx_buffers > 32768 || c.rx_buffer_size > (1u << 24)) {
+        return -EINVAL;
+    }
     if (c.watchdog_ns == 0)
         c.watchdog_ns = 1000ull * 1000 * 1000;
 

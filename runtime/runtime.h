@@ -136,6 +136,8 @@ typedef struct urt_worker {
     ring_op efd_op;
     bool efd_armed;
     bool bell_retry;               /* a doorbell we sent failed: resend later */
+    struct rx_pool *rxp;           /* provided buffers for urt_rx, made on first use */
+    unsigned multi_inflight;       /* multishot records the ring still holds */
     pthread_t thread;
     int init_err;
     /* ---- shared ---- */
@@ -228,6 +230,13 @@ void worker_notify_parked(urt_runtime *rt);
 void worker_ring_bell(urt_runtime *rt, unsigned target);
 void worker_submit(urt_worker *w);
 
+/* ---- net.c ---- */
+void net_multi_cqe(urt_worker *w, void *rec, int32_t res, uint32_t flags);
+void net_pool_drain(urt_worker *w);                   /* buffers released elsewhere come home */
+static inline bool net_pool_has_returns(urt_worker *w);
+void net_pool_destroy(urt_worker *w);
+void worker_kick(urt_runtime *rt, unsigned target);   /* ring target's doorbell if it sleeps */
+
 /* ---- blocking.c ---- */
 int  pool_init(blocking_pool *p, unsigned max);
 void pool_submit_blocking(urt_runtime *rt, urt_task *t);
@@ -240,5 +249,21 @@ int  watchdog_start(urt_runtime *rt);
 void watchdog_stop(urt_runtime *rt);
 
 uint64_t urt__now(void);
+
+typedef struct rx_pool {
+    ring_bufs bufs;
+    unsigned avail;                /* owner: buffers the kernel holds */
+    struct urt_rx *starved;        /* owner: receivers waiting for buffers */
+    pthread_mutex_t ret_lock;
+    uint16_t *ret;                 /* under ret_lock: bids released on other threads */
+    unsigned nret, retcap;
+    _Atomic uint32_t has_ret;      /* nret != 0; read without the lock */
+    unsigned owner;
+} rx_pool;
+
+static inline bool net_pool_has_returns(urt_worker *w)
+{
+    return w->rxp && at_load_relaxed(&w->rxp->has_ret);
+}
 
 #endif /* URT_RUNTIME_RUNTIME_H */

@@ -52,9 +52,13 @@
 static void h_op_done(void *ctx, ring_op *op);
 static void h_bell(void *ctx, int32_t res);
 static void h_bell_fail(void *ctx, unsigned target, int32_t res);
+static void h_multi(void *ctx, void *rec, int32_t res, uint32_t flags)
+{
+    net_multi_cqe(ctx, rec, res, flags);
+}
 static const ring_handlers handlers = {
     .op_done = h_op_done,
-    .multi = NULL,
+    .multi = h_multi,
     .bell = h_bell,
     .bell_fail = h_bell_fail,
 };
@@ -136,6 +140,14 @@ void worker_push_mailbox(urt_runtime *rt, unsigned target, urt_task *t)
     /* seq_cst: pairs with the fence after `sleeping = 1` in park() */
     at_fence_seqcst();
     if (at_load_relaxed(&tw->sleeping))
+        worker_ring_bell(rt, target);
+}
+
+void worker_kick(urt_runtime *rt, unsigned target)
+{
+    /* seq_cst: pairs with the fence after `sleeping = 1` in park() */
+    at_fence_seqcst();
+    if (at_load_relaxed(&rt->workers[target].sleeping))
         worker_ring_bell(rt, target);
 }
 
@@ -307,6 +319,7 @@ static void maintenance(urt_worker *w)
     drain_defer(w);
     if (!mb_is_empty(&w->mb))
         drain_mailbox(w);
+    net_pool_drain(w);
     if (w->bell_retry) {
         w->bell_retry = false;
         for (unsigned i = 0; i < rt->nworkers; i++)
@@ -418,6 +431,7 @@ static bool poll_io(urt_worker *w)
         n = ring_reap(&w->ring, &handlers, w);
     bool deferred = w->defer_head != NULL;
     drain_defer(w);
+    net_pool_drain(w);
     if (n && lq_len(&w->lq) > 0)
         worker_notify_parked(w->rt);   /* once per batch, not per CQE */
     return deferred || has_local_work(w);
@@ -461,7 +475,7 @@ static void park(urt_worker *w)
     uint64_t t0 = urt__now();
     STAT_ADD(w, busy_ns, t0 - w->maint_ns);
     if (mb_is_empty(&w->mb) && inject_is_empty(&rt->inject) && !ring_cq_ready(&w->ring) &&
-        !at_load_seqcst(&rt->stop)) {
+        !net_pool_has_returns(w) && !at_load_seqcst(&rt->stop)) {
         STAT_INC(w, parks);
         ring_submit_and_wait(&w->ring, PARK_SAFETY_NS);
     }
@@ -666,14 +680,19 @@ void *worker_main(void *arg)
 
     /* Every task has ended (or shutdown gave up on one). Cancel what is left
      * on the ring (the eventfd read), reap, close. */
-    if (w->efd_armed) {
-        ring_cancel_op(&w->ring, &w->efd_op);
-        worker_submit(w);
-        for (int i = 0; i < 100 && w->efd_armed; i++) {
-            ring_submit_and_wait(&w->ring, 10 * 1000 * 1000);
-            ring_reap(&w->ring, &handlers, w);
-        }
+    if (w->efd_armed || w->multi_inflight) {
+        /* whatever is still armed: the eventfd read, records nobody closed */
+        struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
     }
+    /* multishot records whose owners closed them: their final CQEs free them */
+    worker_submit(w);
+    for (int i = 0; i < 100 && (w->efd_armed || w->multi_inflight); i++) {
+        ring_submit_and_wait(&w->ring, 10 * 1000 * 1000);
+        ring_reap(&w->ring, &handlers, w);
+    }
+    net_pool_destroy(w);
     publish_ring_stats(w);
     urt__stack_cache_drain(&rt->stack_pool, &w->stacks);
     ring_exit(&w->ring);

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -239,4 +240,65 @@ bool ring_ringless_supported(void)
 {
     pthread_once(&ringless_once, probe_ringless);
     return ringless_ok;
+}
+
+void ring_cancel_data(urt_ring *r, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe = ring_sqe(r);
+    io_uring_prep_cancel64(sqe, user_data, 0);
+    io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
+}
+
+int ring_bufs_init(urt_ring *r, ring_bufs *b, unsigned nbufs, unsigned size, uint16_t bgid)
+{
+    memset(b, 0, sizeof(*b));
+    if (nbufs == 0 || (nbufs & (nbufs - 1)) || nbufs > 32768 || size == 0)
+        return -EINVAL;
+    b->br_bytes = (sizeof(struct io_uring_buf) * nbufs + 4095) & ~(size_t)4095;
+    b->br = mmap(NULL, b->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (b->br == MAP_FAILED) {
+        b->br = NULL;
+        return -ENOMEM;
+    }
+    /* buffers: only the pages the kernel writes into ever become resident */
+    b->mem = mmap(NULL, (size_t)nbufs * size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+    if (b->mem == MAP_FAILED) {
+        munmap(b->br, b->br_bytes);
+        b->br = NULL;
+        b->mem = NULL;
+        return -ENOMEM;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)b->br;
+    reg.ring_entries = nbufs;
+    reg.bgid = bgid;
+    int ret = io_uring_register_buf_ring(&r->uring, &reg, 0);
+    if (ret < 0) {
+        munmap(b->mem, (size_t)nbufs * size);
+        munmap(b->br, b->br_bytes);
+        b->br = NULL;
+        b->mem = NULL;
+        return ret;
+    }
+    b->nbufs = nbufs;
+    b->size = size;
+    b->mask = nbufs - 1;
+    b->bgid = bgid;
+    io_uring_buf_ring_init(b->br);
+    for (unsigned i = 0; i < nbufs; i++)
+        io_uring_buf_ring_add(b->br, ring_bufs_addr(b, i), size, (unsigned short)i, (int)b->mask, (int)i);
+    io_uring_buf_ring_advance(b->br, (int)nbufs);
+    return 0;
+}
+
+void ring_bufs_fini(urt_ring *r, ring_bufs *b)
+{
+    if (!b->br)
+        return;
+    io_uring_unregister_buf_ring(&r->uring, b->bgid);
+    munmap(b->mem, (size_t)b->nbufs * b->size);
+    munmap(b->br, b->br_bytes);
+    b->br = NULL;
+    b->mem = NULL;
 }

@@ -125,8 +125,29 @@ unsigned ring_reap(urt_ring *r, const ring_handlers *h, void *ctx);
 
 /* Queue a cancel of the op (matched by user_data, generation included). */
 void ring_cancel_op(urt_ring *r, ring_op *op);
+/* Queue a cancel of whatever carries exactly this user_data (multishot records). */
+void ring_cancel_data(urt_ring *r, uint64_t user_data);
 /* Queue a cancel of every op on fd. */
 void ring_cancel_fd(urt_ring *r, int fd);
+
+/* Provided-buffer ring: nbufs (power of two) buffers of size bytes at mem,
+ * registered as group bgid. 0 or -errno. */
+typedef struct ring_bufs {
+    struct io_uring_buf_ring *br;
+    size_t br_bytes;
+    char *mem;
+    unsigned nbufs, size, mask;
+    uint16_t bgid;
+} ring_bufs;
+int  ring_bufs_init(urt_ring *r, ring_bufs *b, unsigned nbufs, unsigned size, uint16_t bgid);
+void ring_bufs_fini(urt_ring *r, ring_bufs *b);
+/* Give buffer bid back to the kernel (owner thread). */
+static inline void ring_bufs_put(ring_bufs *b, unsigned bid)
+{
+    io_uring_buf_ring_add(b->br, b->mem + (size_t)bid * b->size, b->size, (unsigned short)bid, (int)b->mask, 0);
+    io_uring_buf_ring_advance(b->br, 1);
+}
+static inline void *ring_bufs_addr(ring_bufs *b, unsigned bid) { return b->mem + (size_t)bid * b->size; }
 
 /* Doorbell to another ring: queue a MSG_RING carrying (RING_TAG_BELL, res)
  * and submit at once. A failure comes back on this ring as RING_TAG_BELL_FAIL
