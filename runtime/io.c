@@ -172,6 +172,10 @@ int urt_close(int fd)
     urt_worker *w = urt__cur_worker();
     ring_reserve(&w->ring, 2);
     struct io_uring_sqe *c = ring_sqe(&w->ring);
+    if (!c) {
+        t->shield = old;
+        return -EBUSY;
+    }
     io_uring_prep_cancel_fd(c, fd, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(c, ring_tag(NULL, RING_TAG_IGNORE, 0));
     c->flags |= IOSQE_IO_HARDLINK;   /* the close runs whatever the cancel found */

@@ -123,6 +123,8 @@ static void listener_arm(urt_listener *l)
 {
     urt_ring *r = &l->w->ring;
     struct io_uring_sqe *sqe = ring_sqe(r);
+    if (!sqe)
+        return;   /* the next accept call tries again */
     io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, l->flags);
     io_uring_sqe_set_data64(sqe, rec_data(l));
     at_fadd_relaxed(&l->refs, 1);   /* the ring's */
@@ -302,6 +304,8 @@ static void rx_arm(urt_rx *rx)
 {
     urt_ring *r = &rx->w->ring;
     struct io_uring_sqe *sqe = ring_sqe(r);
+    if (!sqe)
+        return;   /* the next receive call tries again */
     io_uring_prep_recv_multishot(sqe, rx->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = rx->pool->bufs.bgid;
@@ -472,6 +476,10 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             ts.tv_sec = (long long)(ns / 1000000000u);
             ts.tv_nsec = (long long)(ns % 1000000000u);
             struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+            if (!sqe) {
+                ret = -EBUSY;
+                break;
+            }
             ring_op_start(&top, t);
             io_uring_prep_timeout(sqe, &ts, 0, 0);
             io_uring_sqe_set_data64(sqe, ring_op_data(&top));

@@ -178,6 +178,8 @@ unsigned ring_reap(urt_ring *r, const ring_handlers *h, void *ctx)
 void ring_cancel_op(urt_ring *r, ring_op *op)
 {
     struct io_uring_sqe *sqe = ring_sqe(r);
+    if (!sqe)
+        return;
     io_uring_prep_cancel64(sqe, ring_op_data(op), 0);
     /* the cancel's own CQE (0, -ENOENT or -EALREADY) is not interesting:
      * the op's CQE tells what happened */
@@ -188,6 +190,8 @@ void ring_cancel_op(urt_ring *r, ring_op *op)
 void ring_cancel_fd(urt_ring *r, int fd)
 {
     struct io_uring_sqe *sqe = ring_sqe(r);
+    if (!sqe)
+        return;
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
 }
@@ -201,6 +205,8 @@ static void prep_bell(struct io_uring_sqe *sqe, int target_fd)
 int ring_bell(urt_ring *r, int target_fd, unsigned target_index)
 {
     struct io_uring_sqe *sqe = ring_sqe(r);
+    if (!sqe)
+        return -EBUSY;
     prep_bell(sqe, target_fd);
     /* success is silent; a failure CQE names the target so it can be retried */
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
@@ -245,6 +251,8 @@ bool ring_ringless_supported(void)
 void ring_cancel_data(urt_ring *r, uint64_t user_data)
 {
     struct io_uring_sqe *sqe = ring_sqe(r);
+    if (!sqe)
+        return;
     io_uring_prep_cancel64(sqe, user_data, 0);
     io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
 }

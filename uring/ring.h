@@ -91,7 +91,8 @@ static inline struct io_uring_sqe *ring_sqe(urt_ring *r)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->uring);
     if (__builtin_expect(sqe == NULL, 0))
         sqe = ring_sqe_slow(r);
-    r->pending++;
+    if (sqe)
+        r->pending++;
     return sqe;
 }
 /* Reserve n SQEs at once (a linked pair must not be split by a flush). */
