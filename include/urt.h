@@ -251,7 +251,7 @@ URT_API int     urt_rx_close(urt_rx *rx);
  */
 typedef struct urt_notify urt_notify;
 URT_API int  urt_notify_create(urt_notify **out);
-/* The caller makes sure nobody waits on n any more. */
+/* Nobody may wait on n any more; a waiter whose wait returned 0 may destroy it. */
 URT_API void urt_notify_destroy(urt_notify *n);
 /* Any thread. */
 URT_API int  urt_notify_signal(urt_notify *n);

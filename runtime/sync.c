@@ -110,6 +110,8 @@ int urt_notify_wait(urt_notify *n)
     pthread_mutex_unlock(&n->lock);
     if (!in_task) {
         waiter_block(&w);
+        pthread_mutex_lock(&n->lock);   /* the signaller is done with n (see below) */
+        pthread_mutex_unlock(&n->lock);
         return 0;
     }
     __atomic_store_n(&t->wait_what, "notify", __ATOMIC_RELAXED);
@@ -132,5 +134,11 @@ int urt_notify_wait(urt_notify *n)
         task_suspend(t, SW_PARK);
     }
     __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
+    if (res == 0) {
+        /* the signaller wakes us under the lock: once we hold it, it is done
+         * with n, and the caller may destroy n */
+        pthread_mutex_lock(&n->lock);
+        pthread_mutex_unlock(&n->lock);
+    }
     return res;
 }

@@ -169,16 +169,18 @@ void worker_ring_bell(urt_runtime *rt, unsigned target)
     if (fd < 0)
         return;
     urt_worker *w = urt__cur_worker();
+    int r;
     if (w && w->rt == rt) {
-        ring_bell(&w->ring, fd, target);
+        r = ring_bell(&w->ring, fd, target);
         STAT_INC(w, wakes_sent);
     } else if (rt->ringless) {
-        ring_bell_ringless(fd);
-    } else if (tw->efd >= 0) {
+        r = ring_bell_ringless(fd);
+    } else {
         uint64_t one = 1;
-        ssize_t r = write(tw->efd, &one, sizeof(one));
-        (void)r;
+        r = write(tw->efd, &one, sizeof(one)) == sizeof(one) ? 0 : -EIO;
     }
+    if (r < 0)   /* not sent: the next waker tries again (the park timeout bounds the delay) */
+        at_store_release(&tw->bell, 0);
 }
 
 void worker_submit(urt_worker *w)
@@ -210,7 +212,7 @@ static void h_op_done(void *ctx, ring_op *op)
     urt_worker *w = ctx;
     if (op == &w->efd_op) {
         w->efd_armed = false;
-        STAT_INC(w, wakes_received);
+        h_bell(w, op->res);
         return;
     }
     urt_task *t = op->owner;
@@ -222,6 +224,9 @@ static void h_bell(void *ctx, int32_t res)
 {
     urt_worker *w = ctx;
     STAT_INC(w, wakes_received);
+    /* release: pairs with the CAS in worker_ring_bell; the doorbell has
+     * arrived, so the next one must be sent */
+    at_store_release(&w->bell, 0);
 }
 
 static void h_bell_fail(void *ctx, unsigned target, int32_t res)
@@ -352,13 +357,8 @@ static urt_task *next_task(urt_worker *w)
     w->tick++;
     if (w->tick % rt->cfg.event_interval == 0)
         maintenance(w);
-    if (w->tick % w->gqi == 0 && !inject_is_empty(&rt->inject)) {
-        q_node *n = inject_pop(&rt->inject);
-        if (n) {
-            STAT_INC(w, inject_schedules);
-            return task_of(n);
-        }
-    }
+    if (w->tick % w->gqi == 0 && (t = pull_inject(w)))
+        return t;   /* a fair share, so a busy worker still drains remote spawns */
     if (w->lifo) {
         t = w->lifo;
         w->lifo = NULL;
@@ -468,6 +468,9 @@ static void park(urt_worker *w)
     w->searching = false;
     if (last && work_pending_anywhere(rt))
         worker_notify_parked(rt);
+    /* a doorbell from before this park (already reaped, or about to be) must
+     * not stop the next notifier from ringing: at worst one extra wake */
+    at_store_release(&w->bell, 0);
     at_store_seqcst(&w->sleeping, 1);
     /* seq_cst: pairs with the fences in worker_push_mailbox and
      * worker_schedule_remote (Dekker: push-then-check vs announce-then-check) */
