@@ -57,7 +57,7 @@ typedef void *(*urt_fn)(void *arg);
 typedef struct urt_config {
     unsigned workers;               /* 0: one per online CPU (at most 1024) */
     unsigned ring_entries;          /* SQ entries; 0: library default (256) */
-    size_t   stack_size;            /* task stack; 0: default (256 KiB virtual) */
+    size_t   stack_size;            /* task stack; 0: default (256 KiB virtual); 16 KiB .. 1 GiB */
     unsigned event_interval;        /* 0: default (61) */
     unsigned global_queue_interval; /* 0: adaptive (aims at 200 us between inject checks) */
     unsigned max_blocking_threads;  /* 0: default (512) */
@@ -111,7 +111,7 @@ URT_API void urt_runtime_destroy(urt_runtime *rt);
 
 typedef struct urt_spawn_opts {
     const char *name;     /* shown in task dumps; copied (up to 31 bytes) */
-    size_t stack_size;    /* 0: runtime default */
+    size_t stack_size;    /* 0: runtime default; at most 1 GiB */
     unsigned flags;       /* URT_TASK_* */
 } urt_spawn_opts;
 
@@ -149,8 +149,10 @@ URT_API int  urt_worker_id(void);
 URT_API uint64_t urt_task_id(const urt_task *t);
 URT_API uint64_t urt_self_id(void);
 /*
- * Per-task timeout applied to each following I/O op, join and sleep-free
- * wait (0: none). Returns the previous value, which the caller restores.
+ * Per-task timeout (0: none) for each following suspending call: the I/O
+ * ops, urt_rx_recv, urt_join and urt_notify_wait (not urt_sleep, not
+ * urt_listener_accept). A call that runs out returns -ETIMEDOUT. Returns
+ * the previous value, which the caller restores.
  */
 URT_API uint64_t urt_op_timeout(uint64_t ns);
 /* While on, cancellation is held back; returns the old value. */
@@ -199,7 +201,9 @@ URT_API int     urt_shutdown(int fd, int how);
 /*
  * A listener accepts with one multishot accept armed on the ring of the
  * worker that opened it (re-armed whenever the kernel ends it). Accepted fds
- * queue in the listener until urt_listener_accept takes them. Use it from
+ * queue in the listener until urt_listener_accept takes them; when 64 are
+ * waiting the accept pauses (the kernel's backlog holds the rest) and
+ * resumes as they are taken. Use it from
  * the task that opened it. listen_fd must be bound and listening; it is not
  * closed by urt_listener_close. flags: SOCK_CLOEXEC / SOCK_NONBLOCK for the
  * accepted sockets.
@@ -220,10 +224,11 @@ URT_API int urt_listener_close(urt_listener *l);
  * the buffer back to its ring (released on another thread, it travels home).
  * At most URT_RX_MAX_HELD buffers are held per urt_rx (queued + handed out):
  * past that the receive pauses until the caller releases some, so one peer
- * that floods cannot drain the ring for the others. Use an urt_rx from the
- * task that opened it.
+ * that floods cannot drain the ring for the others (data already waiting
+ * in the socket when the receive is armed can overshoot the cap: the kernel
+ * takes what is there in one go). Use an urt_rx from the task that opened it.
  */
-#define URT_RX_MAX_HELD 16
+#define URT_RX_MAX_HELD 4
 typedef struct urt_rx urt_rx;
 typedef struct urt_buf {
     void *data;          /* the bytes received; valid until urt_buf_release */
@@ -256,7 +261,8 @@ URT_API void urt_notify_destroy(urt_notify *n);
 /* Any thread. */
 URT_API int  urt_notify_signal(urt_notify *n);
 /* 0, -ECANCELED (the waiting task was cancelled; no permit is consumed),
- * -EINVAL; -EPERM on a worker thread outside a task. */
+ * -ETIMEDOUT (the task's urt_op_timeout passed), -EINVAL; -EPERM on a
+ * worker thread outside a task. */
 URT_API int  urt_notify_wait(urt_notify *n);
 /* Take the permit if it is there: 0, or -EAGAIN. */
 URT_API int  urt_notify_try_wait(urt_notify *n);

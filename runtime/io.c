@@ -89,6 +89,34 @@ static int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const 
     return res;
 }
 
+bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts)
+{
+    urt_worker *w = urt__cur_worker();
+    if (!t->op_timeout || !w)
+        return false;
+    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+    if (!sqe)
+        return false;
+    *ts = ns_to_ts(t->op_timeout);
+    ring_op_start(op, t);
+    io_uring_prep_timeout(sqe, ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, ring_op_data(op));
+    return true;
+}
+
+void task_timer_finish(urt_task *t, ring_op *op)
+{
+    if (op->done)
+        return;
+    /* the record is on the caller's stack: end it and wait for its CQE */
+    ring_cancel_op(&urt__cur_worker()->ring, op);
+    bool old = t->shield;
+    t->shield = true;
+    while (!op->done)
+        task_suspend(t, SW_PARK);
+    t->shield = old;
+}
+
 #define IO_PROLOGUE(plain)                          \
     int err_ = 0;                                   \
     urt_task *t = io_task(&err_);                   \

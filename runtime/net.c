@@ -20,7 +20,11 @@
  *     socket meanwhile, nothing is lost;
  *   - one urt_rx holds at most URT_RX_MAX_HELD buffers (queued + handed
  *     out): at the cap its multishot is cancelled; the next urt_rx_recv after
- *     the caller released some re-arms it.
+ *     the caller released some re-arms it. When fewer than 1/8 of the
+ *     buffers are left, a receiver whose owner is not waiting for data
+ *     pauses as soon as it has something queued. Data already waiting in
+ *     the socket when the receive is armed can overshoot the cap: the kernel
+ *     takes what is there in one go.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -31,7 +35,7 @@
 
 enum { MR_LISTENER = 1, MR_RX = 2 };
 
-#define LQ_FDS 256
+#define LQ_PAUSE 64   /* queued fds at which the multishot accept pauses */
 
 struct urt_listener {
     uint8_t kind;                  /* MR_LISTENER; first field of every record */
@@ -39,9 +43,11 @@ struct urt_listener {
     urt_worker *w;
     int fd, flags;
     bool armed, closing;
+    bool cancel_sent;
     int err;                       /* an error to hand out once */
-    int q[LQ_FDS];
-    unsigned qh, qn;
+    int *q;                        /* accepted fds in order; grows past LQ_PAUSE only for
+                                      CQEs already posted when the pause took effect */
+    unsigned qh, qn, qcap;
     urt_task *waiter;
 };
 
@@ -74,7 +80,9 @@ static void rec_unref(void *rec)
     _Atomic uint32_t *refs = listener ? &((urt_listener *)rec)->refs : &((urt_rx *)rec)->refs;
     /* acq_rel: the last owner sees every write made under the other refs */
     if (at_fsub_acqrel(refs, 1) == 1) {
-        if (!listener)
+        if (listener)
+            free(((urt_listener *)rec)->q);
+        else
             free(((urt_rx *)rec)->q);
         free(rec);
     }
@@ -129,18 +137,52 @@ static void listener_arm(urt_listener *l)
     io_uring_sqe_set_data64(sqe, rec_data(l));
     at_fadd_relaxed(&l->refs, 1);   /* the ring's */
     l->armed = true;
+    l->cancel_sent = false;
     l->w->multi_inflight++;
+}
+
+static bool listener_push(urt_listener *l, int fd)
+{
+    if (l->qn == l->qcap) {
+        unsigned ncap = l->qcap * 2;
+        int *nq = malloc(ncap * sizeof(*nq));
+        if (!nq)
+            return false;
+        for (unsigned i = 0; i < l->qn; i++)
+            nq[i] = l->q[(l->qh + i) % l->qcap];
+        free(l->q);
+        l->q = nq;
+        l->qh = 0;
+        l->qcap = ncap;
+    }
+    l->q[(l->qh + l->qn++) % l->qcap] = fd;
+    return true;
+}
+
+static int listener_pop(urt_listener *l)
+{
+    int fd = l->q[l->qh];
+    l->qh = (l->qh + 1) % l->qcap;
+    l->qn--;
+    return fd;
 }
 
 static void listener_cqe(urt_listener *l, int32_t res, uint32_t flags)
 {
     if (res >= 0) {
-        if (l->closing || l->qn == LQ_FDS)
+        if (l->closing)
             close(res);   /* nobody will take it */
-        else
-            l->q[(l->qh + l->qn++) % LQ_FDS] = res;
-    } else if (res != -ECANCELED || !l->closing) {
+        else if (!listener_push(l, res)) {
+            close(res);
+            l->err = -ENOMEM;
+        }
+    } else if (!(res == -ECANCELED && (l->closing || l->cancel_sent))) {
         l->err = res;
+    }
+    /* nobody takes them fast enough: pause, the kernel's backlog holds the rest */
+    if ((flags & IORING_CQE_F_MORE) && !l->cancel_sent && l->qn >= LQ_PAUSE) {
+        ring_cancel_data(&l->w->ring, rec_data(l));
+        l->cancel_sent = true;
     }
     if (!(flags & IORING_CQE_F_MORE)) {
         l->armed = false;
@@ -165,6 +207,12 @@ int urt_listener_open(urt_listener **out, int listen_fd, int flags)
     urt_listener *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
+    l->qcap = LQ_PAUSE * 2;
+    l->q = malloc(l->qcap * sizeof(*l->q));
+    if (!l->q) {
+        free(l);
+        return -ENOMEM;
+    }
     l->kind = MR_LISTENER;
     at_store_relaxed(&l->refs, 1);
     l->w = urt__cur_worker();
@@ -187,9 +235,9 @@ int urt_listener_accept(urt_listener *l)
         return -EXDEV;   /* only on the worker that opened it */
     for (;;) {
         if (l->qn) {
-            int fd = l->q[l->qh];
-            l->qh = (l->qh + 1) % LQ_FDS;
-            l->qn--;
+            int fd = listener_pop(l);
+            if (!l->armed && l->qn < LQ_PAUSE / 4 && !l->err)
+                listener_arm(l);   /* paused: resume while some are still queued */
             return fd;
         }
         if (l->err) {
@@ -218,13 +266,10 @@ int urt_listener_close(urt_listener *l)
     if (w != l->w)
         return -EXDEV;
     l->closing = true;
-    if (l->armed)
+    if (l->armed && !l->cancel_sent)
         ring_cancel_data(&w->ring, rec_data(l));
-    while (l->qn) {
-        close(l->q[l->qh]);
-        l->qh = (l->qh + 1) % LQ_FDS;
-        l->qn--;
-    }
+    while (l->qn)
+        close(listener_pop(l));
     rec_unref(l);
     return 0;
 }
@@ -343,9 +388,11 @@ static void rx_cqe(urt_rx *rx, int32_t res, uint32_t flags)
             rx->err = res;
         }
     }
-    /* at the cap: pause the receive (the data waits in the socket) */
+    /* at the cap, or when buffers run short while the owner is busy elsewhere
+     * (not consuming): pause the receive; the data waits in the socket */
     if ((flags & IORING_CQE_F_MORE) && !rx->cancel_sent &&
-        at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD) {
+        (at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD ||
+         (!rx->waiter && rx->qn && p->avail < p->bufs.nbufs / 8))) {
         ring_cancel_data(&rx->w->ring, rec_data(rx));
         rx->cancel_sent = true;
     }

@@ -68,7 +68,7 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
         c = *cfg;
     else
         memset(&c, 0, sizeof(c));
-    if (c.workers > 1024 || c.ring_entries > 32768 || (c.stack_size && c.stack_size < URT_STACK_MIN) ||
+    if (c.workers > 1024 || c.ring_entries > 32768 || (c.stack_size && (c.stack_size < URT_STACK_MIN || c.stack_size > URT_STACK_MAX)) ||
         c.global_queue_interval > 1u << 20 || c.max_blocking_threads > 1u << 16 ||
         (c.flags & ~(URT_CONFIG_PIN_WORKERS | URT_CONFIG_NO_LIFO | URT_CONFIG_NO_DEFER | URT_CONFIG_PLAIN_RING)))
         return -EINVAL;

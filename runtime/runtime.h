@@ -50,6 +50,7 @@ enum { TK_FIBER = 0, TK_BLOCKING = 1 };
 enum { SW_PARK = 0, SW_YIELD, SW_DONE, SW_BIP, SW_BIP_DONE };
 
 #define TASK_NAME_MAX 32
+#define URT_STACK_MAX ((size_t)1 << 30)   /* larger stack requests are -EINVAL */
 
 typedef struct urt_waiter {
     urt_task *task;               /* NULL: a plain thread waiting on `futex` */
@@ -229,6 +230,13 @@ void worker_push_mailbox(urt_runtime *rt, unsigned target, urt_task *t);
 void worker_notify_parked(urt_runtime *rt);
 void worker_ring_bell(urt_runtime *rt, unsigned target);
 void worker_submit(urt_worker *w);
+
+/* ---- io.c ---- */
+/* The per-task op timeout for a wait that is not a ring op itself (join,
+ * notify): a TIMEOUT op whose record lives on the waiter's stack. start
+ * returns false when no timeout is set; finish ends it and waits for its CQE. */
+bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts);
+void task_timer_finish(urt_task *t, ring_op *op);
 
 /* ---- net.c ---- */
 void net_multi_cqe(urt_worker *w, void *rec, int32_t res, uint32_t flags);

@@ -115,9 +115,13 @@ int urt_notify_wait(urt_notify *n)
         return 0;
     }
     __atomic_store_n(&t->wait_what, "notify", __ATOMIC_RELAXED);
+    ring_op top;
+    struct __kernel_timespec ts;
+    bool timer = task_timer_start(t, &top, &ts);
     int res = 0;
     while (at_load_acquire(&w.futex) == 0) {
-        if (task_cancel_pending(t)) {
+        int why = task_cancel_pending(t) ? -ECANCELED : (timer && top.done) ? -ETIMEDOUT : 0;
+        if (why) {
             pthread_mutex_lock(&n->lock);
             bool mine = w.linked;
             if (mine)
@@ -125,7 +129,7 @@ int urt_notify_wait(urt_notify *n)
             pthread_mutex_unlock(&n->lock);
             if (mine) {
                 task_unref(t);
-                res = -ECANCELED;
+                res = why;
                 break;
             }
             /* a signal already chose us: the wake is done (under the lock), take it */
@@ -134,6 +138,8 @@ int urt_notify_wait(urt_notify *n)
         task_suspend(t, SW_PARK);
     }
     __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
+    if (timer)
+        task_timer_finish(t, &top);
     if (res == 0) {
         /* the signaller wakes us under the lock: once we hold it, it is done
          * with n, and the caller may destroy n */

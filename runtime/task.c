@@ -227,7 +227,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         if (!rt)
             return -EINVAL;
     }
-    if (o && o->stack_size && o->stack_size < URT_STACK_MIN)
+    if (o && o->stack_size && (o->stack_size < URT_STACK_MIN || o->stack_size > URT_STACK_MAX))
         return -EINVAL;
     if (o && (o->flags & ~URT_TASK_MIGRATABLE))
         return -EINVAL;
@@ -251,9 +251,11 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         pool_submit_blocking(rt, t);
         return 0;
     }
+    /* Not the LIFO slot: a task stays where it first runs, so a new one goes
+     * to the back of the stealable queue, where an idle worker can take it. */
     urt_worker *w = urt__cur_worker();
     if (w && w->rt == rt)
-        worker_schedule_local(w, t, true);
+        worker_schedule_local(w, t, false);
     else
         worker_schedule_remote(rt, t);
     return 0;
@@ -309,21 +311,32 @@ int urt_join(urt_task *t, void **ret)
             task_unref(cur);
             return join_finish(t, ret);   /* exp == JOINER_DONE */
         }
-        cur->wait_what = "join";
+        __atomic_store_n(&cur->wait_what, "join", __ATOMIC_RELAXED);
+        ring_op top;
+        struct __kernel_timespec ts;
+        bool timer = task_timer_start(cur, &top, &ts);
         bool gave_up = false;
+        int why = 0;
         while (at_load_acquire(&w.futex) == 0) {
-            if (!gave_up && task_cancel_pending(cur)) {
-                exp = &w;
-                if (at_cas_strong_acqrel(&t->joiner, &exp, NULL)) {
-                    cur->wait_what = NULL;
-                    task_unref(cur);
-                    return -ECANCELED;
+            if (!gave_up) {
+                why = task_cancel_pending(cur) ? -ECANCELED : (timer && top.done) ? -ETIMEDOUT : 0;
+                if (why) {
+                    exp = &w;
+                    if (at_cas_strong_acqrel(&t->joiner, &exp, NULL))
+                        break;   /* took our waiter back: t stays ours */
+                    gave_up = true;   /* the completer has our waiter: wait for it */
+                    why = 0;
                 }
-                gave_up = true;   /* the completer has our waiter: wait for it */
             }
             task_suspend(cur, SW_PARK);
         }
-        cur->wait_what = NULL;
+        __atomic_store_n(&cur->wait_what, NULL, __ATOMIC_RELAXED);
+        if (timer)
+            task_timer_finish(cur, &top);
+        if (why) {
+            task_unref(cur);
+            return why;
+        }
         return join_finish(t, ret);
     }
     if (urt__cur_worker())

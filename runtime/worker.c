@@ -38,9 +38,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#if defined(URT_ASAN)
-#include <sanitizer/asan_interface.h>
-#endif
 
 #include "runtime/runtime.h"
 
@@ -98,13 +95,11 @@ static void push_queue(urt_worker *w, urt_task *t)
     if (stealable(t, w)) {
         unsigned moved = lq_push_owner(&w->lq, &t->node, &w->rt->inject);
         STAT_INC(w, local_schedules);
-        if (moved) {
+        if (moved)
             STAT_INC(w, overflows);
-            worker_notify_parked(w->rt);
-        } else if (lq_len(&w->lq) > 1) {
-            /* something to steal: wake a sleeper if nobody is searching */
-            worker_notify_parked(w->rt);
-        }
+        /* something to steal: wake a sleeper if nobody is searching (one
+         * atomic load when every worker is busy or one already searches) */
+        worker_notify_parked(w->rt);
     } else {
         runq_push(w, t);
         STAT_INC(w, local_schedules);
@@ -572,9 +567,6 @@ static void run_task(urt_worker *w, urt_task *t)
             task_complete(t, NULL, -ENOMEM);
             return;
         }
-#if defined(URT_ASAN)
-        ASAN_UNPOISON_MEMORY_REGION(t->stack.lo, (size_t)((char *)t->stack.hi - (char *)t->stack.lo));
-#endif
         fiber_init(&t->fiber, t->stack.lo, t->stack.hi, task_entry, t);
         t->ovf.stack = &t->stack;
         t->ovf.task_id = t->id;

@@ -8,8 +8,8 @@
  * Supported: Test(suite, name, .timeout, .signal, .exit_code, .init, .fini,
  * .disabled, .description), cr_assert* / cr_expect* (eq, neq, lt, leq, gt,
  * geq, null, not_null, not, str_eq, str_neq, str_empty, fail), cr_skip_test, cr_log_*.
- * A test binary takes an optional substring filter and ignores Criterion's
- * own flags (--jobs, --verbose ...).
+ * A test binary takes --filter=SUBSTRING and ignores Criterion's own flags
+ * (--jobs, --verbose ...).
  */
 #ifndef URT_TSAN_CRITERION_H
 #define URT_TSAN_CRITERION_H
@@ -115,10 +115,10 @@ int criterion_shim_expect_failed;
 
 int main(int argc, char **argv)
 {
-    const char *filter = NULL;
+    const char *filter = NULL;   /* --filter=SUBSTRING; Criterion's own flags are ignored */
     for (int i = 1; i < argc; i++)
-        if (argv[i][0] != '-')
-            filter = argv[i];
+        if (strncmp(argv[i], "--filter=", 9) == 0)
+            filter = argv[i] + 9;
     int total = 0, passed = 0, failed = 0, skipped = 0;
     for (struct criterion_test_rec *t = criterion_shim_tests; t; t = t->next) {
         if (filter && !strstr(t->name, filter) && !strstr(t->suite, filter))

@@ -1,0 +1,177 @@
+/*
+ * test_op_timeout.c - urt_op_timeout bounds each following I/O op, join and
+ * wait of the calling task: the call returns -ETIMEDOUT, the task is not
+ * cancelled, and what it waited for stays usable.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <urt.h>
+
+#define MS (1000ull * 1000)
+
+static const unsigned worker_counts[] = {1, 2, 4};
+#define FOR_EACH_WORKER_COUNT(w) \
+    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
+        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
+
+static urt_runtime *rt_new(unsigned workers)
+{
+    urt_config cfg = {.workers = workers};
+    urt_runtime *rt = NULL;
+    int r = urt_runtime_create(&rt, &cfg);
+    if (r == -ENOSYS || r == -EPERM)
+        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
+    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
+    return rt;
+}
+
+/* ---- recv ------------------------------------------------------------------------------- */
+
+typedef struct timed_recv {
+    int fds[2];
+    uint64_t first_old, restored_old;
+    ssize_t timed_res, later_res;
+    uint64_t elapsed;
+    bool cancelled;
+    char got;
+} timed_recv;
+
+static void *recv_with_timeout(void *arg)
+{
+    timed_recv *tr = arg;
+    char buf[8];
+    tr->first_old = urt_op_timeout(10 * MS);
+    uint64_t t0 = urt_now();
+    tr->timed_res = urt_recv(tr->fds[0], buf, sizeof(buf), 0);
+    tr->elapsed = urt_now() - t0;
+    tr->restored_old = urt_op_timeout(tr->first_old);
+    tr->cancelled = urt_cancelled();
+    /* with the timeout restored, data that arrives later is received */
+    if (send(tr->fds[1], "z", 1, 0) != 1)
+        return (void *)1;
+    tr->later_res = urt_recv(tr->fds[0], &tr->got, 1, 0);
+    return NULL;
+}
+
+Test(op_timeout, op_timeout_makes_a_recv_return_etimedout, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        timed_recv tr;
+        memset(&tr, 0, sizeof(tr));
+        tr.timed_res = tr.later_res = 1;
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, tr.fds), 0);
+        void *err = NULL;
+        cr_assert_eq(urt_runtime_block_on(rt, recv_with_timeout, &tr, &err), 0, "the task itself is not cancelled");
+        cr_assert_null(err);
+        cr_assert_eq(tr.first_old, 0, "a task starts with no op timeout");
+        cr_assert_eq(tr.timed_res, -ETIMEDOUT, "%u workers: recv with a 10 ms timeout gave %zd", w, tr.timed_res);
+        cr_assert_geq(tr.elapsed, 10 * MS, "the timeout fired early");
+        cr_assert_eq(tr.restored_old, 10 * MS, "urt_op_timeout returns the previous value");
+        cr_assert(!tr.cancelled, "a timeout is not a cancellation");
+        cr_assert_eq(tr.later_res, 1);
+        cr_assert_eq(tr.got, 'z');
+        close(tr.fds[0]);
+        close(tr.fds[1]);
+        urt_runtime_destroy(rt);
+    }
+}
+
+Test(op_timeout, op_timeout_outside_a_task_is_zero, .timeout = 10)
+{
+    urt_runtime *rt = rt_new(1);
+    cr_assert_eq(urt_op_timeout(5 * MS), 0);
+    cr_assert_eq(urt_op_timeout(0), 0);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- join and notify wait ------------------------------------------------------------------- */
+
+static void *sleep_then_return(void *arg)
+{
+    urt_sleep(2000 * MS);
+    return arg;
+}
+
+typedef struct timed_join {
+    int timed_res, later_res;
+    void *ret;
+} timed_join;
+
+static void *join_with_timeout(void *arg)
+{
+    timed_join *tj = arg;
+    urt_task *t = NULL;
+    if (urt_spawn(NULL, &t, sleep_then_return, (void *)(uintptr_t)0x3e) != 0)
+        return (void *)1;
+    uint64_t old = urt_op_timeout(10 * MS);
+    tj->timed_res = urt_join(t, &tj->ret);
+    urt_op_timeout(old);
+    if (tj->timed_res == 0)
+        return NULL;   /* t was consumed */
+    tj->later_res = urt_join(t, &tj->ret);
+    return NULL;
+}
+
+Test(op_timeout, op_timeout_makes_a_join_return_etimedout_and_keeps_the_handle, .timeout = 60)
+{
+    urt_runtime *rt = rt_new(2);
+    timed_join tj = {.timed_res = 1, .later_res = 1};
+    void *err = NULL;
+    int r = urt_runtime_block_on(rt, join_with_timeout, &tj, &err);
+    urt_runtime_destroy(rt);
+    cr_assert_eq(r, 0);
+    cr_assert_null(err);
+    cr_assert_eq(tj.timed_res, -ETIMEDOUT, "a join with a 10 ms op timeout on a 2 s task gave %d", tj.timed_res);
+    cr_assert_eq(tj.later_res, 0, "the handle stays owned: a second join gave %d", tj.later_res);
+    cr_assert_eq((uintptr_t)tj.ret, 0x3e);
+}
+
+typedef struct timed_wait {
+    urt_notify *n;
+    int timed_res;
+} timed_wait;
+
+static void *signal_later(void *arg)
+{
+    timed_wait *tw = arg;
+    urt_sleep(2000 * MS);
+    urt_notify_signal(tw->n);
+    return NULL;
+}
+
+static void *wait_with_timeout(void *arg)
+{
+    timed_wait *tw = arg;
+    urt_task *s = NULL;
+    if (urt_spawn(NULL, &s, signal_later, tw) != 0)
+        return (void *)1;
+    uint64_t old = urt_op_timeout(10 * MS);
+    tw->timed_res = urt_notify_wait(tw->n);
+    urt_op_timeout(old);
+    urt_join(s, NULL);
+    return NULL;
+}
+
+Test(op_timeout, op_timeout_makes_a_notify_wait_return_etimedout, .timeout = 60)
+{
+    urt_runtime *rt = rt_new(2);
+    timed_wait tw = {.timed_res = 1};
+    cr_assert_eq(urt_notify_create(&tw.n), 0);
+    void *err = NULL;
+    int r = urt_runtime_block_on(rt, wait_with_timeout, &tw, &err);
+    /* the timed-out waiter left the queue: the later signal stored a permit */
+    int permit = urt_notify_try_wait(tw.n);
+    urt_runtime_destroy(rt);
+    urt_notify_destroy(tw.n);
+    cr_assert_eq(r, 0);
+    cr_assert_null(err);
+    cr_assert_eq(tw.timed_res, -ETIMEDOUT, "a notify wait with a 10 ms op timeout gave %d", tw.timed_res);
+    cr_assert_eq(permit, 0, "the signal after the timeout found a waiter still queued");
+}

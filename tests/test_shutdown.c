@@ -1,0 +1,285 @@
+/*
+ * test_shutdown.c - urt_runtime_shutdown cancels whatever is still running
+ * (after the grace period), refuses new spawns with -ESHUTDOWN, ends
+ * never-started tasks without running them, and destroy is clean.
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <urt.h>
+
+#define MS   (1000ull * 1000)
+#define HOUR (3600ull * 1000 * MS)
+
+#if defined(URT_TSAN)
+#define SAN_DIV 5
+#elif defined(URT_ASAN)
+#define SAN_DIV 2
+#else
+#define SAN_DIV 1
+#endif
+
+#define SLEEPERS (10000u / SAN_DIV)
+
+static const unsigned worker_counts[] = {1, 2, 4};
+#define FOR_EACH_WORKER_COUNT(w) \
+    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
+        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
+
+static urt_runtime *rt_new(unsigned workers)
+{
+    urt_config cfg = {.workers = workers};
+    urt_runtime *rt = NULL;
+    int r = urt_runtime_create(&rt, &cfg);
+    if (r == -ENOSYS || r == -EPERM)
+        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
+    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
+    return rt;
+}
+
+/* ---- cancelling sleepers ------------------------------------------------------------- */
+
+typedef struct sleepers {
+    atomic_uint asleep, cancelled, other, ended;
+} sleepers;
+
+static void *sleep_for_an_hour(void *arg)
+{
+    sleepers *s = arg;
+    atomic_fetch_add(&s->asleep, 1);
+    int r = urt_sleep(HOUR);
+    atomic_fetch_add(r == -ECANCELED ? &s->cancelled : &s->other, 1);
+    atomic_fetch_add(&s->ended, 1);
+    return NULL;
+}
+
+Test(shutdown, shutdown_cancels_every_sleeping_task, .timeout = 120)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        sleepers s = {0};
+        for (unsigned i = 0; i < SLEEPERS; i++)
+            cr_assert_eq(urt_spawn(rt, NULL, sleep_for_an_hour, &s), 0);
+        while (atomic_load(&s.asleep) < SLEEPERS)
+            usleep(1000);
+        cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+        cr_assert_eq(atomic_load(&s.cancelled), SLEEPERS, "%u workers: %u of %u sleeps ended with -ECANCELED", w,
+                     atomic_load(&s.cancelled), SLEEPERS);
+        cr_assert_eq(atomic_load(&s.other), 0);
+        cr_assert_eq(atomic_load(&s.ended), SLEEPERS);
+        urt_runtime_destroy(rt);
+    }
+}
+
+Test(shutdown, destroy_alone_cancels_sleeping_tasks, .timeout = 60)
+{
+    urt_runtime *rt = rt_new(2);
+    sleepers s = {0};
+    for (unsigned i = 0; i < 100; i++)
+        cr_assert_eq(urt_spawn(rt, NULL, sleep_for_an_hour, &s), 0);
+    while (atomic_load(&s.asleep) < 100)
+        usleep(1000);
+    urt_runtime_destroy(rt);
+    cr_assert_eq(atomic_load(&s.cancelled), 100);
+}
+
+/* ---- grace period ---------------------------------------------------------------------- */
+
+typedef struct graceful {
+    atomic_uint started, normal, cancelled;
+    atomic_int long_result;
+} graceful;
+
+static void *short_work(void *arg)
+{
+    graceful *g = arg;
+    atomic_fetch_add(&g->started, 1);
+    int r = 0;
+    for (int i = 0; i < 3 && r == 0; i++)
+        r = urt_sleep(MS);
+    atomic_fetch_add(r == 0 ? &g->normal : &g->cancelled, 1);
+    return NULL;
+}
+
+static void *long_work(void *arg)
+{
+    graceful *g = arg;
+    atomic_fetch_add(&g->started, 1);
+    atomic_store(&g->long_result, urt_sleep(HOUR));
+    return NULL;
+}
+
+Test(shutdown, grace_period_lets_short_tasks_finish, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        graceful g = {0};
+        for (int i = 0; i < 100; i++)
+            cr_assert_eq(urt_spawn(rt, NULL, short_work, &g), 0);
+        cr_assert_eq(urt_runtime_shutdown(rt, 30000 * MS), 0);
+        cr_assert_eq(atomic_load(&g.normal), 100, "%u workers: %u of 100 short tasks ended normally", w,
+                     atomic_load(&g.normal));
+        cr_assert_eq(atomic_load(&g.cancelled), 0);
+        urt_runtime_destroy(rt);
+    }
+}
+
+Test(shutdown, grace_period_ends_by_cancelling_the_tasks_still_running, .timeout = 60)
+{
+    urt_runtime *rt = rt_new(2);
+    graceful g = {.long_result = 1};
+    cr_assert_eq(urt_spawn(rt, NULL, long_work, &g), 0);
+    for (int i = 0; i < 50; i++)
+        cr_assert_eq(urt_spawn(rt, NULL, short_work, &g), 0);
+    while (atomic_load(&g.started) < 51)
+        usleep(1000);
+    cr_assert_eq(urt_runtime_shutdown(rt, 1000 * MS), 0);
+    cr_assert_eq(atomic_load(&g.normal), 50, "%u of 50 short tasks ended normally", atomic_load(&g.normal));
+    cr_assert_eq(atomic_load(&g.long_result), -ECANCELED, "the long sleep gave %d", atomic_load(&g.long_result));
+    urt_runtime_destroy(rt);
+}
+
+/* ---- spawns after shutdown ------------------------------------------------------------------ */
+
+static void *never_runs(void *arg)
+{
+    atomic_int *ran = arg;
+    atomic_store(ran, 1);
+    return NULL;
+}
+
+typedef struct late_spawner {
+    atomic_int asleep;
+    int sleep_res, spawn_res, blocking_res;
+    atomic_int child_ran;
+} late_spawner;
+
+static void *spawn_when_cancelled(void *arg)
+{
+    late_spawner *l = arg;
+    atomic_store(&l->asleep, 1);
+    l->sleep_res = urt_sleep(HOUR);
+    urt_task *t = (urt_task *)1;
+    l->spawn_res = urt_spawn(NULL, &t, never_runs, &l->child_ran);
+    if (t)
+        l->spawn_res = 1000;   /* *t must be NULL on failure */
+    l->blocking_res = urt_spawn_blocking(NULL, NULL, never_runs, &l->child_ran);
+    return NULL;
+}
+
+Test(shutdown, spawn_after_shutdown_fails_with_eshutdown, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        late_spawner l = {.sleep_res = 1, .spawn_res = 1, .blocking_res = 1};
+        cr_assert_eq(urt_spawn(rt, NULL, spawn_when_cancelled, &l), 0);
+        while (!atomic_load(&l.asleep))
+            usleep(1000);
+        cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+        /* during shutdown, from the task being cancelled */
+        cr_assert_eq(l.sleep_res, -ECANCELED);
+        cr_assert_eq(l.spawn_res, -ESHUTDOWN, "%u workers: spawn during shutdown gave %d", w, l.spawn_res);
+        cr_assert_eq(l.blocking_res, -ESHUTDOWN);
+
+        /* after shutdown, from this thread */
+        atomic_int ran = 0;
+        urt_task *t = (urt_task *)1;
+        cr_assert_eq(urt_spawn(rt, &t, never_runs, &ran), -ESHUTDOWN);
+        cr_assert_null(t);
+        cr_assert_eq(urt_spawn(rt, NULL, never_runs, &ran), -ESHUTDOWN);
+        urt_spawn_opts o = {.name = "late"};
+        cr_assert_eq(urt_spawn_ex(rt, NULL, never_runs, &ran, &o), -ESHUTDOWN);
+        cr_assert_eq(urt_spawn_blocking(rt, NULL, never_runs, &ran), -ESHUTDOWN);
+        cr_assert_eq(urt_runtime_block_on(rt, never_runs, &ran, NULL), -ESHUTDOWN);
+        cr_assert_eq(atomic_load(&ran), 0);
+        cr_assert_eq(atomic_load(&l.child_ran), 0);
+        /* idempotent */
+        cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- never-started tasks ----------------------------------------------------------------------- */
+
+typedef struct unstarted {
+    atomic_int ran;
+    int join_res;
+    void *join_ret;
+} unstarted;
+
+static void *return_marker(void *arg)
+{
+    unstarted *u = arg;
+    atomic_store(&u->ran, 1);
+    return (void *)(uintptr_t)0x77;
+}
+
+static void *spawn_cancel_join(void *arg)
+{
+    unstarted *u = arg;
+    urt_task *t = NULL;
+    if (urt_spawn(NULL, &t, return_marker, u) != 0)
+        return (void *)1;
+    /* t sits in this worker's queue: this task has not let it run yet */
+    urt_cancel(t);
+    u->join_ret = (void *)(uintptr_t)0xdead;
+    u->join_res = urt_join(t, &u->join_ret);
+    return NULL;
+}
+
+Test(shutdown, never_started_task_that_is_cancelled_joins_with_ecanceled, .timeout = 30)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        unstarted u = {.join_res = 1};
+        void *err = NULL;
+        cr_assert_eq(urt_runtime_block_on(rt, spawn_cancel_join, &u, &err), 0);
+        cr_assert_null(err);
+        cr_assert_eq(u.join_res, -ECANCELED, "%u workers: join gave %d", w, u.join_res);
+        if (atomic_load(&u.ran))
+            cr_assert_eq((uintptr_t)u.join_ret, 0x77);
+        else
+            cr_assert_null(u.join_ret, "a task that never ran hands back NULL");
+        cr_assert_eq(atomic_load(&u.ran), 0, "%u workers: the cancelled task ran", w);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- destroy ---------------------------------------------------------------------------------------- */
+
+Test(shutdown, destroy_with_no_tasks_is_clean, .timeout = 30)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        urt_runtime_destroy(rt);
+
+        rt = rt_new(w);
+        cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+        cr_assert_eq(urt_runtime_shutdown(rt, UINT64_MAX), 0);
+        urt_runtime_destroy(rt);
+    }
+    urt_runtime_destroy(NULL);
+}
+
+static void *nothing(void *arg) { return arg; }
+
+Test(shutdown, destroy_after_joined_tasks_is_clean, .timeout = 30)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        for (uintptr_t i = 0; i < 100; i++) {
+            void *r = NULL;
+            cr_assert_eq(urt_runtime_block_on(rt, nothing, (void *)i, &r), 0);
+            cr_assert_eq((uintptr_t)r, i);
+        }
+        cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+        urt_runtime_destroy(rt);
+    }
+}

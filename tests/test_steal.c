@@ -1,0 +1,121 @@
+/*
+ * test_steal.c - work spawned by one task spreads to the other workers by
+ * stealing: the stats show steals on some worker and polls on more than one.
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <urt.h>
+
+#if defined(URT_TSAN)
+#define SAN_DIV 10
+#elif defined(URT_ASAN)
+#define SAN_DIV 4
+#else
+#define SAN_DIV 1
+#endif
+
+#define NTASKS  (10000u / SAN_DIV)
+#define BATCH   64u          /* well below the local queue's capacity: no overflow to inject */
+#define SPIN_NS 20000u
+
+static urt_runtime *rt_new(unsigned workers)
+{
+    urt_config cfg = {.workers = workers};
+    urt_runtime *rt = NULL;
+    int r = urt_runtime_create(&rt, &cfg);
+    if (r == -ENOSYS || r == -EPERM)
+        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
+    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
+    return rt;
+}
+
+typedef struct work {
+    atomic_uint ran;
+    _Atomic uint64_t worker_mask;   /* bit i: a task ran on worker i */
+    unsigned errors;
+} work;
+
+static void *spin_20us(void *arg)
+{
+    work *wk = arg;
+    int id = urt_worker_id();
+    if (id >= 0 && id < 64)
+        atomic_fetch_or(&wk->worker_mask, (uint64_t)1 << id);
+    uint64_t until = urt_now() + SPIN_NS;
+    while (urt_now() < until)
+        ;
+    atomic_fetch_add(&wk->ran, 1);
+    return NULL;
+}
+
+static void *spawn_all_work(void *arg)
+{
+    work *wk = arg;
+    urt_task *batch[BATCH];
+    for (unsigned done = 0; done < NTASKS; done += BATCH) {
+        unsigned n = NTASKS - done < BATCH ? NTASKS - done : BATCH;
+        for (unsigned i = 0; i < n; i++)
+            if (urt_spawn(NULL, &batch[i], spin_20us, wk) != 0) {
+                batch[i] = NULL;
+                wk->errors++;
+            }
+        for (unsigned i = 0; i < n; i++)
+            if (batch[i] && urt_join(batch[i], NULL) != 0)
+                wk->errors++;
+    }
+    return NULL;
+}
+
+static void run_and_check(unsigned workers)
+{
+    urt_runtime *rt = rt_new(workers);
+    work wk = {0};
+    cr_assert_eq(urt_runtime_block_on(rt, spawn_all_work, &wk, NULL), 0);
+    cr_assert_eq(wk.errors, 0, "%u workers: %u spawn/join errors", workers, wk.errors);
+    cr_assert_eq(atomic_load(&wk.ran), NTASKS);
+
+    urt_worker_stats st[4];
+    memset(st, 0, sizeof(st));
+    cr_assert_eq(urt_runtime_stats(rt, st, workers), (int)workers);
+    uint64_t steals = 0, stolen = 0;
+    unsigned polled = 0, stealers = 0;
+    for (unsigned i = 0; i < workers; i++) {
+        cr_log_info("%u workers: worker %u: polls %llu lifo_polls %llu steal_attempts %llu steals %llu "
+                    "tasks_stolen %llu inject_schedules %llu overflows %llu parks %llu wakes_sent %llu "
+                    "wakes_received %llu",
+                    workers, i, (unsigned long long)st[i].polls, (unsigned long long)st[i].lifo_polls,
+                    (unsigned long long)st[i].steal_attempts, (unsigned long long)st[i].steals,
+                    (unsigned long long)st[i].tasks_stolen, (unsigned long long)st[i].inject_schedules,
+                    (unsigned long long)st[i].overflows, (unsigned long long)st[i].parks,
+                    (unsigned long long)st[i].wakes_sent, (unsigned long long)st[i].wakes_received);
+        steals += st[i].steals;
+        stolen += st[i].tasks_stolen;
+        polled += st[i].polls > 0;
+        stealers += st[i].steals > 0 && st[i].tasks_stolen > 0;
+        cr_assert_geq(st[i].tasks_stolen, st[i].steals, "worker %u: fewer tasks stolen than steals", i);
+    }
+    uint64_t mask = atomic_load(&wk.worker_mask);
+    cr_log_info("%u workers: steals %llu tasks_stolen %llu, workers that polled %u, worker mask %#llx", workers,
+                (unsigned long long)steals, (unsigned long long)stolen, polled, (unsigned long long)mask);
+    cr_assert_gt(stealers, 0, "%u workers: no worker stole anything", workers);
+    cr_assert_gt(polled, 1, "%u workers: only one worker ran tasks", workers);
+    cr_assert_gt(__builtin_popcountll(mask), 1, "%u workers: every task ran on the same worker", workers);
+    urt_runtime_destroy(rt);
+}
+
+Test(steal, work_spawned_by_one_task_is_stolen_with_two_workers, .timeout = 60)
+{
+    run_and_check(2);
+}
+
+Test(steal, work_spawned_by_one_task_is_stolen_with_four_workers, .timeout = 60)
+{
+    run_and_check(4);
+}

@@ -1,0 +1,154 @@
+/*
+ * test_yield.c - urt_yield lets the other runnable tasks of the worker run
+ * before the caller runs again.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <urt.h>
+
+static const unsigned worker_counts[] = {1, 2, 4};
+#define FOR_EACH_WORKER_COUNT(w) \
+    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
+        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
+
+static urt_runtime *rt_new(unsigned workers)
+{
+    urt_config cfg = {.workers = workers};
+    urt_runtime *rt = NULL;
+    int r = urt_runtime_create(&rt, &cfg);
+    if (r == -ENOSYS || r == -EPERM)
+        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
+    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
+    return rt;
+}
+
+/* ---- two yielding tasks on one worker alternate ------------------------------- */
+
+#define ROUNDS 50
+
+typedef struct trace {
+    char log[2 * ROUNDS + 1];
+    atomic_uint len;
+    int worker[2];
+} trace;
+
+typedef struct yielder {
+    trace *tr;
+    char letter;
+    int slot;
+} yielder;
+
+static void *yield_and_log(void *arg)
+{
+    yielder *y = arg;
+    y->tr->worker[y->slot] = urt_worker_id();
+    for (int i = 0; i < ROUNDS; i++) {
+        unsigned at = atomic_fetch_add(&y->tr->len, 1);
+        if (at < 2 * ROUNDS)
+            y->tr->log[at] = y->letter;
+        urt_yield();
+    }
+    return NULL;
+}
+
+static void *start_two_yielders(void *arg)
+{
+    yielder *ys = arg;
+    urt_task *a = NULL, *b = NULL;
+    if (urt_spawn(NULL, &a, yield_and_log, &ys[0]) != 0 || urt_spawn(NULL, &b, yield_and_log, &ys[1]) != 0)
+        return (void *)1;
+    urt_join(a, NULL);
+    urt_join(b, NULL);
+    return NULL;
+}
+
+Test(yield, two_yielding_tasks_on_one_worker_interleave, .timeout = 60)
+{
+    urt_runtime *rt = rt_new(1);
+    trace tr;
+    memset(&tr, 0, sizeof(tr));
+    yielder ys[2] = {{&tr, 'A', 0}, {&tr, 'B', 1}};
+    void *err = NULL;
+    cr_assert_eq(urt_runtime_block_on(rt, start_two_yielders, ys, &err), 0);
+    cr_assert_null(err, "spawn failed");
+    cr_assert_eq(atomic_load(&tr.len), 2 * ROUNDS);
+    cr_assert_eq(tr.worker[0], 0);
+    cr_assert_eq(tr.worker[1], 0);
+    unsigned na = 0, nb = 0;
+    for (unsigned i = 0; i < 2 * ROUNDS; i++) {
+        na += tr.log[i] == 'A';
+        nb += tr.log[i] == 'B';
+    }
+    cr_assert_eq(na, ROUNDS);
+    cr_assert_eq(nb, ROUNDS);
+    for (unsigned i = 1; i < 2 * ROUNDS; i++)
+        cr_assert_neq(tr.log[i], tr.log[i - 1], "no alternation at step %u: %.*s", i, 2 * ROUNDS, tr.log);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- a yielding spinner does not starve the task it waits for -------------------- */
+
+typedef struct spin {
+    atomic_int flag;
+    unsigned long yields;
+} spin;
+
+static void *spin_until_flag(void *arg)
+{
+    spin *s = arg;
+    while (!atomic_load(&s->flag)) {
+        urt_yield();
+        s->yields++;
+    }
+    return NULL;
+}
+
+static void *set_flag(void *arg)
+{
+    spin *s = arg;
+    atomic_store(&s->flag, 1);
+    return NULL;
+}
+
+static void *spinner_then_setter(void *arg)
+{
+    urt_task *a = NULL, *b = NULL;
+    /* the spinner first: it runs before the setter on the same worker */
+    if (urt_spawn(NULL, &a, spin_until_flag, arg) != 0)
+        return (void *)1;
+    urt_yield();
+    if (urt_spawn(NULL, &b, set_flag, arg) != 0)
+        return (void *)1;
+    urt_join(a, NULL);
+    urt_join(b, NULL);
+    return NULL;
+}
+
+Test(yield, yielding_spinner_lets_the_task_it_waits_for_run, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        spin s = {0};
+        void *err = NULL;
+        cr_assert_eq(urt_runtime_block_on(rt, spinner_then_setter, &s, &err), 0);
+        cr_assert_null(err, "spawn failed");
+        cr_assert_eq(atomic_load(&s.flag), 1);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- outside a task urt_yield is harmless ----------------------------------------- */
+
+Test(yield, yield_outside_a_task_returns, .timeout = 10)
+{
+    urt_runtime *rt = rt_new(1);
+    for (int i = 0; i < 10; i++)
+        urt_yield();
+    cr_assert_eq(urt_self_id(), 0);
+    urt_runtime_destroy(rt);
+}
