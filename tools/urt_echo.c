@@ -1,0 +1,943 @@
+/*
+ * urt-echo - a TCP echo server on urt, one task per connection.
+ *
+ *   urt-echo [--addr HOST:PORT] [--workers N] [--mode plain|pooled]
+ *            [--max-conns N] [--stats SECONDS] [--spin-us US|none] [--pin]
+ *            [--accept single|multishot] [--rx-buffers N] [--rx-buffer-size B]
+ *
+ * Tasks:
+ *   root      (urt_runtime_block_on) starts the others, prints "listening
+ *             on ...", waits on `stop`, then cancels and joins the
+ *             acceptor, the signal task and the stats task, and returns;
+ *             main then calls urt_runtime_shutdown(rt, 2 s), which gives the
+ *             connections the grace period and then cancels them.
+ *   signals   urt_read on a signalfd for SIGINT/SIGTERM (blocked in every
+ *             thread: main blocks them before the runtime starts its
+ *             threads); a signal signals `stop`.
+ *   acceptor  urt_accept in a loop (--accept single, the default) or
+ *             urt_listener (--accept multishot; urt_accept if
+ *             urt_listener_open fails); spawns one detached task per
+ *             connection.
+ *             Past --max-conns a new connection is closed at once. Out of
+ *             descriptors (EMFILE/ENFILE) it backs off 10 ms .. 1 s and
+ *             keeps going; a broken listen socket signals `stop` with exit
+ *             status 1.
+ *   conn      plain:  urt_recv into a 16 KiB buffer, urt_send_all it back;
+ *             pooled: urt_rx_recv a provided buffer, urt_send_all it back,
+ *                     urt_buf_release.
+ *             Ends on 0 (everything received was already sent back: the
+ *             echo of a half-closed peer is complete), on a peer error, or
+ *             on -ECANCELED; then closes the socket.
+ *   stats     every --stats seconds, per-worker rates from
+ *             urt_runtime_stats and the echo counters.
+ *
+ * Memory per connection is the task stack plus, in plain mode, a 16 KiB
+ * buffer; a peer that never reads blocks only its own task in
+ * urt_send_all. In pooled mode such a connection also keeps up to
+ * URT_RX_MAX_HELD of its worker's provided buffers (--rx-buffers sizes the
+ * pool). Error lines that a peer or the system can repeat (too many
+ * connections, out of descriptors, odd socket errors) go to stderr at most
+ * once a second each, with a count of the ones left out.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <urt.h>
+
+#define NS_PER_MS        1000000ull
+#define NS_PER_SEC       1000000000ull
+#define CONN_BUF_SIZE    (16u * 1024u)
+#define LISTEN_BACKLOG   4096
+#define GRACE_NS         (2 * NS_PER_SEC)
+#define BACKOFF_MIN_NS   (10 * NS_PER_MS)
+#define BACKOFF_MAX_NS   (1 * NS_PER_SEC)
+#define MAX_WORKERS      1024u
+
+enum mode { MODE_PLAIN, MODE_POOLED };
+
+struct options {
+    const char *addr;
+    unsigned workers;
+    enum mode mode;
+    unsigned long max_conns;
+    double stats_s;
+    unsigned spin_us;
+    bool pin;
+    bool single_accept;
+    unsigned rx_buffers, rx_buffer_size;
+};
+
+/* One per worker, each on its own cache line. Written only by tasks running
+ * on that worker (a connection task never leaves the worker that first ran
+ * it), so a relaxed load + store is the increment; read, relaxed, by the
+ * stats task on any worker. */
+struct worker_count {
+    _Alignas(64) uint64_t msgs;
+    uint64_t bytes;
+};
+
+/* Stderr lines a peer or the system can repeat: at most one a second. */
+struct ratelimit {
+    uint64_t last_ns;     /* CAS by whoever prints */
+    uint64_t suppressed;  /* atomic add by whoever is left out */
+};
+
+struct server {
+    struct options opt;
+    urt_runtime *rt;
+    int listen_fd;
+    int sig_fd;
+    char addr_text[NI_MAXHOST + NI_MAXSERV + 4];
+    unsigned nworkers;
+    struct worker_count *counts;
+    urt_notify *stop;
+    int exit_code;           /* written before `stop` is signalled */
+    uint64_t active;         /* connections with a task: atomic */
+    uint64_t accepted;       /* atomic */
+    uint64_t refused;        /* closed at once over --max-conns: atomic */
+};
+
+static struct server srv = {.listen_fd = -1, .sig_fd = -1};
+static struct ratelimit rl_maxconns, rl_nofile, rl_accept_err, rl_conn_err;
+
+static const char *prog = "urt-echo";
+
+static void rl_log(struct ratelimit *rl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void rl_log(struct ratelimit *rl, const char *fmt, ...)
+{
+    uint64_t now = urt_now();
+    uint64_t last = __atomic_load_n(&rl->last_ns, __ATOMIC_RELAXED);
+    if ((last != 0 && now - last < NS_PER_SEC) ||
+        !__atomic_compare_exchange_n(&rl->last_ns, &last, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        __atomic_fetch_add(&rl->suppressed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    uint64_t left_out = __atomic_exchange_n(&rl->suppressed, 0, __ATOMIC_RELAXED);
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (left_out)
+        fprintf(stderr, "%s: %s (and %llu more like it since the last report)\n", prog, line,
+                (unsigned long long)left_out);
+    else
+        fprintf(stderr, "%s: %s\n", prog, line);
+}
+
+/* Errors that mean the peer went away: the connection ends without a word. */
+static bool peer_gone(long err)
+{
+    switch (-err) {
+    case ECANCELED:
+    case ECONNRESET:
+    case EPIPE:
+    case ENOTCONN:
+    case ETIMEDOUT:
+    case ECONNABORTED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case ENETDOWN:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void count_echo(struct server *s, size_t bytes)
+{
+    int w = urt_worker_id();
+    if (w < 0 || (unsigned)w >= s->nworkers)
+        return;
+    struct worker_count *c = &s->counts[w];
+    __atomic_store_n(&c->msgs, __atomic_load_n(&c->msgs, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->bytes, __atomic_load_n(&c->bytes, __ATOMIC_RELAXED) + bytes, __ATOMIC_RELAXED);
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+/* The buffer is on the heap, not the stack: stack-clash probing would touch
+ * all of it at once, while heap pages are touched only when data comes. */
+static void echo_plain(struct server *s, int fd)
+{
+    char *buf = malloc(CONN_BUF_SIZE);
+    if (!buf) {
+        rl_log(&rl_conn_err, "out of memory for a connection buffer: closing it");
+        return;
+    }
+    for (;;) {
+        ssize_t n = urt_recv(fd, buf, CONN_BUF_SIZE, 0);
+        if (n <= 0) {
+            if (n < 0 && !peer_gone(n))
+                rl_log(&rl_conn_err, "recv: %s", strerror((int)-n));
+            break;
+        }
+        ssize_t r = urt_send_all(fd, buf, (size_t)n, 0);
+        if (r < 0) {
+            if (!peer_gone(r))
+                rl_log(&rl_conn_err, "send: %s", strerror((int)-r));
+            break;
+        }
+        count_echo(s, (size_t)n);
+    }
+    free(buf);
+}
+
+static void echo_pooled(struct server *s, int fd)
+{
+    urt_rx *rx;
+    int err = urt_rx_open(&rx, fd);
+    if (err < 0) {
+        if (!peer_gone(err))
+            rl_log(&rl_conn_err, "urt_rx_open: %s", strerror(-err));
+        return;
+    }
+    for (;;) {
+        urt_buf b;
+        ssize_t n = urt_rx_recv(rx, &b);
+        if (n <= 0) {
+            if (n < 0 && !peer_gone(n))
+                rl_log(&rl_conn_err, "urt_rx_recv: %s", strerror((int)-n));
+            break;
+        }
+        ssize_t r = urt_send_all(fd, b.data, b.len, 0);
+        urt_buf_release(&b);
+        if (r < 0) {
+            if (!peer_gone(r))
+                rl_log(&rl_conn_err, "send: %s", strerror((int)-r));
+            break;
+        }
+        count_echo(s, (size_t)n);
+    }
+    urt_rx_close(rx);
+}
+
+static void *conn_task(void *arg)
+{
+    struct server *s = &srv;
+    int fd = (int)(intptr_t)arg;
+    if (s->opt.mode == MODE_POOLED)
+        echo_pooled(s, fd);
+    else
+        echo_plain(s, fd);
+    urt_close(fd);
+    __atomic_fetch_sub(&s->active, 1, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+/* ---- acceptor ------------------------------------------------------------- */
+
+static void fatal_stop(struct server *s)
+{
+    s->exit_code = 1;
+    urt_notify_signal(s->stop);
+}
+
+static void start_conn(struct server *s, int fd)
+{
+    __atomic_fetch_add(&s->accepted, 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&s->active, __ATOMIC_RELAXED) >= s->opt.max_conns) {
+        close(fd);
+        uint64_t n = __atomic_add_fetch(&s->refused, 1, __ATOMIC_RELAXED);
+        rl_log(&rl_maxconns, "%lu connections open (--max-conns): closing new ones (%llu so far)",
+               s->opt.max_conns, (unsigned long long)n);
+        return;
+    }
+    __atomic_fetch_add(&s->active, 1, __ATOMIC_RELAXED);
+    urt_spawn_opts so = {.name = "conn"};
+    int err = urt_spawn_ex(NULL, NULL, conn_task, (void *)(intptr_t)fd, &so);
+    if (err < 0) {
+        __atomic_fetch_sub(&s->active, 1, __ATOMIC_RELAXED);
+        close(fd);
+        if (err != -ESHUTDOWN)
+            rl_log(&rl_accept_err, "cannot start a connection task: %s", strerror(-err));
+    }
+}
+
+static void *acceptor_task(void *arg)
+{
+    struct server *s = arg;
+    urt_listener *l = NULL;
+    if (!s->opt.single_accept) {
+        int err = urt_listener_open(&l, s->listen_fd, SOCK_CLOEXEC);
+        if (err < 0) {
+            fprintf(stderr, "%s: urt_listener_open: %s; accepting with urt_accept\n", prog, strerror(-err));
+            l = NULL;
+        }
+    }
+    uint64_t backoff = 0;
+    for (;;) {
+        int fd = l ? urt_listener_accept(l) : urt_accept(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            backoff = 0;
+            start_conn(s, fd);
+            continue;
+        }
+        if (fd == -ECANCELED)
+            break;
+        switch (-fd) {
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+            backoff = backoff ? backoff * 2 : BACKOFF_MIN_NS;
+            if (backoff > BACKOFF_MAX_NS)
+                backoff = BACKOFF_MAX_NS;
+            if (fd == -EMFILE || fd == -ENFILE)
+                rl_log(&rl_nofile,
+                       "accept: %s (%llu connections open); new connections wait in the backlog, "
+                       "retrying in %llu ms (raise `ulimit -n` or lower --max-conns)",
+                       strerror(-fd), (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED),
+                       (unsigned long long)(backoff / NS_PER_MS));
+            else
+                rl_log(&rl_nofile, "accept: %s; retrying in %llu ms", strerror(-fd),
+                       (unsigned long long)(backoff / NS_PER_MS));
+            if (urt_sleep(backoff) == -ECANCELED)
+                goto out;
+            continue;
+        case ECONNABORTED:
+        case EINTR:
+        case EAGAIN:
+        case EPROTO:
+        case EPERM:
+        case ENETDOWN:
+        case ENOPROTOOPT:
+        case EHOSTDOWN:
+        case ENONET:
+        case EHOSTUNREACH:
+        case EOPNOTSUPP:
+        case ENETUNREACH:
+            continue;   /* that one connection failed; accept(2) says retry */
+        case EBADF:
+        case EINVAL:
+        case ENOTSOCK:
+        case EFAULT:
+            fprintf(stderr, "%s: accept on the listen socket failed: %s; stopping\n", prog, strerror(-fd));
+            fatal_stop(s);
+            goto out;
+        default:
+            rl_log(&rl_accept_err, "accept: %s", strerror(-fd));
+            if (urt_sleep(BACKOFF_MIN_NS) == -ECANCELED)
+                goto out;
+            continue;
+        }
+    }
+out:
+    if (l)
+        urt_listener_close(l);
+    urt_close(s->listen_fd);
+    s->listen_fd = -1;
+    return NULL;
+}
+
+/* ---- signals -------------------------------------------------------------- */
+
+static void *signal_task(void *arg)
+{
+    struct server *s = arg;
+    struct signalfd_siginfo si;
+    for (;;) {
+        ssize_t n = urt_read(s->sig_fd, &si, sizeof(si), -1);
+        if (n == -ECANCELED)
+            return NULL;
+        if (n == (ssize_t)sizeof(si))
+            break;
+        if (n == -EINTR)
+            continue;
+        /* io_uring refused the read: look at the signalfd now and then instead */
+        fprintf(stderr, "%s: reading the signalfd through io_uring: %s; polling it every 100 ms\n", prog,
+                n < 0 ? strerror((int)-n) : "short read");
+        for (;;) {
+            if (urt_sleep(100 * NS_PER_MS) == -ECANCELED)
+                return NULL;
+            struct pollfd p = {.fd = s->sig_fd, .events = POLLIN};
+            if (poll(&p, 1, 0) == 1 && read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                goto got;
+        }
+    }
+got:
+    fprintf(stderr, "%s: %s, shutting down (%llu connections open, %.1f s grace)\n", prog,
+            si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED),
+            (double)GRACE_NS / NS_PER_SEC);
+    urt_notify_signal(s->stop);
+    return NULL;
+}
+
+/* ---- stats ---------------------------------------------------------------- */
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len) {
+        ssize_t n = urt_write(fd, p, len, -1);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+struct sample {
+    uint64_t polls, steals, parks, wakes_tx, wakes_rx, sqes, cqes, enters, msgs, bytes;
+};
+
+static void take_samples(struct server *s, urt_worker_stats *ws, struct sample *out)
+{
+    urt_runtime_stats(s->rt, ws, s->nworkers);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        out[i] = (struct sample){
+            .polls = ws[i].polls,
+            .steals = ws[i].steals,
+            .parks = ws[i].parks,
+            .wakes_tx = ws[i].wakes_sent,
+            .wakes_rx = ws[i].wakes_received,
+            .sqes = ws[i].sqes_submitted,
+            .cqes = ws[i].cqes_reaped,
+            .enters = ws[i].enters,
+            .msgs = __atomic_load_n(&s->counts[i].msgs, __ATOMIC_RELAXED),
+            .bytes = __atomic_load_n(&s->counts[i].bytes, __ATOMIC_RELAXED),
+        };
+    }
+}
+
+static void *stats_task(void *arg)
+{
+    struct server *s = arg;
+    unsigned nw = s->nworkers;
+    urt_worker_stats *ws = calloc(nw, sizeof(*ws));
+    struct sample *prev = calloc(nw, sizeof(*prev));
+    struct sample *cur = calloc(nw, sizeof(*cur));
+    size_t cap = 512 + (size_t)nw * 160;
+    char *text = malloc(cap);
+    if (!ws || !prev || !cur || !text) {
+        fprintf(stderr, "%s: --stats: out of memory\n", prog);
+        goto out;
+    }
+    uint64_t period = (uint64_t)(s->opt.stats_s * (double)NS_PER_SEC);
+    uint64_t start = urt_now(), last = start, next = start + period;
+    take_samples(s, ws, prev);
+    for (;;) {
+        uint64_t now = urt_now();
+        if (next > now && urt_sleep(next - now) == -ECANCELED)
+            break;
+        now = urt_now();
+        next += period;
+        if (next <= now)
+            next = now + period;
+        take_samples(s, ws, cur);
+        double dt = (double)(now - last) / NS_PER_SEC;
+        last = now;
+        uint64_t msgs = 0, bytes = 0;
+        for (unsigned i = 0; i < nw; i++) {
+            msgs += cur[i].msgs - prev[i].msgs;
+            bytes += cur[i].bytes - prev[i].bytes;
+        }
+        size_t len = 0;
+        len += (size_t)snprintf(text + len, cap - len,
+                                "[%8.1f s] conns=%llu accepted=%llu refused=%llu  %.0f msg/s  %.2f MiB/s\n"
+                                "  worker    polls/s   steals/s    parks/s wakes_tx/s wakes_rx/s     sqes/s"
+                                "     cqes/s   enters/s      msg/s\n",
+                                (double)(now - start) / NS_PER_SEC,
+                                (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED),
+                                (unsigned long long)__atomic_load_n(&s->accepted, __ATOMIC_RELAXED),
+                                (unsigned long long)__atomic_load_n(&s->refused, __ATOMIC_RELAXED),
+                                (double)msgs / dt, (double)bytes / dt / (1024.0 * 1024.0));
+        for (unsigned i = 0; i < nw && len < cap; i++) {
+#define RATE(f) ((double)(cur[i].f - prev[i].f) / dt)
+            len += (size_t)snprintf(text + len, cap - len,
+                                    "  %6u %10.0f %10.0f %10.0f %10.0f %10.0f %10.0f %10.0f %10.0f %10.0f\n", i,
+                                    RATE(polls), RATE(steals), RATE(parks), RATE(wakes_tx), RATE(wakes_rx),
+                                    RATE(sqes), RATE(cqes), RATE(enters), RATE(msgs));
+#undef RATE
+        }
+        if (len >= cap)
+            len = cap - 1;
+        int err = write_all(STDOUT_FILENO, text, len);
+        if (err == -ECANCELED)
+            break;
+        if (err < 0) {
+            fprintf(stderr, "%s: --stats: writing stdout: %s; no more stats\n", prog, strerror(-err));
+            break;
+        }
+        struct sample *t = prev;
+        prev = cur;
+        cur = t;
+    }
+out:
+    free(text);
+    free(cur);
+    free(prev);
+    free(ws);
+    return NULL;
+}
+
+/* ---- root ----------------------------------------------------------------- */
+
+/* Can this library receive into pooled buffers? Checked once on a socketpair
+ * so that --mode pooled fails at start rather than on every connection. */
+static int pooled_probe(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    urt_rx *rx;
+    int err = urt_rx_open(&rx, sv[0]);
+    if (err == 0)
+        urt_rx_close(rx);
+    close(sv[0]);
+    close(sv[1]);
+    return err;
+}
+
+static void *root_task(void *arg)
+{
+    struct server *s = arg;
+    urt_task *acc = NULL, *sig = NULL, *st = NULL;
+    int err;
+    if (s->opt.mode == MODE_POOLED && (err = pooled_probe()) < 0) {
+        fprintf(stderr, "%s: --mode pooled needs urt_rx (multishot receive into provided buffers), "
+                        "which fails here: urt_rx_open: %s\n",
+                prog, strerror(-err));
+        s->exit_code = 1;
+        return NULL;
+    }
+    err = urt_spawn_ex(NULL, &sig, signal_task, s, &(urt_spawn_opts){.name = "signals"});
+    if (err == 0)
+        err = urt_spawn_ex(NULL, &acc, acceptor_task, s, &(urt_spawn_opts){.name = "acceptor"});
+    if (err == 0 && s->opt.stats_s > 0)
+        err = urt_spawn_ex(NULL, &st, stats_task, s, &(urt_spawn_opts){.name = "stats"});
+    if (err < 0) {
+        fprintf(stderr, "%s: cannot start a task: %s\n", prog, strerror(-err));
+        s->exit_code = 1;
+    } else {
+        printf("listening on %s (mode=%s, workers=%u)\n", s->addr_text,
+               s->opt.mode == MODE_POOLED ? "pooled" : "plain", s->nworkers);
+        fflush(stdout);
+        urt_notify_wait(s->stop);
+    }
+    urt_task *tasks[] = {acc, sig, st};   /* the acceptor first: stop accepting */
+    for (size_t i = 0; i < sizeof(tasks) / sizeof(tasks[0]); i++) {
+        if (!tasks[i])
+            continue;
+        urt_cancel(tasks[i]);
+        urt_join(tasks[i], NULL);
+    }
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    return NULL;
+}
+
+/* ---- start-up ------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s [options]\n"
+            "TCP echo server on urt (one task per connection, one io_uring per worker).\n"
+            "\n"
+            "  --addr HOST:PORT      listen address (default 127.0.0.1:7777; IPv6: [::1]:7777;\n"
+            "                        port 0 picks a free port, printed in the ready line)\n"
+            "  --workers N           worker threads (default 0: one per CPU)\n"
+            "  --mode plain|pooled   plain: urt_recv into a 16 KiB buffer per connection;\n"
+            "                        pooled: urt_rx multishot receive into per-worker buffers\n"
+            "  --max-conns N         connections served at once (default 100000); past it new\n"
+            "                        connections are accepted and closed at once\n"
+            "  --stats SECONDS       print per-worker rates every SECONDS (fractions allowed)\n"
+            "  --spin-us US|none     spin this long before a worker parks (0: library default)\n"
+            "  --pin                 pin worker i to CPU i\n"
+            "  --accept single|multishot\n"
+            "                        single: urt_accept per connection (default);\n"
+            "                        multishot: urt_listener (one multishot accept)\n"
+            "  --rx-buffers N        pooled: provided buffers per worker (power of two; default 1024)\n"
+            "  --rx-buffer-size B    pooled: bytes per buffer (default 4096)\n"
+            "  --help                this text\n"
+            "\n"
+            "Prints \"listening on ADDR (mode=M, workers=N)\" on stdout once ready. SIGINT or\n"
+            "SIGTERM stops accepting, gives open connections %.0f s, then closes them; exit 0.\n",
+            prog, (double)GRACE_NS / NS_PER_SEC);
+}
+
+static bool parse_ulong(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        {"addr", required_argument, NULL, 'a'},
+        {"workers", required_argument, NULL, 'w'},
+        {"mode", required_argument, NULL, 'm'},
+        {"max-conns", required_argument, NULL, 'c'},
+        {"stats", required_argument, NULL, 's'},
+        {"spin-us", required_argument, NULL, 'p'},
+        {"pin", no_argument, NULL, 'P'},
+        {"accept", required_argument, NULL, 'A'},
+        {"rx-buffers", required_argument, NULL, 'B'},
+        {"rx-buffer-size", required_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (struct options){.addr = "127.0.0.1:7777", .mode = MODE_PLAIN, .max_conns = 100000, .single_accept = true};
+    int c;
+    unsigned long v;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'a':
+            o->addr = optarg;
+            break;
+        case 'w':
+            if (!parse_ulong(optarg, MAX_WORKERS, &v)) {
+                fprintf(stderr, "%s: --workers: expected 0..%u, got '%s'\n", prog, MAX_WORKERS, optarg);
+                return 2;
+            }
+            o->workers = (unsigned)v;
+            break;
+        case 'm':
+            if (strcmp(optarg, "plain") == 0)
+                o->mode = MODE_PLAIN;
+            else if (strcmp(optarg, "pooled") == 0)
+                o->mode = MODE_POOLED;
+            else {
+                fprintf(stderr, "%s: --mode: expected plain or pooled, got '%s'\n", prog, optarg);
+                return 2;
+            }
+            break;
+        case 'c':
+            if (!parse_ulong(optarg, ULONG_MAX, &v) || v == 0) {
+                fprintf(stderr, "%s: --max-conns: expected a positive number, got '%s'\n", prog, optarg);
+                return 2;
+            }
+            o->max_conns = v;
+            break;
+        case 's': {
+            char *end;
+            double d = strtod(optarg, &end);
+            if (end == optarg || *end || !(d >= 0.01 && d <= 86400)) {
+                fprintf(stderr, "%s: --stats: expected seconds between 0.01 and 86400, got '%s'\n", prog, optarg);
+                return 2;
+            }
+            o->stats_s = d;
+            break;
+        }
+        case 'p':
+            if (strcmp(optarg, "none") == 0)
+                o->spin_us = URT_SPIN_NONE;
+            else if (!parse_ulong(optarg, URT_SPIN_NONE - 1, &v)) {
+                fprintf(stderr, "%s: --spin-us: expected microseconds or 'none', got '%s'\n", prog, optarg);
+                return 2;
+            } else
+                o->spin_us = (unsigned)v;
+            break;
+        case 'P':
+            o->pin = true;
+            break;
+        case 'A':
+            if (strcmp(optarg, "multishot") == 0)
+                o->single_accept = false;
+            else if (strcmp(optarg, "single") == 0)
+                o->single_accept = true;
+            else {
+                fprintf(stderr, "%s: --accept: expected multishot or single, got '%s'\n", prog, optarg);
+                return 2;
+            }
+            break;
+        case 'B':
+            if (!parse_ulong(optarg, 32768, &v) || v == 0 || (v & (v - 1))) {
+                fprintf(stderr, "%s: --rx-buffers: expected a power of two up to 32768, got '%s'\n", prog, optarg);
+                return 2;
+            }
+            o->rx_buffers = (unsigned)v;
+            break;
+        case 'S':
+            if (!parse_ulong(optarg, 1u << 20, &v) || v == 0) {
+                fprintf(stderr, "%s: --rx-buffer-size: expected 1 .. 1048576 bytes, got '%s'\n", prog, optarg);
+                return 2;
+            }
+            o->rx_buffer_size = (unsigned)v;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", prog, argv[optind]);
+        return 2;
+    }
+    return -1;
+}
+
+/* "HOST:PORT" or "[V6]:PORT" into host and port strings. */
+static bool split_addr(const char *addr, char *host, size_t hlen, char *port, size_t plen)
+{
+    const char *colon;
+    size_t n;
+    if (addr[0] == '[') {
+        const char *close_br = strchr(addr, ']');
+        if (!close_br || close_br[1] != ':')
+            return false;
+        n = (size_t)(close_br - addr - 1);
+        if (n == 0 || n >= hlen)
+            return false;
+        memcpy(host, addr + 1, n);
+        host[n] = 0;
+        colon = close_br + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || memchr(addr, ':', (size_t)(colon - addr)))
+            return false;   /* no port, or a bare IPv6 address */
+        n = (size_t)(colon - addr);
+        if (n == 0 || n >= hlen)
+            return false;
+        memcpy(host, addr, n);
+        host[n] = 0;
+    }
+    if (!colon[1] || strlen(colon + 1) >= plen)
+        return false;
+    strcpy(port, colon + 1);
+    return true;
+}
+
+static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t outlen)
+{
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(out, outlen, "?");
+        return;
+    }
+    if (sa->sa_family == AF_INET6)
+        snprintf(out, outlen, "[%s]:%s", host, serv);
+    else
+        snprintf(out, outlen, "%s:%s", host, serv);
+}
+
+/* Bound, listening socket, or -1 after saying why on stderr. */
+static int open_listen_socket(const char *addr, char *text, size_t textlen)
+{
+    char host[256], port[32];
+    if (!split_addr(addr, host, sizeof(host), port, sizeof(port))) {
+        fprintf(stderr, "%s: --addr '%s': expected HOST:PORT or [IPV6]:PORT\n", prog, addr);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    int gai = getaddrinfo(host, port, &hints, &res);
+    if (gai != 0) {
+        fprintf(stderr, "%s: --addr '%s': %s\n", prog, addr, gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+        return -1;
+    }
+    int fd = -1, err = 0;
+    const char *what = "socket";
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            err = errno, what = "socket";
+            continue;
+        }
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+            err = errno, what = "setsockopt(SO_REUSEADDR)";
+        } else if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+            err = errno, what = "setsockopt(TCP_NODELAY)";
+        } else if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            err = errno, what = "bind";
+        } else if (listen(fd, LISTEN_BACKLOG) < 0) {
+            err = errno, what = "listen";
+        } else {
+            break;
+        }
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        if (err == EADDRINUSE)
+            fprintf(stderr, "%s: cannot listen on %s: port taken (another process is listening there; "
+                            "stop it or pick another --addr)\n", prog, addr);
+        else if (err == EADDRNOTAVAIL)
+            fprintf(stderr, "%s: cannot listen on %s: no local interface has that address\n", prog, addr);
+        else if (err == EACCES)
+            fprintf(stderr, "%s: cannot listen on %s: permission denied (ports below 1024 need "
+                            "CAP_NET_BIND_SERVICE)\n", prog, addr);
+        else
+            fprintf(stderr, "%s: cannot listen on %s: %s: %s\n", prog, addr, what, strerror(err));
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        format_addr((struct sockaddr *)&ss, sl, text, textlen);
+    else
+        snprintf(text, textlen, "%s", addr);
+    return fd;
+}
+
+static void raise_limits(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            /* an unlimited hard limit still stops at fs.nr_open */
+            FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+            unsigned long nr_open;
+            if (f && fscanf(f, "%lu", &nr_open) == 1 && nr_open < want) {
+                rl.rlim_cur = nr_open;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                    fprintf(stderr, "%s: cannot raise RLIMIT_NOFILE: %s\n", prog, strerror(errno));
+            }
+            if (f)
+                fclose(f);
+        }
+    }
+    /* ring memory counts against RLIMIT_MEMLOCK for unprivileged users */
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_MEMLOCK, &rl);
+    }
+}
+
+static void explain_runtime_error(int err, unsigned workers)
+{
+    fprintf(stderr, "%s: cannot start the runtime: %s\n", prog, strerror(-err));
+    switch (-err) {
+    case ENOSYS:
+        fprintf(stderr, "  This kernel has no io_uring (older than 5.1, or built without CONFIG_IO_URING),\n"
+                        "  or a seccomp filter answers io_uring_setup with ENOSYS (some container runtimes).\n"
+                        "  Run on a kernel with io_uring, or outside the sandbox that hides the syscall.\n");
+        break;
+    case EPERM:
+        fprintf(stderr, "  io_uring is switched off for this process. Check:\n"
+                        "   - sysctl kernel.io_uring_disabled: 0 allows everyone, 1 only members of\n"
+                        "     kernel.io_uring_group (and root), 2 nobody; e.g. sysctl -w kernel.io_uring_disabled=0\n"
+                        "   - seccomp: Docker's and podman's default profiles block io_uring_setup;\n"
+                        "     run with --security-opt seccomp=<profile allowing io_uring_setup,\n"
+                        "     io_uring_enter and io_uring_register> (or seccomp=unconfined to test)\n");
+        break;
+    case ENOMEM: {
+        struct rlimit rl;
+        char cur[32] = "?";
+        if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0) {
+            if (rl.rlim_cur == RLIM_INFINITY)
+                snprintf(cur, sizeof(cur), "unlimited");
+            else
+                snprintf(cur, sizeof(cur), "%llu KiB", (unsigned long long)(rl.rlim_cur / 1024));
+        }
+        fprintf(stderr, "  Not enough locked memory for %u rings (RLIMIT_MEMLOCK is %s; unprivileged\n"
+                        "  io_uring memory counts against it), or the machine is out of memory.\n"
+                        "  Raise it (ulimit -l unlimited; LimitMEMLOCK=infinity in a systemd unit;\n"
+                        "  docker run --ulimit memlock=-1) or start fewer --workers.\n",
+                workers, cur);
+        break;
+    }
+    case EAGAIN:
+        fprintf(stderr, "  Could not start the worker threads (RLIMIT_NPROC or memory); try fewer --workers.\n");
+        break;
+    case EINVAL:
+        fprintf(stderr, "  The kernel refused the ring setup (an io_uring too old for urt?).\n");
+        break;
+    default:
+        break;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct server *s = &srv;
+    int rc = parse_options(argc, argv, &s->opt);
+    if (rc >= 0)
+        return rc;
+
+    raise_limits();
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 || (s->sig_fd = signalfd(-1, &set, SFD_CLOEXEC)) < 0) {
+        fprintf(stderr, "%s: signalfd: %s\n", prog, strerror(errno));
+        return 1;
+    }
+
+    s->listen_fd = open_listen_socket(s->opt.addr, s->addr_text, sizeof(s->addr_text));
+    if (s->listen_fd < 0)
+        return 1;
+
+    urt_config cfg = {
+        .workers = s->opt.workers,
+        .spin_us = s->opt.spin_us,
+        .flags = s->opt.pin ? URT_CONFIG_PIN_WORKERS : 0,
+        .rx_buffers = s->opt.rx_buffers,
+        .rx_buffer_size = s->opt.rx_buffer_size,
+    };
+    int err = urt_runtime_create(&s->rt, &cfg);
+    if (err < 0) {
+        unsigned long ncpu = (unsigned long)sysconf(_SC_NPROCESSORS_ONLN);
+        explain_runtime_error(err, s->opt.workers ? s->opt.workers : (unsigned)ncpu);
+        return 1;
+    }
+    int nw = urt_runtime_stats(s->rt, NULL, 0);
+    s->nworkers = nw > 0 ? (unsigned)nw : 1;
+    s->counts = aligned_alloc(64, sizeof(*s->counts) * s->nworkers);
+    if (!s->counts || (err = urt_notify_create(&s->stop)) < 0) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        urt_runtime_destroy(s->rt);
+        return 1;
+    }
+    memset(s->counts, 0, sizeof(*s->counts) * s->nworkers);
+
+    err = urt_runtime_block_on(s->rt, root_task, s, NULL);
+    if (err < 0) {
+        fprintf(stderr, "%s: urt_runtime_block_on: %s\n", prog, strerror(-err));
+        s->exit_code = 1;
+    }
+    /* connections get the grace period, then -ECANCELED */
+    err = urt_runtime_shutdown(s->rt, GRACE_NS);
+    if (err < 0)
+        s->exit_code = 1;
+    urt_runtime_destroy(s->rt);
+    urt_notify_destroy(s->stop);
+    free(s->counts);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    close(s->sig_fd);
+    return s->exit_code;
+}
