@@ -202,7 +202,7 @@ static bool wait_live_zero(urt_runtime *rt, uint64_t deadline)
 {
     pthread_mutex_lock(&rt->sd_lock);
     for (;;) {
-        if (at_load_seqcst(&rt->live) == 0)
+        if (owned_live(rt) == 0)
             break;
         uint64_t now = urt__now();
         if (now >= deadline)
@@ -217,7 +217,7 @@ static bool wait_live_zero(urt_runtime *rt, uint64_t deadline)
         ts.tv_nsec = (long)(ns % 1000000000u);
         pthread_cond_timedwait(&rt->sd_cv, &rt->sd_lock, &ts);
     }
-    bool zero = at_load_seqcst(&rt->live) == 0;
+    bool zero = owned_live(rt) == 0;
     pthread_mutex_unlock(&rt->sd_lock);
     return zero;
 }
@@ -241,7 +241,7 @@ int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns)
         if (!wait_live_zero(rt, urt__now() + CANCEL_WAIT_NS)) {
             fprintf(stderr, "urt: shutdown: %llu task(s) ignored cancellation for 5 s; their workers "
                             "and stacks are left running:\n",
-                    (unsigned long long)at_load_seqcst(&rt->live));
+                    (unsigned long long)owned_live(rt));
             urt_runtime_dump(rt, 2);
             result = -ETIMEDOUT;
         }
@@ -278,8 +278,10 @@ void urt_runtime_destroy(urt_runtime *rt)
         return;
     }
     urt_runtime_shutdown(rt, 0);
-    uint64_t handles = at_load_relaxed(&rt->handles);
-    if (handles)
+    int64_t handles = 0;
+    for (unsigned i = 0; i < OWN_SHARDS; i++)
+        handles += at_load_relaxed(&rt->shards[i].handles);
+    if (handles > 0)
         fprintf(stderr, "urt: %llu task handle(s) were never joined or detached\n", (unsigned long long)handles);
     if (rt->leak_workers)
         return;   /* a worker still runs a task that never ended: its memory stays */

@@ -130,6 +130,7 @@ typedef struct urt_worker {
     bool searching;
     bool runq_first;               /* alternate runq / lq */
     uint64_t rng;
+    uint64_t id_next, id_end;      /* task ids reserved in batches from rt->next_id */
     uint64_t maint_ns, maint_polls;    /* for the adaptive interval */
     urt_stack_cache stacks;
     int efd;                       /* eventfd doorbell (fallback), -1 if unused */
@@ -159,7 +160,9 @@ typedef struct urt_worker {
 
 typedef struct own_shard {
     pthread_mutex_t lock;
-    urt_task *head;
+    urt_task *head;                /* under lock */
+    _Atomic uint64_t count;        /* tasks in the list: written under lock, read without */
+    _Atomic int64_t handles;       /* join handles of this shard's tasks not yet joined or detached */
 } urt_cacheline_aligned own_shard;
 
 typedef struct blocking_pool {
@@ -184,15 +187,13 @@ struct urt_runtime {
     own_shard shards[OWN_SHARDS];
     blocking_pool pool;
     _Atomic uint64_t next_id;
-    _Atomic uint64_t live;         /* tasks not yet complete (fibers and blocking) */
     _Atomic uint32_t closing;      /* spawns refused */
     _Atomic uint32_t cancel_all;   /* shutdown: cancel every task */
     _Atomic uint32_t stop;         /* workers leave their loop */
     _Atomic uint32_t shutdown_started;
-    pthread_mutex_t sd_lock;       /* shutdown waits for live == 0 on sd_cv */
+    pthread_mutex_t sd_lock;       /* shutdown waits for no live task on sd_cv */
     pthread_cond_t sd_cv;
     bool started;                  /* under sd_lock: workers may start their loop */
-    _Atomic uint64_t handles;      /* join handles not yet joined or detached */
     bool ringless;                 /* doorbells from ring-less threads via REGISTER_SEND_MSG_RING */
     bool leak_workers;             /* some worker never ended: keep memory */
     int shutdown_result;
@@ -219,6 +220,7 @@ void task_suspend(urt_task *t, int reason);                /* from the task's fi
 bool task_cancel_pending(urt_task *t);                     /* cancelled and not shielded */
 void owned_insert(urt_runtime *rt, urt_task *t);
 void owned_remove(urt_runtime *rt, urt_task *t);
+uint64_t owned_live(urt_runtime *rt);                      /* tasks not yet complete */
 void waiter_wake(urt_waiter *w, int result);
 void waiter_block(urt_waiter *w);                          /* plain thread: wait for waiter_wake */
 

@@ -70,7 +70,18 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
     t->arg = arg;
     t->wait_fd = -1;
     t->stack_size = (o && o->stack_size) ? o->stack_size : rt->cfg.stack_size;
-    t->id = at_fadd_relaxed(&rt->next_id, 1);
+    urt_worker *w = urt__cur_worker();
+    if (w && w->rt == rt) {
+        /* ids in batches: no shared counter bounced per spawn */
+        if (w->id_next == w->id_end) {
+            w->id_next = at_fadd_relaxed(&rt->next_id, 1024);
+            w->id_end = w->id_next + 1024;
+        }
+        t->id = w->id_next++;
+    } else {
+        t->id = at_fadd_relaxed(&rt->next_id, 1);
+    }
+    t->shard = (unsigned)(t->id % OWN_SHARDS);
     return t;
 }
 
@@ -92,7 +103,6 @@ bool task_cancel_pending(urt_task *t)
 
 void owned_insert(urt_runtime *rt, urt_task *t)
 {
-    t->shard = (unsigned)(t->id % OWN_SHARDS);
     own_shard *s = &rt->shards[t->shard];
     pthread_mutex_lock(&s->lock);
     t->own_prev = NULL;
@@ -100,6 +110,7 @@ void owned_insert(urt_runtime *rt, urt_task *t)
     if (s->head)
         s->head->own_prev = t;
     s->head = t;
+    at_store_relaxed(&s->count, at_load_relaxed(&s->count) + 1);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -113,7 +124,24 @@ void owned_remove(urt_runtime *rt, urt_task *t)
         s->head = t->own_next;
     if (t->own_next)
         t->own_next->own_prev = t->own_prev;
+    uint64_t left = at_load_relaxed(&s->count) - 1;
+    at_store_relaxed(&s->count, left);
     pthread_mutex_unlock(&s->lock);
+    /* seq_cst: pairs with the seq_cst store of shutdown_started; shutdown
+     * also re-checks every few ms, so a missed signal costs only latency */
+    if (left == 0 && at_load_seqcst(&rt->shutdown_started)) {
+        pthread_mutex_lock(&rt->sd_lock);
+        pthread_cond_broadcast(&rt->sd_cv);
+        pthread_mutex_unlock(&rt->sd_lock);
+    }
+}
+
+uint64_t owned_live(urt_runtime *rt)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < OWN_SHARDS; i++)
+        n += at_load_relaxed(&rt->shards[i].count);
+    return n;
 }
 
 /* ---- waiters ---------------------------------------------------------------- */
@@ -203,12 +231,6 @@ void task_complete(urt_task *t, void *ret, int result)
     urt_waiter *j = at_xchg_acqrel(&t->joiner, JOINER_DONE);
     if (j)
         waiter_wake(j, 0);
-    /* seq_cst: pairs with the seq_cst store of shutdown_started in shutdown */
-    if (at_fsub_seqcst(&rt->live, 1) == 1 && at_load_seqcst(&rt->shutdown_started)) {
-        pthread_mutex_lock(&rt->sd_lock);
-        pthread_cond_broadcast(&rt->sd_cv);
-        pthread_mutex_unlock(&rt->sd_lock);
-    }
     task_unref(t);
 }
 
@@ -236,10 +258,9 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     urt_task *t = task_alloc(rt, fn, arg, o, kind);
     if (!t)
         return -ENOMEM;
-    at_fadd_seqcst(&rt->live, 1);
     if (out) {
         task_ref(t);   /* the handle's */
-        at_fadd_relaxed(&rt->handles, 1);
+        at_fadd_relaxed(&rt->shards[t->shard].handles, 1);
         *out = t;
     }
     owned_insert(rt, t);
@@ -285,7 +306,7 @@ static int join_finish(urt_task *t, void **ret)
         *ret = t->ret;
     if (res == 0 && (s & TS_CANCELLED))
         res = -ECANCELED;
-    at_fsub_relaxed(&t->rt->handles, 1);
+    at_fsub_relaxed(&t->rt->shards[t->shard].handles, 1);
     task_unref(t);   /* the handle's ref */
     return res;
 }
@@ -362,7 +383,7 @@ int urt_cancel(urt_task *t)
 void urt_detach(urt_task *t)
 {
     if (t) {
-        at_fsub_relaxed(&t->rt->handles, 1);
+        at_fsub_relaxed(&t->rt->shards[t->shard].handles, 1);
         task_unref(t);
     }
 }
