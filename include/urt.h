@@ -12,7 +12,24 @@
  *    says they block the calling thread instead.
  *  - A cancelled task gets -ECANCELED from every suspending call from then on
  *    and is expected to return. Nothing is unwound behind its back.
- *  - No urt call is async-signal-safe.
+ *  - No urt call is async-signal-safe. After fork() the child must not use
+ *    the parent's runtimes; it may create its own.
+ *
+ * Where a call may be made (the "Context:" of each description):
+ *  - "in a task": code running as a urt task, a fiber on a worker thread.
+ *    A task stays on the worker that first ran it (unless spawned
+ *    URT_TASK_MIGRATABLE). Inside urt_block_in_place a task runs on a
+ *    pool thread instead; the descriptions say what changes there.
+ *  - "a plain thread": any thread that is not a worker: main(), the
+ *    program's own threads, and the pool threads that run urt_spawn_blocking
+ *    tasks (those are not fibers; urt_current() is NULL there).
+ *  - "any thread": either of the above, and worker threads outside a task
+ *    (the urt_config hooks).
+ *
+ * Pointers: a pointer argument is borrowed for the duration of the call
+ * unless its description says otherwise; urt keeps no copy of it. Pointers
+ * urt hands out (*out of the create and open calls, task handles) belong to
+ * the caller until it gives them back with the matching call.
  */
 #ifndef URT_H
 #define URT_H
@@ -37,7 +54,12 @@ extern "C" {
 #define URT_API
 #endif
 
-/* "MAJOR.MINOR.PATCH" of the library actually loaded. */
+/*
+ * The version of the library actually loaded, "MAJOR.MINOR.PATCH" (compare
+ * with the URT_VERSION_* of the header a program was compiled against).
+ * Context: any thread; no runtime needed.
+ * Returns a static string, never NULL; the caller must not free it.
+ */
 URT_API const char *urt_version(void);
 
 /* ------------------------------------------------------------------------ */
@@ -62,12 +84,17 @@ typedef struct urt_config {
     unsigned global_queue_interval; /* 0: adaptive (aims at 200 us between inject checks) */
     unsigned max_blocking_threads;  /* 0: default (512) */
     unsigned flags;                 /* URT_CONFIG_* bits */
-    void (*on_task_spawn)(urt_task *t, void *data);     /* hooks, may be NULL */
+    /* Hooks, may be NULL. on_task_spawn runs on the spawning thread inside
+     * urt_spawn*, before the task can run; on_task_terminate runs on the
+     * thread the task ends on, after fn returned. t is borrowed for the
+     * call; data is hook_data. They must be quick and must not wait (a
+     * blocking urt_join there returns -EDEADLK). */
+    void (*on_task_spawn)(urt_task *t, void *data);
     void (*on_task_terminate)(urt_task *t, void *data);
     void *hook_data;
     unsigned spin_us;               /* spin this long before parking; 0: default (0 = no spin
                                        beyond a few re-checks); URT_SPIN_NONE for none */
-    unsigned rx_buffers;            /* provided buffers per worker for urt_rx; 0: 1024 (power of two) */
+    unsigned rx_buffers;            /* provided buffers per worker for urt_rx; 0: 4096 (power of two) */
     unsigned rx_buffer_size;        /* bytes each; 0: 4096 */
     uint64_t watchdog_ns;           /* a worker stuck in one task this long counts as a stall;
                                        0: default (1 s); UINT64_MAX: no watchdog */
@@ -76,31 +103,59 @@ typedef struct urt_config {
 #define URT_SPIN_NONE 0xffffffffu
 
 /*
- * Create a runtime and start its worker threads. cfg NULL: defaults.
- * Each worker creates its ring on its own thread. Errors: -EINVAL (bad cfg),
+ * Create a runtime and start its worker threads (and its watchdog); each
+ * worker creates its ring on its own thread before this returns. Worker
+ * threads block SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGPIPE (read signals
+ * with a signalfd in a task).
+ * Context: any thread; it blocks the caller until the workers are up. A
+ * program may run several runtimes.
+ * cfg: NULL for the defaults; read during the call only (urt keeps a copy).
+ * Ownership: on success *out is a new runtime that the caller owns and
+ * frees with urt_runtime_destroy; on failure *out is NULL.
+ * Returns 0, or -EINVAL (out NULL, a field out of range, unknown flags),
  * -ENOSYS (no io_uring in this kernel), -EPERM (io_uring disabled by sysctl
  * or blocked by seccomp), -ENOMEM (RLIMIT_MEMLOCK or memory), -EAGAIN
- * (threads). *out is set only on success.
+ * (threads).
  */
 URT_API int urt_runtime_create(urt_runtime **out, const urt_config *cfg);
 
 /*
- * Run fn(arg) as a task and block the calling thread until it ends; *ret
- * (may be NULL) gets its return value. Must not be called from a worker
- * thread (-EDEADLK). -ESHUTDOWN once shutdown started.
+ * Run fn(arg) as a task of rt and block the calling thread until it ends
+ * (urt_spawn, then a blocking urt_join). Several threads may do so at once.
+ * Context: a plain thread (also inside urt_block_in_place); from a worker
+ * thread, in a task or not, it returns -EDEADLK instead of hanging.
+ * Ownership: arg is handed to fn untouched; ret may be NULL, else *ret gets
+ * fn's return value (as urt_join gives it).
+ * Returns 0; -EINVAL (rt or fn NULL); -ESHUTDOWN (shutdown has started);
+ * -ENOMEM; -ECANCELED (the task was cancelled, e.g. by a shutdown).
  */
 URT_API int urt_runtime_block_on(urt_runtime *rt, urt_fn fn, void *arg, void **ret);
 
 /*
  * Wait up to grace_ns for every task to end by itself, then cancel the rest,
- * wait for them to unwind, and stop the workers. New spawns fail with
- * -ESHUTDOWN from the moment this is called. Returns 0, or -ETIMEDOUT when
- * some task ignored cancellation for 5 s (its worker and stack are leaked
- * and reported on stderr). Idempotent. -EDEADLK from a worker thread.
+ * wait for them to unwind, and stop the workers and the blocking pool. New
+ * spawns fail with -ESHUTDOWN from the moment this is called. rt stays
+ * allocated (urt_runtime_stats still works); free it with
+ * urt_runtime_destroy. Blocking tasks already running cannot be
+ * interrupted and are waited for (one that never returns makes this hang).
+ * Context: a plain thread; -EDEADLK from a worker thread.
+ * Returns 0; -EINVAL (rt NULL); -ETIMEDOUT when some task ignored
+ * cancellation for 5 s (its worker and stack are leaked and reported on
+ * stderr). Idempotent: later calls return the first call's result (make
+ * them from one thread at a time).
  */
 URT_API int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns);
 
-/* shutdown(rt, 0) if needed, then free everything. Not from a worker thread. */
+/*
+ * urt_runtime_shutdown(rt, 0) if that has not been done (tasks still running
+ * are cancelled), then free rt and everything it owns. Task handles that
+ * were never joined or detached are reported on stderr and die with it.
+ * rt NULL: nothing. After a shutdown that returned -ETIMEDOUT the memory is
+ * left allocated on purpose (a worker may still be using it).
+ * Context: a plain thread; from a worker thread it prints a message to
+ * stderr and does nothing.
+ * Ownership: rt and every handle of its tasks are invalid afterwards.
+ */
 URT_API void urt_runtime_destroy(urt_runtime *rt);
 
 /* ------------------------------------------------------------------------ */
@@ -116,47 +171,124 @@ typedef struct urt_spawn_opts {
 } urt_spawn_opts;
 
 /*
- * Spawn fn(arg) as a task. rt NULL: the runtime of the calling task.
- * t NULL: detached; else *t is a handle the caller must urt_join or
- * urt_detach. Any thread may call this. Errors: -EINVAL, -ESHUTDOWN, -ENOMEM.
+ * Spawn fn(arg) as a new task of rt (NULL: the runtime of the calling task).
+ * The task is queued, not run: spawned on a worker of rt it goes to that
+ * worker's queue (an idle worker may steal it before it first runs), from
+ * any other thread to the runtime's shared queue. fn's return value is what
+ * urt_join hands back.
+ * Context: any thread; rt NULL only in a task.
+ * Ownership: arg is handed to fn untouched and must stay valid as long as
+ * fn uses it. t NULL: the task is detached from the start. Else *t is a
+ * handle the caller owns: give it up with a urt_join that consumes it or
+ * with urt_detach, exactly once. *t is NULL on failure.
+ * Returns 0; -EINVAL (fn NULL; rt NULL outside a task); -ESHUTDOWN (rt is
+ * shutting down); -ENOMEM. On failure fn is never called.
+ *
+ * urt_spawn_ex: the same, with options (opts NULL: as urt_spawn). opts is
+ * read during the call only; its name is copied. -EINVAL also for a
+ * stack_size outside 16 KiB .. 1 GiB (0 is the runtime default) and for
+ * unknown flags.
  */
 URT_API int urt_spawn(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg);
 URT_API int urt_spawn_ex(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg,
                          const urt_spawn_opts *opts);
 
 /*
- * Wait for t to end. In a task: suspends; on any other thread: blocks.
- * On 0, *ret (may be NULL) is fn's return value and t is consumed.
- * If t was cancelled, returns -ECANCELED and t is consumed; *ret is fn's
- * return value if fn ran to the end, NULL if it never started.
- * If the *joiner* is cancelled (or its urt_op_timeout expires), returns
- * -ECANCELED (-ETIMEDOUT) and t stays owned by the caller.
- * -EDEADLK: joining yourself, or a blocking join from a worker thread.
+ * Wait for t (a task or a blocking task) to end.
+ * Context: any thread. In a task it suspends the task (urt_op_timeout
+ * applies); on a plain thread or inside urt_block_in_place it blocks the
+ * thread (no timeout). From a worker thread outside a task: -EDEADLK.
+ * Ownership: on 0 or -ECANCELED for the task, t is consumed (freed; do not
+ * use it again). ret may be NULL, else *ret gets fn's return value.
+ * Returns 0 when fn ran to the end. -ECANCELED when t was cancelled: t is
+ * consumed and *ret is fn's return value if fn ran to the end, NULL if it
+ * never started. If the *joiner* is cancelled (or its urt_op_timeout
+ * expires), returns -ECANCELED (-ETIMEDOUT) and t stays owned by the
+ * caller: join again or detach. -EINVAL (t NULL); -EDEADLK (joining
+ * yourself, or a blocking join on a worker thread).
  */
 URT_API int  urt_join(urt_task *t, void **ret);
-/* Ask t to stop: its pending and future suspending calls return -ECANCELED. */
+/*
+ * Ask t to stop: its pending suspending call and every later one return
+ * -ECANCELED (held back while it has urt_cancel_shield on); urt_cancelled()
+ * turns true for it. Nothing is unwound: the task decides when to return.
+ * A blocking task that has not started yet never runs; one that runs
+ * cannot see the request and runs to the end. Cancelling a task that has
+ * ended, or twice, does nothing.
+ * Context: any thread. t is borrowed: the caller still joins or detaches it.
+ * Returns 0, or -EINVAL (t NULL).
+ */
 URT_API int  urt_cancel(urt_task *t);
-/* Give up the handle; the task runs on and is freed when it ends. */
+/*
+ * Give up the handle t: the task runs on and is freed when it ends; its
+ * return value is lost. t NULL: nothing.
+ * Context: any thread. t is consumed: the caller must not use it again.
+ */
 URT_API void urt_detach(urt_task *t);
-/* Let other tasks run; the caller runs again after I/O has been polled. */
+/*
+ * Let the other runnable tasks of this worker run: the caller goes to the
+ * back of the worker's queue and runs again after the worker has polled its
+ * ring. Does not look at cancellation.
+ * Context: in a task; anywhere else it is sched_yield(2).
+ */
 URT_API void urt_yield(void);
-/* Sleep at least ns nanoseconds. 0, -ECANCELED, or -EPERM outside a task. */
+/*
+ * Suspend the calling task for at least ns nanoseconds (CLOCK_MONOTONIC,
+ * never early). urt_op_timeout does not shorten it.
+ * Context: in a task; inside urt_block_in_place it sleeps the thread.
+ * Returns 0; -ECANCELED (cancelled, before or while sleeping); -EPERM (not
+ * in a task); -EBUSY (no submission queue entry free in the ring).
+ */
 URT_API int  urt_sleep(uint64_t ns);
+/*
+ * Whether the calling task has been asked to stop (urt_cancel, or a
+ * shutdown). Once true it stays true, also while urt_cancel_shield is on.
+ * Context: any thread; false where there is no calling task (plain threads,
+ * blocking tasks).
+ */
 URT_API bool urt_cancelled(void);
+/*
+ * The runtime of the calling task, or NULL outside a task (plain threads,
+ * blocking tasks). Context: any thread. The pointer is borrowed: it
+ * stays valid while the task runs; never destroy it from inside.
+ */
 URT_API urt_runtime *urt_current(void);
+/*
+ * Index (0 .. workers - 1) of the worker thread the caller runs on, or -1
+ * on any other thread (plain threads, blocking tasks, inside
+ * urt_block_in_place). Context: any thread.
+ */
 URT_API int  urt_worker_id(void);
-/* Task id of the calling task (0 outside a task) and of a handle. */
+/*
+ * Task ids: unique within a runtime, from 1 upwards, never reused; shown
+ * by urt_runtime_dump. urt_task_id gives the id of the task behind handle t
+ * (0 for NULL; t must be a handle the caller still owns); urt_self_id that
+ * of the calling task, 0 outside a task (and in blocking tasks).
+ * Context: any thread.
+ */
 URT_API uint64_t urt_task_id(const urt_task *t);
 URT_API uint64_t urt_self_id(void);
 /*
- * Per-task timeout (0: none) for each following suspending call: the I/O
- * ops, urt_rx_recv, urt_join and urt_notify_wait (not urt_sleep, not
- * urt_listener_accept). A call that runs out returns -ETIMEDOUT. Returns
- * the previous value, which the caller restores.
+ * Set the calling task's timeout for each following suspending call (0:
+ * none): the I/O calls (not urt_close), urt_rx_recv, urt_join, and the
+ * waits of urt_notify and the other sync primitives; not urt_sleep, not
+ * urt_listener_accept. Each call gets the whole timeout anew (urt_send_all
+ * per send). A call that runs out returns -ETIMEDOUT.
+ * Context: in a task; elsewhere it does nothing and returns 0.
+ * Returns the previous value, which the caller restores (library code must
+ * not leave it changed).
  */
 URT_API uint64_t urt_op_timeout(uint64_t ns);
-/* While on, cancellation is held back; returns the old value. */
+/*
+ * While on, cancellation is held back from the calling task: its
+ * suspending calls complete as if it had not been cancelled (for cleanup
+ * I/O that must finish). Turning it off lets a request that came meanwhile
+ * through at the next suspending call; urt_cancelled() reports it all along.
+ * Context: in a task; elsewhere it does nothing and returns false.
+ * Returns the previous value, which the caller restores.
+ */
 URT_API bool urt_cancel_shield(bool on);
+/* Monotonic time (CLOCK_MONOTONIC) in nanoseconds. Context: any thread. */
 URT_API uint64_t urt_now(void);
 
 /* ------------------------------------------------------------------------ */
@@ -164,17 +296,32 @@ URT_API uint64_t urt_now(void);
 /* ------------------------------------------------------------------------ */
 
 /*
- * Run fn(arg) on a thread of the blocking pool (at most
- * max_blocking_threads at once; the rest wait in FIFO order). *t as for
- * urt_spawn (NULL: detached). Any thread may call this.
+ * Run fn(arg) as a blocking task on a thread of rt's blocking pool, for
+ * work that would stall a worker: file I/O, fsync, DNS, long computation in
+ * a library. At most max_blocking_threads run at once; the rest wait in
+ * FIFO order. fn runs on a plain thread, not as a fiber: it uses ordinary
+ * syscalls (urt I/O calls and urt_sleep return -EPERM there; urt_join and
+ * the sync primitives block the thread); to spawn from it, name rt.
+ * Context: any thread; rt NULL only in a task (its runtime).
+ * Ownership, handle and errors as for urt_spawn: *t (t NULL: detached) is
+ * joined with urt_join like any task; arg must stay valid while fn uses it.
+ * Returns 0; -EINVAL; -ESHUTDOWN; -ENOMEM.
  */
 URT_API int urt_spawn_blocking(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg);
 
 /*
- * Run fn(arg) on the calling task's stack on a blocking thread, so the
- * worker goes on running other tasks; then resume on the home worker.
- * Inside fn, urt I/O and sleep calls are plain blocking syscalls. Nested
- * calls run inline. Outside a task, fn runs inline. *ret may be NULL.
+ * Run fn(arg) on the calling task's stack but on a thread of the blocking
+ * pool, so the worker goes on running other tasks meanwhile; then resume
+ * the task on its home worker. For a blocking step in the middle of a
+ * task's work: its locals stay where they are and no second task needs
+ * joining, unlike urt_spawn_blocking.
+ * Inside fn, urt I/O and sleep calls are plain blocking syscalls, and
+ * urt_join / the sync primitives block the thread; urt_cancel does not
+ * interrupt them (urt_cancelled() still tells).
+ * Context: in a task; nested calls, and calls outside a task, run fn inline.
+ * Ownership: arg is handed to fn untouched; ret may be NULL, else *ret gets
+ * fn's return value.
+ * Returns 0 (fn ran), or -EINVAL (fn NULL; fn not called).
  */
 URT_API int urt_block_in_place(urt_fn fn, void *arg, void **ret);
 
@@ -182,18 +329,59 @@ URT_API int urt_block_in_place(urt_fn fn, void *arg, void **ret);
 /* I/O (inside a task; results as the syscall's, or -errno)                   */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Common to urt_accept .. urt_shutdown:
+ *  - Context: in a task. Each call puts one operation on the calling
+ *    worker's ring and suspends the task until it completes; the worker
+ *    runs other tasks meanwhile. The result is the syscall's of the same
+ *    name, with -errno in place of -1 and errno. Inside urt_block_in_place
+ *    they are the plain blocking syscalls. On a plain thread: -EPERM
+ *    (except urt_close).
+ *  - A cancelled task gets -ECANCELED (the operation is cancelled in the
+ *    kernel; it may have taken effect in part, e.g. bytes sent); under
+ *    urt_op_timeout, -ETIMEDOUT. -EBUSY: no submission queue entry could be
+ *    had from the ring (rare).
+ *  - Buffers and addresses are borrowed until the call returns (the task's
+ *    stack is fine). fd is borrowed: only urt_close closes it.
+ */
+
+/* Accept a connection on listening socket fd, as accept4(2). addr and len
+ * may be NULL (both or addr only); flags: SOCK_NONBLOCK | SOCK_CLOEXEC.
+ * Returns the new fd, which the caller owns; -EINVAL (addr without len,
+ * other flags), or -errno. */
 URT_API int     urt_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+/* Connect socket fd to addr (len bytes), as connect(2). 0, -EINVAL (addr
+ * NULL), or -errno (-ECONNREFUSED ...). */
 URT_API int     urt_connect(int fd, const struct sockaddr *addr, socklen_t len);
+/* Receive up to len bytes into buf (NULL only with len 0), as recv(2).
+ * Returns the count (0: the peer closed), -EINVAL, or -errno. */
 URT_API ssize_t urt_recv(int fd, void *buf, size_t len, int flags);
+/* Send up to len bytes from buf (NULL only with len 0), as send(2) with
+ * MSG_NOSIGNAL always added (a closed peer gives -EPIPE, never SIGPIPE).
+ * Returns the count sent, which may be short; -EINVAL, or -errno. */
 URT_API ssize_t urt_send(int fd, const void *buf, size_t len, int flags);
-URT_API ssize_t urt_read(int fd, void *buf, size_t len, int64_t off);   /* off -1: current position */
+/* Read up to len bytes into buf at file offset off, as pread(2); off -1:
+ * at the file position, as read(2). At most 0x7ffff000 bytes per call.
+ * Returns the count (0: end of file), -EINVAL (off < -1, buf NULL with
+ * len > 0), or -errno. */
+URT_API ssize_t urt_read(int fd, void *buf, size_t len, int64_t off);
+/* Write up to len bytes from buf at file offset off, as pwrite(2); off -1:
+ * at the file position, as write(2). At most 0x7ffff000 bytes per call.
+ * Returns the count written (may be short), -EINVAL, or -errno. */
 URT_API ssize_t urt_write(int fd, const void *buf, size_t len, int64_t off);
-/* Cancels the fd's pending ops on the caller's ring first, then closes; works in a cancelled task. */
+/* Cancel every operation pending on fd in the calling worker's ring (other
+ * tasks of this worker waiting on fd get -ECANCELED), then close fd; runs
+ * to the end in a cancelled task and ignores urt_op_timeout. Outside a task
+ * (and inside urt_block_in_place) it is close(2). fd is consumed even when
+ * an error is returned. Returns 0, -EBADF (fd < 0), -EBUSY, or -errno. */
 URT_API int     urt_close(int fd);
 
-/* Send all len bytes (finishing short writes). Returns len, or -errno with
- * nothing said about how much was sent. */
+/* Send all len bytes of buf, calling urt_send until done. Returns len, or
+ * -errno with nothing said about how much was sent (-EPIPE also when a
+ * send made no progress). */
 URT_API ssize_t urt_send_all(int fd, const void *buf, size_t len, int flags);
+/* Shut down part of a full-duplex connection, as shutdown(2); how:
+ * SHUT_RD, SHUT_WR or SHUT_RDWR. 0, -EINVAL (other how), or -errno. */
 URT_API int     urt_shutdown(int fd, int how);
 
 /* ---- Servers: multishot accept, and receive into pooled buffers ---------- */
@@ -203,17 +391,36 @@ URT_API int     urt_shutdown(int fd, int how);
  * worker that opened it (re-armed whenever the kernel ends it). Accepted fds
  * queue in the listener until urt_listener_accept takes them; when 64 are
  * waiting the accept pauses (the kernel's backlog holds the rest) and
- * resumes as they are taken. Use it from
- * the task that opened it. listen_fd must be bound and listening; it is not
- * closed by urt_listener_close. flags: SOCK_CLOEXEC / SOCK_NONBLOCK for the
- * accepted sockets.
+ * resumes as they are taken. A listener belongs to the worker that opened
+ * it: use it from the task that opened it (not from a URT_TASK_MIGRATABLE
+ * one); on another worker its calls return -EXDEV.
  */
 typedef struct urt_listener urt_listener;
+/*
+ * Open a listener on listen_fd, which must be bound and listening. flags:
+ * SOCK_CLOEXEC / SOCK_NONBLOCK for the accepted sockets.
+ * Context: in a task (not inside urt_block_in_place: -EPERM).
+ * Ownership: listen_fd stays the caller's (urt_listener_close does not close
+ * it; close it after). On success *out is a new listener the caller owns
+ * and frees with urt_listener_close; on failure *out is set to NULL.
+ * Returns 0, -EINVAL (out NULL, listen_fd < 0, other flags), -EPERM, -ENOMEM.
+ */
 URT_API int urt_listener_open(urt_listener **out, int listen_fd, int flags);
-/* Next connection: fd >= 0, or -errno (-ECANCELED; -EMFILE/-ENFILE when out
- * of descriptors: the caller may back off and call again). Suspends. */
+/*
+ * Take the next accepted connection, suspending until there is one.
+ * urt_op_timeout does not apply. Context: in a task on l's worker.
+ * Returns the new fd, which the caller owns (close it), or -errno:
+ * -ECANCELED; -EMFILE / -ENFILE when out of descriptors (back off and call
+ * again); other accept errors; -EINVAL (l NULL or closing); -EPERM (not in
+ * a task); -EXDEV (another worker).
+ */
 URT_API int urt_listener_accept(urt_listener *l);
-/* Cancel the multishot accept, close queued fds nobody took, free l. */
+/*
+ * Cancel the multishot accept, close the queued fds nobody took, and free
+ * l (its memory goes when the kernel has ended the accept). listen_fd stays
+ * open. Context: l's worker thread, in a task or not.
+ * Returns 0, -EINVAL (l NULL), or -EXDEV (another thread; l is untouched).
+ */
 URT_API int urt_listener_close(urt_listener *l);
 
 /*
@@ -236,12 +443,49 @@ typedef struct urt_buf {
     void *_rx;           /* private */
     uint32_t _bid;       /* private */
 } urt_buf;
+/*
+ * Open a pooled receive on connected socket fd. Nothing is armed (and no
+ * buffer held) until the first urt_rx_recv. The worker's buffer ring is set
+ * up on the first urt_rx_open on that worker.
+ * Context: in a task (not inside urt_block_in_place: -EPERM); the urt_rx
+ * belongs to that task's worker, like a listener (-EXDEV elsewhere).
+ * Ownership: fd stays the caller's (urt_rx_close does not close it; close
+ * it after). On success *out is a new urt_rx the caller owns and frees with
+ * urt_rx_close; on failure *out is set to NULL.
+ * Returns 0, -EINVAL (out NULL, fd < 0), -EPERM, -ENOMEM, or the -errno of
+ * setting up the buffer ring (a kernel without provided-buffer rings).
+ */
 URT_API int     urt_rx_open(urt_rx **out, int fd);
-/* > 0: bytes in *buf (release it); 0: the peer closed; -errno (-ECANCELED,
- * -ETIMEDOUT under urt_op_timeout, -ECONNRESET ...). Suspends. */
+/*
+ * Take the next received chunk, suspending until there is one.
+ * Context: in a task on rx's worker; urt_op_timeout applies.
+ * Ownership: buf is the caller's struct, filled in on success; the buffer
+ * at buf->data (buf->len bytes) then belongs to the caller until it passes
+ * buf to urt_buf_release, once.
+ * Returns > 0: the byte count; 0: the peer closed (after every chunk before
+ * it); -errno: -ECANCELED, -ETIMEDOUT, a receive error (-ECONNRESET ...),
+ * -ENOBUFS (the caller already holds URT_RX_MAX_HELD buffers of this rx:
+ * release some, then call again), -EINVAL (NULL, or rx closing), -EPERM (not
+ * in a task), -EXDEV (another worker), -EBUSY (ring full).
+ */
 URT_API ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf);
+/*
+ * Give the buffer described by buf back to its ring, and clear buf->data;
+ * releasing the same urt_buf again, or one never filled (_rx NULL), does
+ * nothing. The buffer may be released after urt_rx_close (the urt_rx's
+ * memory lasts until its last buffer is back), but not after the runtime
+ * is destroyed.
+ * Context: any thread (from another thread than rx's worker the buffer
+ * travels home through that worker's mailbox).
+ */
 URT_API void    urt_buf_release(urt_buf *buf);
-/* Cancel the receive, give back queued buffers, free rx. Does not close fd. */
+/*
+ * Cancel the receive, give the queued chunks nobody took back to the ring,
+ * and free rx once the kernel has ended the receive. Buffers the caller
+ * holds stay valid until released. fd stays open.
+ * Context: rx's worker thread, in a task or not.
+ * Returns 0, -EINVAL (rx NULL), or -EXDEV (another thread; rx untouched).
+ */
 URT_API int     urt_rx_close(urt_rx *rx);
 
 /* ------------------------------------------------------------------------ */
@@ -255,17 +499,129 @@ URT_API int     urt_rx_close(urt_rx *rx);
  * one is signalled. Waiters are served in FIFO order.
  */
 typedef struct urt_notify urt_notify;
+/*
+ * Create a notify with no permit. It belongs to no runtime: tasks of any
+ * runtime and plain threads may share it.
+ * Context: any thread.
+ * Ownership: on success *out is a new notify the caller owns and frees with
+ * urt_notify_destroy.
+ * Returns 0, -EINVAL (out NULL), -ENOMEM.
+ */
 URT_API int  urt_notify_create(urt_notify **out);
-/* Nobody may wait on n any more; a waiter whose wait returned 0 may destroy it. */
+/*
+ * Free n (NULL: nothing). Nobody may wait on n or signal it any more; a
+ * waiter whose wait returned 0 may destroy it.
+ * Context: any thread. n is invalid afterwards.
+ */
 URT_API void urt_notify_destroy(urt_notify *n);
-/* Any thread. */
+/*
+ * Hand the permit to the oldest waiter, or store it when nobody waits (a
+ * stored permit absorbs further signals: there is at most one). Never waits.
+ * Context: any thread, in a task or not.
+ * Returns 0, or -EINVAL (n NULL).
+ */
 URT_API int  urt_notify_signal(urt_notify *n);
-/* 0, -ECANCELED (the waiting task was cancelled; no permit is consumed),
- * -ETIMEDOUT (the task's urt_op_timeout passed), -EINVAL; -EPERM on a
- * worker thread outside a task. */
+/*
+ * Take the permit, waiting until one is signalled if none is stored.
+ * Context: in a task it suspends the task (urt_op_timeout applies); on a
+ * plain thread or inside urt_block_in_place it blocks the thread (no
+ * timeout, no cancellation).
+ * Returns 0 (the permit is taken); -ECANCELED (the waiting task was
+ * cancelled; no permit is consumed); -ETIMEDOUT (the task's urt_op_timeout
+ * passed; none consumed); -EINVAL (n NULL); -EPERM on a worker thread
+ * outside a task.
+ */
 URT_API int  urt_notify_wait(urt_notify *n);
-/* Take the permit if it is there: 0, or -EAGAIN. */
+/*
+ * Take the permit if one is stored; never waits. Context: any thread.
+ * Returns 0 (taken), -EAGAIN (none stored), or -EINVAL (n NULL).
+ */
 URT_API int  urt_notify_try_wait(urt_notify *n);
+
+/*
+ * Common to urt_mutex, urt_sem and urt_chan:
+ *  - A call that waits suspends the calling task (its worker runs other
+ *    tasks meanwhile) or, on any thread that is not a worker (and inside
+ *    urt_block_in_place), blocks it. On a worker thread outside a task it
+ *    returns -EPERM instead of waiting; what needs no waiting still works.
+ *  - Waiters are served in FIFO order: what is freed (the mutex, a permit,
+ *    an item, room for one) goes straight to the oldest waiter, so a
+ *    newcomer cannot overtake it.
+ *  - A waiting call returns -ECANCELED when its task is cancelled and
+ *    -ETIMEDOUT when the task's urt_op_timeout passes, having taken nothing.
+ *    If the mutex, a permit or an item was handed to the waiter before it
+ *    noticed, the call returns 0 with it instead; nothing is ever lost. A
+ *    cancelled task gets -ECANCELED at once from a call that may wait, as
+ *    from every suspending call.
+ *  - A task whose calls that may wait keep finding the primitive ready
+ *    yields inside one of them now and then (after 128 such calls on its
+ *    worker with no wait between), so a tight producer/consumer loop does
+ *    not starve the other tasks of its worker.
+ *  - destroy: nobody may wait on it or use it any more; a waiter whose call
+ *    returned may destroy it.
+ */
+
+/*
+ * urt_mutex: a lock that is not tied to a thread (a task keeps it across
+ * suspensions, and any task or thread may unlock it). unlock hands it to
+ * the oldest waiter, so no waiter starves.
+ */
+typedef struct urt_mutex urt_mutex;
+URT_API int  urt_mutex_create(urt_mutex **out);
+URT_API void urt_mutex_destroy(urt_mutex *m);
+/* 0 (the caller holds m), -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL. */
+URT_API int  urt_mutex_lock(urt_mutex *m);
+/* 0, or -EBUSY when someone holds it. Never waits. */
+URT_API int  urt_mutex_try_lock(urt_mutex *m);
+/* 0, or -EPERM when m is not locked. Any thread. */
+URT_API int  urt_mutex_unlock(urt_mutex *m);
+
+/*
+ * urt_sem: a counting semaphore (at most INT_MAX permits). release hands
+ * permits to the oldest waiters, one each, and keeps the rest.
+ */
+typedef struct urt_sem urt_sem;
+/* -EINVAL when initial > INT_MAX. */
+URT_API int  urt_sem_create(urt_sem **out, unsigned initial);
+URT_API void urt_sem_destroy(urt_sem *s);
+/* Take one permit: 0, -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL. */
+URT_API int  urt_sem_acquire(urt_sem *s);
+/* 0, or -EAGAIN when no permit is free. Never waits. */
+URT_API int  urt_sem_try_acquire(urt_sem *s);
+/* Add n permits (n 0: nothing). -EINVAL when n > INT_MAX, -EOVERFLOW (and
+ * nothing released) when more than INT_MAX would be free. Any thread. */
+URT_API int  urt_sem_release(urt_sem *s, unsigned n);
+/* Free permits now (a snapshot), or -EINVAL. */
+URT_API int  urt_sem_value(urt_sem *s);
+
+/*
+ * urt_chan: a bounded channel of fixed-size items (copied in and out), for
+ * any number of senders and receivers, tasks and threads alike. Items come
+ * out in the order they went in. A send that finds a receiver waiting hands
+ * the item straight to it.
+ * close, as in Go: sends fail with -EPIPE from then on; receives drain the
+ * items still buffered, then fail with -EPIPE; every waiting sender and
+ * receiver is woken with -EPIPE (a sender woken so did not send its item).
+ */
+typedef struct urt_chan urt_chan;
+/* item_size >= 1 bytes, capacity >= 1 items; -EINVAL, -ENOMEM. */
+URT_API int  urt_chan_create(urt_chan **out, size_t item_size, size_t capacity);
+/* Items still buffered are dropped. */
+URT_API void urt_chan_destroy(urt_chan *c);
+/* Copy item_size bytes from item into c; waits while c is full. 0, -EPIPE
+ * (closed; not sent), -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL. */
+URT_API int  urt_chan_send(urt_chan *c, const void *item);
+/* Take the oldest item into item (item_size bytes); waits while c is empty.
+ * 0, -EPIPE (closed and empty), -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL. */
+URT_API int  urt_chan_recv(urt_chan *c, void *item);
+/* As send / recv, but -EAGAIN instead of waiting (full / empty and open). */
+URT_API int  urt_chan_try_send(urt_chan *c, const void *item);
+URT_API int  urt_chan_try_recv(urt_chan *c, void *item);
+/* 0, or -EPIPE when c was already closed. Any thread. */
+URT_API int  urt_chan_close(urt_chan *c);
+/* Items buffered now (a snapshot) / the capacity; -EINVAL for NULL. */
+URT_API ssize_t urt_chan_len(urt_chan *c);
+URT_API ssize_t urt_chan_cap(const urt_chan *c);
 
 /* ------------------------------------------------------------------------ */
 /* Observability                                                              */
@@ -281,9 +637,27 @@ typedef struct urt_worker_stats {
     unsigned ring_flags;                          /* IORING_SETUP_* the ring got */
 } urt_worker_stats;
 
-/* Fill up to n entries of out; returns the number of workers. */
+/*
+ * Copy the counters of workers 0 .. min(n, workers) - 1 into out[0 ..].
+ * The workers keep running: each counter is read atomically, but the set
+ * is not one snapshot. Works until urt_runtime_destroy, also after
+ * urt_runtime_shutdown.
+ * Context: any thread.
+ * Ownership: out is the caller's array of n entries (NULL with n 0: just
+ * ask for the worker count).
+ * Returns the number of workers (which may exceed n), or -EINVAL (rt NULL,
+ * out NULL with n > 0).
+ */
 URT_API int urt_runtime_stats(urt_runtime *rt, urt_worker_stats *out, unsigned n);
-/* Write one line per live task (id, name, home worker, state, op + fd it waits on) to fd. */
+/*
+ * Write one line per live task to fd: id, name, kind (fiber or blocking),
+ * home worker, state, and the operation and fd it waits on. The states are
+ * read while the tasks run, so a line may be stale by the time it is read.
+ * Context: any thread; it writes with plain blocking write(2) calls (use
+ * it from a debugging thread or a signalfd task, never a signal handler).
+ * fd is borrowed.
+ * Returns the number of tasks written, or -EINVAL (rt NULL, fd < 0).
+ */
 URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
 
 #ifdef __cplusplus

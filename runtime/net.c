@@ -300,12 +300,31 @@ static rx_pool *pool_get(urt_worker *w, int *err)
     return p;
 }
 
+static void starve_push(rx_pool *p, urt_rx *rx)
+{
+    if (rx->starving)
+        return;
+    rx->starving = true;
+    rx->starved_next = NULL;
+    if (p->starved_tail)
+        p->starved_tail->starved_next = rx;
+    else
+        p->starved = rx;
+    p->starved_tail = rx;
+}
+
+/* Wake the receivers that waited longest, one per free buffer: waking them
+ * all for one buffer would have most re-arm into -ENOBUFS again. */
 static void wake_starved(rx_pool *p)
 {
-    while (p->starved && p->avail) {
+    unsigned n = p->avail;
+    while (p->starved && n) {
         urt_rx *rx = p->starved;
         p->starved = rx->starved_next;
+        if (!p->starved)
+            p->starved_tail = NULL;
         rx->starving = false;
+        n--;
         if (rx->waiter)
             task_wake(rx->waiter);
     }
@@ -379,11 +398,8 @@ static void rx_cqe(urt_rx *rx, int32_t res, uint32_t flags)
         rx->eof = true;
     } else if (res < 0) {
         if (res == -ENOBUFS) {
-            if (!rx->starving && !p->avail) {
-                rx->starving = true;
-                rx->starved_next = p->starved;
-                p->starved = rx;
-            }
+            if (!p->avail)
+                starve_push(p, rx);
         } else if (!(res == -ECANCELED && rx->cancel_sent)) {
             rx->err = res;
         }
@@ -452,11 +468,20 @@ static void rx_unstarve(urt_rx *rx)
 {
     if (!rx->starving)
         return;
-    urt_rx **pp = &rx->pool->starved;
-    while (*pp && *pp != rx)
-        pp = &(*pp)->starved_next;
-    if (*pp)
-        *pp = rx->starved_next;
+    rx_pool *p = rx->pool;
+    urt_rx *prev = NULL, *cur = p->starved;
+    while (cur && cur != rx) {
+        prev = cur;
+        cur = cur->starved_next;
+    }
+    if (cur) {
+        if (prev)
+            prev->starved_next = rx->starved_next;
+        else
+            p->starved = rx->starved_next;
+        if (p->starved_tail == rx)
+            p->starved_tail = prev;
+    }
     rx->starving = false;
 }
 
@@ -512,11 +537,8 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             net_pool_drain(w);
             if (rx->pool->avail)
                 rx_arm(rx);
-            else if (!rx->starving) {
-                rx->starving = true;
-                rx->starved_next = rx->pool->starved;
-                rx->pool->starved = rx;
-            }
+            else
+                starve_push(rx->pool, rx);
         }
         if (!timer && t->op_timeout) {
             uint64_t ns = t->op_timeout;

@@ -83,7 +83,7 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
     if (c.max_blocking_threads == 0)
         c.max_blocking_threads = 512;
     if (c.rx_buffers == 0)
-        c.rx_buffers = 1024;
+        c.rx_buffers = 4096;
     if (c.rx_buffer_size == 0)
         c.rx_buffer_size = 4096;
     if ((c.rx_buffers & (c.rx_buffers - 1)) || c.rx_buffers > 32768 || c.rx_buffer_size > (1u << 24)) {

@@ -263,7 +263,8 @@ uint64_t urt__now(void);
 typedef struct rx_pool {
     ring_bufs bufs;
     unsigned avail;                /* owner: buffers the kernel holds */
-    struct urt_rx *starved;        /* owner: receivers waiting for buffers */
+    struct urt_rx *starved;        /* owner: receivers waiting for buffers, FIFO */
+    struct urt_rx *starved_tail;
     pthread_mutex_t ret_lock;
     uint16_t *ret;                 /* under ret_lock: bids released on other threads */
     unsigned nret, retcap;

@@ -574,7 +574,7 @@ static void usage(FILE *f)
             "  --accept single|multishot\n"
             "                        single: urt_accept per connection (default);\n"
             "                        multishot: urt_listener (one multishot accept)\n"
-            "  --rx-buffers N        pooled: provided buffers per worker (power of two; default 1024)\n"
+            "  --rx-buffers N        pooled: provided buffers per worker (power of two; default 4096)\n"
             "  --rx-buffer-size B    pooled: bytes per buffer (default 4096)\n"
             "  --help                this text\n"
             "\n"
