@@ -199,16 +199,24 @@ void pool_submit_bip(urt_runtime *rt, urt_task *t)
     pthread_mutex_unlock(&p->lock);
 }
 
-void pool_shutdown(urt_runtime *rt)
+bool pool_shutdown(urt_runtime *rt, uint64_t wait_ns)
 {
     blocking_pool *p = &rt->pool;
     pthread_mutex_lock(&p->lock);
     p->shutdown = true;
     pthread_cond_broadcast(&p->cv);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + wait_ns;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
     while (p->nthreads)
-        pthread_cond_wait(&p->done_cv, &p->lock);
+        if (pthread_cond_timedwait(&p->done_cv, &p->lock, &ts) == ETIMEDOUT)
+            break;
+    bool all = p->nthreads == 0;
     reap_exited(p);
     pthread_mutex_unlock(&p->lock);
+    return all;   /* false: a blocking job never returned; its thread still runs */
 }
 
 int urt_block_in_place(urt_fn fn, void *arg, void **ret)

@@ -101,20 +101,22 @@ bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts)
     ring_op_start(op, t);
     io_uring_prep_timeout(sqe, ts, 0, 0);
     io_uring_sqe_set_data64(sqe, ring_op_data(op));
+    t->op_pending = true;   /* a migratable task stays by its ring while the timer is armed */
     return true;
 }
 
 void task_timer_finish(urt_task *t, ring_op *op)
 {
-    if (op->done)
-        return;
-    /* the record is on the caller's stack: end it and wait for its CQE */
-    ring_cancel_op(&urt__cur_worker()->ring, op);
-    bool old = t->shield;
-    t->shield = true;
-    while (!op->done)
-        task_suspend(t, SW_PARK);
-    t->shield = old;
+    if (!op->done) {
+        /* the record is on the caller's stack: end it and wait for its CQE */
+        ring_cancel_op(&urt__cur_worker()->ring, op);
+        bool old = t->shield;
+        t->shield = true;
+        while (!op->done)
+            task_suspend(t, SW_PARK);
+        t->shield = old;
+    }
+    t->op_pending = false;
 }
 
 #define IO_PROLOGUE(plain)                          \

@@ -264,7 +264,11 @@ int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns)
         }
     }
     watchdog_stop(rt);
-    pool_shutdown(rt);
+    if (!pool_shutdown(rt, CANCEL_WAIT_NS)) {
+        fprintf(stderr, "urt: shutdown: a blocking job has not returned after 5 s; its thread is left running\n");
+        rt->leak_workers = true;
+        result = -ETIMEDOUT;
+    }
     rt->shutdown_result = result;
     return result;
 }

@@ -251,7 +251,7 @@ void worker_kick(urt_runtime *rt, unsigned target);   /* ring target's doorbell 
 int  pool_init(blocking_pool *p, unsigned max);
 void pool_submit_blocking(urt_runtime *rt, urt_task *t);
 void pool_submit_bip(urt_runtime *rt, urt_task *t);
-void pool_shutdown(urt_runtime *rt);
+bool pool_shutdown(urt_runtime *rt, uint64_t wait_ns);   /* false: some job never returned */
 void pool_destroy(blocking_pool *p);
 
 /* ---- watchdog.c ---- */

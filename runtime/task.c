@@ -189,24 +189,27 @@ static void schedule(urt_task *t)
 
 void task_wake(urt_task *t)
 {
-    /* acquire: pairs with the acq_rel transitions of the scheduler */
-    uint32_t s = at_load_acquire(&t->state);
-    for (;;) {
+    uint32_t s = at_load_relaxed(&t->state);
+    uint32_t ns;
+    do {
         if (s & TS_COMPLETE)
             return;
-        if (s & TS_RUNNING) {
-            if (s & TS_NOTIFIED)
-                return;
-            if (at_cas_acqrel(&t->state, &s, s | TS_NOTIFIED))
-                return;
-            continue;
-        }
-        if (s & TS_SCHEDULED)
-            return;
-        if (at_cas_acqrel(&t->state, &s, s | TS_SCHEDULED))
-            break;
-    }
-    schedule(t);
+        if (s & TS_RUNNING)
+            ns = s | TS_NOTIFIED;
+        else if (s & TS_SCHEDULED)
+            ns = s;   /* already queued: still a read-modify-write, see below */
+        else
+            ns = s | TS_SCHEDULED;
+        /* acq_rel, and always a read-modify-write, even when nothing changes:
+         * the scheduler's next transition of this word (run: SCHEDULED ->
+         * RUNNING, park: RUNNING -> idle) then comes after ours and sees what
+         * the waker wrote before calling us (the event the task waits for),
+         * or ours comes after it and sees RUNNING and leaves NOTIFIED. A plain
+         * load here let a task run on an earlier wake, miss the event, and
+         * park for good. */
+    } while (!at_cas_acqrel(&t->state, &s, ns));
+    if (!(s & (TS_RUNNING | TS_SCHEDULED)))
+        schedule(t);
 }
 
 void task_suspend(urt_task *t, int reason)
