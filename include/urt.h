@@ -137,11 +137,11 @@ URT_API int urt_runtime_block_on(urt_runtime *rt, urt_fn fn, void *arg, void **r
  * spawns fail with -ESHUTDOWN from the moment this is called. rt stays
  * allocated (urt_runtime_stats still works); free it with
  * urt_runtime_destroy. Blocking tasks already running cannot be
- * interrupted and are waited for (one that never returns makes this hang).
+ * interrupted and are waited for, like tasks that ignore cancellation.
  * Context: a plain thread; -EDEADLK from a worker thread.
- * Returns 0; -EINVAL (rt NULL); -ETIMEDOUT when some task ignored
- * cancellation for 5 s (its worker and stack are leaked and reported on
- * stderr). Idempotent: later calls return the first call's result (make
+ * Returns 0; -EINVAL (rt NULL); -ETIMEDOUT when some task (or blocking job)
+ * had not ended 5 s after cancellation (its thread and memory are left
+ * alone, reported on stderr, and never freed). Idempotent: later calls return the first call's result (make
  * them from one thread at a time).
  */
 URT_API int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns);
@@ -260,10 +260,11 @@ URT_API urt_runtime *urt_current(void);
  */
 URT_API int  urt_worker_id(void);
 /*
- * Task ids: unique within a runtime, from 1 upwards, never reused; shown
- * by urt_runtime_dump. urt_task_id gives the id of the task behind handle t
- * (0 for NULL; t must be a handle the caller still owns); urt_self_id that
- * of the calling task, 0 outside a task (and in blocking tasks).
+ * Task ids: unique within a runtime, from 1 upwards, never reused (not in
+ * spawn order: workers take them in batches); shown by urt_runtime_dump.
+ * urt_task_id gives the id of the task behind handle t (0 for NULL; t must
+ * be a handle the caller still owns); urt_self_id that of the calling task,
+ * 0 outside a task (and in blocking tasks).
  * Context: any thread.
  */
 URT_API uint64_t urt_task_id(const urt_task *t);
@@ -567,6 +568,7 @@ URT_API int  urt_notify_try_wait(urt_notify *n);
  * the oldest waiter, so no waiter starves.
  */
 typedef struct urt_mutex urt_mutex;
+/* A new mutex, unlocked: 0, -EINVAL, -ENOMEM. destroy: nobody may hold it. */
 URT_API int  urt_mutex_create(urt_mutex **out);
 URT_API void urt_mutex_destroy(urt_mutex *m);
 /* 0 (the caller holds m), -ECANCELED, -ETIMEDOUT, -EPERM, -EINVAL. */

@@ -1,22 +1,117 @@
 /*
- * sync.c - urt_notify, an auto-reset event with a FIFO of waiters.
+ * sync.c - the wait shared by the sync primitives (see sync.h for the
+ * protocol), the cooperative budget, and urt_notify, an auto-reset event
+ * with a FIFO of waiters.
  *
- * Waiters are urt_waiter records on the waiter's own stack, linked under the
- * notify's lock. signal pops the oldest and wakes it while still holding the
- * lock, so a waiter that gives up (cancelled) and unlinks itself under the
- * same lock can never be woken after it returned. A plain thread waits on
- * the waiter's futex word.
+ * A task waits by suspending: its worker goes on with other tasks. A plain
+ * thread (or a task inside urt_block_in_place) blocks on the waiter's futex
+ * word. A task whose urt_op_timeout is set arms a TIMEOUT on its worker's
+ * ring for the wait; the record lives on the waiting task's stack, so the
+ * task stays on that worker until the timer's CQE is in.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/runtime.h"
+#include "runtime/sync.h"
+
+/* ---- shared wait ------------------------------------------------------------ */
+
+/* Calls that may suspend, made on this thread since its last suspension in
+ * one of them. Thread-local and reached only through these out-of-line
+ * functions: a migratable task may resume on another thread. */
+static __thread unsigned coop_used;
+
+__attribute__((noinline)) static bool coop_spend(void)
+{
+    if (++coop_used < SYNC_COOP_BUDGET)
+        return false;
+    coop_used = 0;
+    return true;
+}
+
+__attribute__((noinline)) static void coop_reset(void) { coop_used = 0; }
+
+int sync_caller(urt_task **t)
+{
+    urt_task *cur = urt__cur_task();
+    bool in_task = cur && !cur->in_bip;
+    *t = in_task ? cur : NULL;
+    return !in_task && urt__cur_worker() ? -EPERM : 0;
+}
+
+int sync_enter(urt_task **t, int *block_err)
+{
+    *block_err = sync_caller(t);
+    if (!*t)
+        return 0;
+    if (task_cancel_pending(*t))
+        return -ECANCELED;
+    if (coop_spend())
+        urt_yield();
+    return 0;
+}
+
+int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
+{
+    urt_task *t = w->task;
+    if (t)
+        task_ref(t);   /* the registration's: dropped by waiter_wake, or below if we give up */
+    waitq_push(q, w);
+    pthread_mutex_unlock(lock);
+    if (!t) {
+        waiter_block(w);
+        pthread_mutex_lock(lock);   /* step 4 */
+        pthread_mutex_unlock(lock);
+        return w->result;
+    }
+    __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
+    ring_op top;
+    struct __kernel_timespec ts;
+    bool timer = task_timer_start(t, &top, &ts);
+    if (timer)
+        t->op_pending = true;   /* top's CQE comes to this worker's ring: do not migrate */
+    int res;
+    for (;;) {
+        /* acquire: pairs with the release store in waiter_wake. Only a hint
+         * that spares a suspension: the verdict is taken under the lock */
+        if (!at_load_acquire(&w->futex))
+            task_suspend(t, SW_PARK);
+        /* step 3: the verdict, under the lock where the waker unlinked us.
+         * A waker whose task_wake found us already queued (a wake left over
+         * from an earlier wait) leaves the state word alone, so nothing but
+         * the lock orders its futex store before this run of ours */
+        pthread_mutex_lock(lock);
+        if (!w->linked) {
+            res = w->result;
+            pthread_mutex_unlock(lock);
+            break;
+        }
+        int why = task_cancel_pending(t) ? -ECANCELED : (timer && top.done) ? -ETIMEDOUT : 0;
+        if (why)
+            waitq_unlink(q, w);
+        pthread_mutex_unlock(lock);
+        if (why) {
+            task_unref(t);
+            res = why;
+            break;
+        }
+    }
+    __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
+    if (timer) {
+        task_timer_finish(t, &top);
+        t->op_pending = false;
+    }
+    coop_reset();
+    return res;
+}
+
+/* ---- urt_notify ------------------------------------------------------------- */
 
 struct urt_notify {
     pthread_mutex_t lock;
-    bool permit;                   /* under lock */
-    urt_waiter *head, *tail;       /* under lock */
+    bool permit;                   /* under lock; never set while a waiter is queued */
+    waitq q;                       /* under lock */
 };
 
 int urt_notify_create(urt_notify **out)
@@ -39,31 +134,16 @@ void urt_notify_destroy(urt_notify *n)
     free(n);
 }
 
-static void unlink_waiter(urt_notify *n, urt_waiter *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        n->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        n->tail = w->prev;
-    w->linked = false;
-}
-
 int urt_notify_signal(urt_notify *n)
 {
     if (!n)
         return -EINVAL;
     pthread_mutex_lock(&n->lock);
-    urt_waiter *w = n->head;
-    if (w) {
-        unlink_waiter(n, w);
+    urt_waiter *w = waitq_pop(&n->q);
+    if (w)
         waiter_wake(w, 0);
-    } else {
+    else
         n->permit = true;
-    }
     pthread_mutex_unlock(&n->lock);
     return 0;
 }
@@ -83,68 +163,20 @@ int urt_notify_wait(urt_notify *n)
 {
     if (!n)
         return -EINVAL;
-    urt_task *t = urt__cur_task();
-    bool in_task = t && !t->in_bip;
-    if (!in_task && urt__cur_worker())
-        return -EPERM;
-    if (in_task && task_cancel_pending(t))
+    urt_task *t;
+    int r = sync_caller(&t);
+    if (r < 0)
+        return r;
+    if (t && task_cancel_pending(t))
         return -ECANCELED;
-    urt_waiter w;
-    memset(&w, 0, sizeof(w));
     pthread_mutex_lock(&n->lock);
     if (n->permit) {
         n->permit = false;
         pthread_mutex_unlock(&n->lock);
         return 0;
     }
-    w.task = in_task ? t : NULL;
-    if (in_task)
-        task_ref(t);   /* dropped by waiter_wake, or by us if we give up */
-    w.prev = n->tail;
-    if (n->tail)
-        n->tail->next = &w;
-    else
-        n->head = &w;
-    n->tail = &w;
-    w.linked = true;
-    pthread_mutex_unlock(&n->lock);
-    if (!in_task) {
-        waiter_block(&w);
-        pthread_mutex_lock(&n->lock);   /* the signaller is done with n (see below) */
-        pthread_mutex_unlock(&n->lock);
-        return 0;
-    }
-    __atomic_store_n(&t->wait_what, "notify", __ATOMIC_RELAXED);
-    ring_op top;
-    struct __kernel_timespec ts;
-    bool timer = task_timer_start(t, &top, &ts);
-    int res = 0;
-    while (at_load_acquire(&w.futex) == 0) {
-        int why = task_cancel_pending(t) ? -ECANCELED : (timer && top.done) ? -ETIMEDOUT : 0;
-        if (why) {
-            pthread_mutex_lock(&n->lock);
-            bool mine = w.linked;
-            if (mine)
-                unlink_waiter(n, &w);
-            pthread_mutex_unlock(&n->lock);
-            if (mine) {
-                task_unref(t);
-                res = why;
-                break;
-            }
-            /* a signal already chose us: the wake is done (under the lock), take it */
-            continue;
-        }
-        task_suspend(t, SW_PARK);
-    }
-    __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
-    if (timer)
-        task_timer_finish(t, &top);
-    if (res == 0) {
-        /* the signaller wakes us under the lock: once we hold it, it is done
-         * with n, and the caller may destroy n */
-        pthread_mutex_lock(&n->lock);
-        pthread_mutex_unlock(&n->lock);
-    }
-    return res;
+    urt_waiter w;
+    memset(&w, 0, sizeof(w));
+    w.task = t;
+    return sync_wait(&n->lock, &n->q, &w, "notify");
 }

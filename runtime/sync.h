@@ -1,0 +1,99 @@
+/*
+ * sync.h - what the sync primitives (notify, mutex, sem, chan) share: a FIFO
+ * of waiters kept under the primitive's lock, and the wait itself.
+ *
+ * Wait protocol (every primitive follows it):
+ *   1. The waiter fills a urt_waiter on its own stack (task, or NULL for a
+ *      thread that blocks) and calls sync_wait with the primitive's lock
+ *      held; sync_wait links it at the tail and drops the lock.
+ *   2. A waker, holding the lock, unlinks the oldest waiter, does the
+ *      hand-off (ownership, a permit, an item) and calls waiter_wake before
+ *      it drops the lock. What the waker hands over is the waiter's from
+ *      that moment, whatever the waiter does next.
+ *   3. A task reads its verdict under the lock each time it resumes:
+ *      unlinked, a waker chose it, and it returns the hand-off (even if it
+ *      was cancelled or timed out meanwhile); still linked and cancelled or
+ *      timed out, it unlinks itself and took nothing (-ECANCELED /
+ *      -ETIMEDOUT); else it suspends again. The futex word is only a hint
+ *      for a task: a waker whose task_wake finds the task already queued to
+ *      run does not order its futex store before that run, the lock does.
+ *   4. A thread blocks on the futex word and then takes and drops the lock
+ *      once. Either way the waiter holds the lock after its waker dropped
+ *      it, so once the call returns the waker is done with the primitive,
+ *      and the caller may destroy it.
+ */
+#ifndef URT_RUNTIME_SYNC_H
+#define URT_RUNTIME_SYNC_H
+
+#include "runtime/runtime.h"
+
+typedef struct waitq {
+    urt_waiter *head, *tail;       /* under the owning primitive's lock */
+} waitq;
+
+static inline bool waitq_empty(const waitq *q) { return q->head == NULL; }
+
+static inline void waitq_push(waitq *q, urt_waiter *w)
+{
+    w->next = NULL;
+    w->prev = q->tail;
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    w->linked = true;
+}
+
+static inline void waitq_unlink(waitq *q, urt_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        q->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        q->tail = w->prev;
+    w->next = w->prev = NULL;
+    w->linked = false;
+}
+
+/* The oldest waiter, unlinked; NULL when none waits. */
+static inline urt_waiter *waitq_pop(waitq *q)
+{
+    urt_waiter *w = q->head;
+    if (w)
+        waitq_unlink(q, w);
+    return w;
+}
+
+/*
+ * Who may wait here: *t gets the task to suspend, or NULL for a thread that
+ * blocks (a plain thread, or a task inside urt_block_in_place). -EPERM on a
+ * worker thread outside a task.
+ */
+int sync_caller(urt_task **t);
+
+/*
+ * Steps 1-4 above. Call with `lock` held and w zeroed except for w->task
+ * (from sync_caller) and whatever the primitive keeps next to w; returns
+ * with `lock` released. Returns the result the waker handed over, or
+ * -ECANCELED / -ETIMEDOUT when the task gave up before any waker chose it.
+ * `what` names the wait in task dumps.
+ */
+int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what);
+
+/*
+ * Entry of a call that may wait: *t and *block_err as sync_caller gives
+ * them (the call returns *block_err where it would wait, so a worker thread
+ * outside a task still gets what needs no waiting). -ECANCELED for a
+ * cancelled task. Otherwise spends one unit of the cooperative budget: after
+ * SYNC_COOP_BUDGET such calls on this thread with no suspension in one of
+ * them, the task yields first, so a loop that always finds the primitive
+ * ready cannot keep the other tasks of its worker from running.
+ */
+#define SYNC_COOP_BUDGET 128
+int sync_enter(urt_task **t, int *block_err);
+
+#endif /* URT_RUNTIME_SYNC_H */
