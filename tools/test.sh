@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Runs urt's test suite three times: the normal build, ASan+UBSan, and TSan.
-# Installs its dependencies first. Usage: tools/test.sh [normal|address|thread]...
+# Installs its dependencies first, and checks that every public function is
+# documented. After the normal build's tests it installs that build into a
+# temporary prefix and builds a program against it (tools/check-install.sh).
+# Usage: tools/test.sh [normal|address|thread]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/deps.sh
+bash tools/deps.sh g++   # g++: urt.h is also compiled as C++
+bash tools/check-docs.sh
 builds=("$@")
 [ ${#builds[@]} -eq 0 ] && builds=(normal address thread)
 jobs=$(nproc)
@@ -20,4 +24,8 @@ for b in "${builds[@]}"; do
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 1200
+  if [ "$b" = normal ]; then
+    echo "=== install check ==="
+    bash tools/check-install.sh "$dir"
+  fi
 done
