@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The main job: builds urt in release mode and runs the scheduler benchmark
-# (bench/sched), printing its table. Installs its dependencies first.
-# Extra arguments go to bench/sched (e.g. --quick, --workers 1,2,4).
+# The main job: installs the dependencies, builds urt in release mode and runs
+# the echo-server benchmark on loopback (urt-echo driven by urt-load over
+# connections x message sizes, plain and pooled), printing its table and the
+# RSS per idle connection. Extra arguments go to bench/echo.sh (e.g. --quick).
+# The scheduler benchmark is build-release/bench/sched; the side-by-side
+# comparison with Tokio, epoll and raw io_uring servers is bench/compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/deps.sh
-cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DURT_BUILD_TESTS=OFF >/dev/null
-ninja -C build-release >/dev/null
-./build-release/bench/sched "$@"
+exec bash bench/echo.sh "$@"
