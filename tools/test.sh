@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/deps.sh g++   # g++: urt.h is also compiled as C++
 bash tools/check-docs.sh
+python3 tools/gen-api-doc.py --check
 builds=("$@")
 [ ${#builds[@]} -eq 0 ] && builds=(normal address thread)
 jobs=$(nproc)
