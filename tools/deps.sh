@@ -3,7 +3,7 @@
 # plus any extra package names given as arguments. Skips apt when all are
 # already installed.
 set -euo pipefail
-pkgs=(build-essential cmake ninja-build pkg-config liburing-dev libcriterion-dev "$@")
+pkgs=(build-essential cmake ninja-build pkg-config python3 liburing-dev libcriterion-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

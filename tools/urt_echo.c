@@ -11,9 +11,10 @@
  *             acceptor, the signal task and the stats task, and returns;
  *             main then calls urt_runtime_shutdown(rt, 2 s), which gives the
  *             connections the grace period and then cancels them.
- *   signals   urt_read on a signalfd for SIGINT/SIGTERM (blocked in every
- *             thread: main blocks them before the runtime starts its
- *             threads); a signal signals `stop`.
+ *   signals   urt_read on a signalfd for SIGINT/SIGTERM/SIGUSR1 (blocked
+ *             in every thread: main blocks them before the runtime starts
+ *             its threads); SIGINT or SIGTERM signals `stop`, SIGUSR1
+ *             prints the totals line (below).
  *   acceptor  urt_accept in a loop (--accept single, the default) or
  *             urt_listener (--accept multishot; urt_accept if
  *             urt_listener_open fails); spawns one detached task per
@@ -30,6 +31,13 @@
  *             on -ECANCELED; then closes the socket.
  *   stats     every --stats seconds, per-worker rates from
  *             urt_runtime_stats and the echo counters.
+ *
+ * The totals line, on stdout on SIGUSR1 and once more on exit (when=signal
+ * or when=exit), for scripts:
+ *   totals when=W t_ns=T workers=N conns=C accepted=A msgs=M bytes=B
+ *          enters=E sqes=S cqes=Q polls=P parks=K steals=X wakes_sent=Y
+ * counters summed over the workers since the start; t_ns is CLOCK_MONOTONIC
+ * (urt_now). bench/compare takes the difference of two such lines.
  *
  * Memory per connection is the task stack plus, in plain mode, a 16 KiB
  * buffer; a peer that never reads blocks only its own task in
@@ -354,6 +362,21 @@ out:
 
 /* ---- signals -------------------------------------------------------------- */
 
+static void print_totals(struct server *s, const char *when);
+
+/* True when the signal asks the server to stop; SIGUSR1 prints the totals. */
+static bool take_signal(struct server *s, const struct signalfd_siginfo *si)
+{
+    if (si->ssi_signo == SIGUSR1) {
+        print_totals(s, "signal");
+        return false;
+    }
+    fprintf(stderr, "%s: %s, shutting down (%llu connections open, %.1f s grace)\n", prog,
+            si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM",
+            (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED), (double)GRACE_NS / NS_PER_SEC);
+    return true;
+}
+
 static void *signal_task(void *arg)
 {
     struct server *s = arg;
@@ -362,8 +385,11 @@ static void *signal_task(void *arg)
         ssize_t n = urt_read(s->sig_fd, &si, sizeof(si), -1);
         if (n == -ECANCELED)
             return NULL;
-        if (n == (ssize_t)sizeof(si))
-            break;
+        if (n == (ssize_t)sizeof(si)) {
+            if (take_signal(s, &si))
+                goto stop;
+            continue;
+        }
         if (n == -EINTR)
             continue;
         /* io_uring refused the read: look at the signalfd now and then instead */
@@ -373,14 +399,12 @@ static void *signal_task(void *arg)
             if (urt_sleep(100 * NS_PER_MS) == -ECANCELED)
                 return NULL;
             struct pollfd p = {.fd = s->sig_fd, .events = POLLIN};
-            if (poll(&p, 1, 0) == 1 && read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                goto got;
+            if (poll(&p, 1, 0) == 1 && read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si) &&
+                take_signal(s, &si))
+                goto stop;
         }
     }
-got:
-    fprintf(stderr, "%s: %s, shutting down (%llu connections open, %.1f s grace)\n", prog,
-            si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED),
-            (double)GRACE_NS / NS_PER_SEC);
+stop:
     urt_notify_signal(s->stop);
     return NULL;
 }
@@ -421,6 +445,63 @@ static void take_samples(struct server *s, urt_worker_stats *ws, struct sample *
             .msgs = __atomic_load_n(&s->counts[i].msgs, __ATOMIC_RELAXED),
             .bytes = __atomic_load_n(&s->counts[i].bytes, __ATOMIC_RELAXED),
         };
+    }
+}
+
+/* One machine-readable line on stdout with the counters summed over the
+ * workers since the start: on SIGUSR1 and once more on exit. t_ns is
+ * CLOCK_MONOTONIC. A plain write(2): it may run outside the runtime. */
+static void print_totals(struct server *s, const char *when)
+{
+    struct sample sum = {0};
+    unsigned nw = s->nworkers;
+    urt_worker_stats *ws = calloc(nw, sizeof(*ws));
+    struct sample *cur = calloc(nw, sizeof(*cur));
+    if (!ws || !cur) {
+        free(ws);
+        free(cur);
+        return;
+    }
+    take_samples(s, ws, cur);
+    for (unsigned i = 0; i < nw; i++) {
+        sum.polls += cur[i].polls;
+        sum.steals += cur[i].steals;
+        sum.parks += cur[i].parks;
+        sum.wakes_tx += cur[i].wakes_tx;
+        sum.wakes_rx += cur[i].wakes_rx;
+        sum.sqes += cur[i].sqes;
+        sum.cqes += cur[i].cqes;
+        sum.enters += cur[i].enters;
+        sum.msgs += cur[i].msgs;
+        sum.bytes += cur[i].bytes;
+    }
+    free(ws);
+    free(cur);
+    char line[512];
+    int len = snprintf(line, sizeof(line),
+                       "totals when=%s t_ns=%llu workers=%u conns=%llu accepted=%llu msgs=%llu bytes=%llu "
+                       "enters=%llu sqes=%llu cqes=%llu polls=%llu parks=%llu steals=%llu wakes_sent=%llu\n",
+                       when, (unsigned long long)urt_now(), nw,
+                       (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED),
+                       (unsigned long long)__atomic_load_n(&s->accepted, __ATOMIC_RELAXED),
+                       (unsigned long long)sum.msgs, (unsigned long long)sum.bytes, (unsigned long long)sum.enters,
+                       (unsigned long long)sum.sqes, (unsigned long long)sum.cqes, (unsigned long long)sum.polls,
+                       (unsigned long long)sum.parks, (unsigned long long)sum.steals,
+                       (unsigned long long)sum.wakes_tx);
+    if (len <= 0)
+        return;
+    if ((size_t)len >= sizeof(line))
+        len = (int)sizeof(line) - 1;
+    const char *p = line;
+    size_t left = (size_t)len;
+    while (left) {
+        ssize_t n = write(STDOUT_FILENO, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        p += n;
+        left -= (size_t)n;
     }
 }
 
@@ -579,7 +660,9 @@ static void usage(FILE *f)
             "  --help                this text\n"
             "\n"
             "Prints \"listening on ADDR (mode=M, workers=N)\" on stdout once ready. SIGINT or\n"
-            "SIGTERM stops accepting, gives open connections %.0f s, then closes them; exit 0.\n",
+            "SIGTERM stops accepting, gives open connections %.0f s, then closes them; exit 0.\n"
+            "SIGUSR1 prints a line \"totals when=signal t_ns=... msgs=... enters=... ...\" (counters\n"
+            "since the start, summed over the workers); the same line with when=exit ends the run.\n",
             prog, (double)GRACE_NS / NS_PER_SEC);
 }
 
@@ -892,6 +975,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 || (s->sig_fd = signalfd(-1, &set, SFD_CLOEXEC)) < 0) {
         fprintf(stderr, "%s: signalfd: %s\n", prog, strerror(errno));
         return 1;
@@ -933,6 +1017,7 @@ int main(int argc, char **argv)
     err = urt_runtime_shutdown(s->rt, GRACE_NS);
     if (err < 0)
         s->exit_code = 1;
+    print_totals(s, "exit");
     urt_runtime_destroy(s->rt);
     urt_notify_destroy(s->stop);
     free(s->counts);

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Builds the Tokio comparison peers (tokio-sched, tokio-echo) offline, from
-# the crate sources that Debian's librust-*-dev packages put under
-# /usr/share/cargo/registry. Nothing is downloaded.
+# Builds the comparison peers. First the C echo servers (epoll-echo,
+# uring-echo) with cc; then the Tokio peers (tokio-sched, tokio-echo)
+# offline, from the crate sources that Debian's librust-*-dev packages put
+# under /usr/share/cargo/registry. Nothing is downloaded.
 #
-#   bench/peers/build.sh            build both peers (release)
+#   bench/peers/build.sh            build all peers (release)
 #   bench/peers/build.sh --check    only check that they can be built
 #
-# Binaries: bench/peers/<peer>/target/release/<peer>
+# Binaries: bench/peers/<peer>/<peer> for the C peers (CC and CFLAGS are
+# honoured; uring-echo needs liburing: apt-get install liburing-dev),
+# bench/peers/<peer>/target/release/<peer> for the Tokio peers.
 #
 # When cargo or the packaged crates are missing, prints
-# "skipping tokio peers: <reason>" and exits 0. The packages needed:
+# "skipping tokio peers: <reason>" and exits 0 (1 if a C peer failed to
+# build). The packages needed:
 #   apt-get install -y librust-tokio-dev
 # (it provides every tokio feature used here: rt-multi-thread, sync, time,
 # net, io-util, signal). Any cargo/rustc >= 1.63 works, including Debian's.
@@ -23,14 +27,51 @@ check_only=0
 for arg in "$@"; do
     case "$arg" in
         --check) check_only=1 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build.sh: unknown argument '$arg'" >&2; exit 2 ;;
     esac
 done
 
+c_status=0
+
+# ---- C peers ----------------------------------------------------------------
+cc_bin="${CC:-cc}"
+c_flags="${CFLAGS:--O2 -g}"
+build_c() {     # build_c NAME SOURCE EXTRA_LIBS...
+    local name=$1 src=$2
+    shift 2
+    local out="$here/$name/$name"
+    if [ "$check_only" -eq 1 ]; then
+        echo "$name can be built: $("$cc_bin" --version | head -1)"
+        return 0
+    fi
+    echo "building $name ($cc_bin $c_flags)"
+    # shellcheck disable=SC2086
+    if "$cc_bin" -std=c11 $c_flags -Wall -Wextra -o "$out" "$here/$name/$src" -pthread "$@"; then
+        echo "built $out"
+    else
+        echo "build.sh: building $name failed" >&2
+        c_status=1
+    fi
+}
+if ! command -v "$cc_bin" >/dev/null 2>&1; then
+    echo "skipping C peers: $cc_bin not found"
+else
+    build_c epoll-echo epoll_echo.c
+    if uring_libs="$(pkg-config --libs liburing 2>/dev/null)"; then
+        # shellcheck disable=SC2086
+        build_c uring-echo uring_echo.c $(pkg-config --cflags liburing) $uring_libs
+    elif [ -f /usr/include/liburing.h ]; then
+        build_c uring-echo uring_echo.c -luring
+    else
+        echo "skipping uring-echo: liburing not found (apt-get install -y liburing-dev)"
+    fi
+fi
+
+# ---- Tokio peers -------------------------------------------------------------
 skip() {
     echo "skipping tokio peers: $*"
-    exit 0
+    exit "$c_status"
 }
 
 cargo_bin="$(command -v cargo || true)"
@@ -73,11 +114,11 @@ fi
 
 if [ "$check_only" -eq 1 ]; then
     echo "tokio peers can be built: $("$cargo_bin" --version), rustc $rustc_ver, tokio $(ls -d "$registry"/tokio-1.* 2>/dev/null | sed 's|.*/tokio-||' | tr '\n' ' ')"
-    exit 0
+    exit "$c_status"
 fi
 
 export CARGO_NET_OFFLINE=true
-status=0
+status=$c_status
 for peer in "${peers[@]}"; do
     echo "building $peer ($("$cargo_bin" --version))"
     start=$(date +%s)
