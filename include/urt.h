@@ -418,8 +418,10 @@ URT_API int urt_listener_open(urt_listener **out, int listen_fd, int flags);
 URT_API int urt_listener_accept(urt_listener *l);
 /*
  * Cancel the multishot accept, close the queued fds nobody took, and free
- * l (its memory goes when the kernel has ended the accept). listen_fd stays
- * open. Context: l's worker thread, in a task or not.
+ * l (its memory goes when the kernel has ended the accept). Called in a
+ * task, it waits (cancellation held back) until the kernel has ended the
+ * accept, so the next connection goes to whoever accepts next. listen_fd
+ * stays open. Context: l's worker thread, in a task or not.
  * Returns 0, -EINVAL (l NULL), or -EXDEV (another thread; l is untouched).
  */
 URT_API int urt_listener_close(urt_listener *l);
@@ -481,9 +483,12 @@ URT_API ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf);
  */
 URT_API void    urt_buf_release(urt_buf *buf);
 /*
- * Cancel the receive, give the queued chunks nobody took back to the ring,
- * and free rx once the kernel has ended the receive. Buffers the caller
- * holds stay valid until released. fd stays open.
+ * Cancel the receive, give the queued chunks nobody took back to the ring
+ * (their data is dropped), and free rx once the kernel has ended the
+ * receive. Called in a task, it waits (cancellation held back) until the
+ * kernel has ended it, so data that arrives afterwards stays in the socket
+ * for whoever reads next. Buffers the caller holds stay valid until
+ * released. fd stays open.
  * Context: rx's worker thread, in a task or not.
  * Returns 0, -EINVAL (rx NULL), or -EXDEV (another thread; rx untouched).
  */

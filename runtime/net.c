@@ -74,6 +74,26 @@ struct urt_rx {
 
 static uint64_t rec_data(void *rec) { return ring_tag(rec, RING_TAG_MULTI, 0); }
 
+/* Close of a multishot record whose cancel is queued: submit it now and, in a
+ * task, wait (shielded from cancellation) for the record's last CQE, which
+ * clears *armed and wakes *waiter. */
+static void wait_disarmed(urt_worker *w, bool *armed, urt_task **waiter)
+{
+    if (!*armed)
+        return;
+    worker_submit(w);
+    urt_task *t = urt__cur_task();
+    if (!t || t->in_bip)
+        return;
+    bool old = t->shield;
+    t->shield = true;
+    *waiter = t;
+    while (*armed)
+        task_suspend(t, SW_PARK);
+    *waiter = NULL;
+    t->shield = old;
+}
+
 static void rec_unref(void *rec)
 {
     bool listener = ((uint8_t *)rec)[0] == MR_LISTENER;
@@ -266,8 +286,14 @@ int urt_listener_close(urt_listener *l)
     if (w != l->w)
         return -EXDEV;
     l->closing = true;
-    if (l->armed && !l->cancel_sent)
+    if (l->armed && !l->cancel_sent) {
         ring_cancel_data(&w->ring, rec_data(l));
+        l->cancel_sent = true;
+    }
+    /* An armed accept still sits on the socket's wait queue and would take
+     * (and lose) the next connection meant for whoever accepts next: wait
+     * for its last CQE. */
+    wait_disarmed(w, &l->armed, &l->waiter);
     while (l->qn)
         close(listener_pop(l));
     rec_unref(l);
@@ -622,6 +648,9 @@ int urt_rx_close(urt_rx *rx)
         ring_cancel_data(&w->ring, rec_data(rx));
         rx->cancel_sent = true;
     }
+    /* an armed receive would go on taking data the caller may read next
+     * with something else: wait for its last CQE */
+    wait_disarmed(w, &rx->armed, &rx->waiter);
     while (rx->qn) {
         buf_home(rx->pool, rx_pop(rx).bid);
         at_fsub_relaxed(&rx->held, 1);

@@ -242,9 +242,26 @@ static void probe_ringless(void)
     io_uring_queue_exit(&ring);
 }
 
+static void *probe_thread(void *arg)
+{
+    (void)arg;
+    probe_ringless();
+    return NULL;
+}
+
+/* The probe runs on a thread of its own: tearing down a ring interrupts the
+ * next timed wait of the thread that owned it (a spurious EINTR the caller
+ * of urt_runtime_create would otherwise see). */
+static void probe_once(void)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, probe_thread, NULL) == 0)
+        pthread_join(th, NULL);
+}
+
 bool ring_ringless_supported(void)
 {
-    pthread_once(&ringless_once, probe_ringless);
+    pthread_once(&ringless_once, probe_once);
     return ringless_ok;
 }
 
