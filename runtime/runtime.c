@@ -108,7 +108,11 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
         pthread_mutex_init(&rt->shards[i].lock, NULL);
     int err = idle_init(&rt->idle, c.workers);
     if (err == 0)
-        err = urt__stack_pool_init(&rt->stack_pool, c.stack_size, 256);
+        err = urt__stack_pool_init(&rt->stack_pool, c.stack_size, 1024);
+    /* Up to 256 pooled stacks keep their pages (a few KiB each for most
+     * tasks): releasing and faulting them back cost several us per task when
+     * thousands of tasks come and go (ping_pong). */
+    rt->stack_pool.dirty_max = 256;
     if (err == 0)
         err = pool_init(&rt->pool, c.max_blocking_threads);
     if (err) {

@@ -19,10 +19,10 @@
  *     put: push. Full: move the bottom (coldest) half to the pool (spill).
  *   pool (global, under pool->lock): a bounded LIFO array. A spill or drain
  *     first reads how full the pool is, then releases the memory of every
- *     stack that would land at or above POOL_DIRTY_MAX (MADV_DONTNEED of the
+ *     stack that would land at or above dirty_max (MADV_DONTNEED of the
  *     usable range, outside the lock), then takes the lock again and keeps
  *     as many as fit; stacks that fit nowhere are unmapped. So at most
- *     URT_STACK_CACHE dirty stacks per worker plus about POOL_DIRTY_MAX in
+ *     URT_STACK_CACHE dirty stacks per worker plus about dirty_max in
  *     the pool keep their pages; the rest cost address space only.
  *   in use: owned by one task.
  * A stack of any other size bypasses both: mapped on get, unmapped on put.
@@ -195,6 +195,7 @@ int urt__stack_pool_init(urt_stack_pool *p, size_t size, unsigned cap)
     int err;
 
     memset(p, 0, sizeof *p);
+    p->dirty_max = POOL_DIRTY_MAX;
     if (usable_size(size, &usable) < 0)
         return -EINVAL;
     if (cap) {
@@ -236,7 +237,7 @@ static COLD void pool_push(urt_stack_pool *p, urt_stack *v, unsigned n)
     fit = p->cap - have;                    /* have <= cap */
     if (fit > n)
         fit = n;
-    keep_dirty = have < POOL_DIRTY_MAX ? POOL_DIRTY_MAX - have : 0;
+    keep_dirty = have < p->dirty_max ? p->dirty_max - have : 0;
     if (keep_dirty > n)
         keep_dirty = n;
     for (i = keep_dirty; i < fit; i++)

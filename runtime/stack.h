@@ -39,9 +39,11 @@ typedef struct urt_stack_pool {
     size_t size;                /* usable size of pooled stacks */
     urt_stack *free;            /* under lock */
     unsigned nfree, cap;        /* under lock; cap: most kept, extra unmapped */
+    unsigned dirty_max;         /* set after init, before use: pooled stacks that keep
+                                   their pages (default 4) */
 } urt_stack_pool;
 
-#define URT_STACK_CACHE 16
+#define URT_STACK_CACHE 64
 typedef struct urt_stack_cache {    /* owner thread only */
     urt_stack s[URT_STACK_CACHE];
     unsigned n;
