@@ -163,6 +163,11 @@ URT_API void urt_runtime_destroy(urt_runtime *rt);
 /* ------------------------------------------------------------------------ */
 
 #define URT_TASK_MIGRATABLE 0x1u
+/* Start the task on the next worker in round-robin order instead of the
+ * spawner's queue: for long-lived tasks such as a server's connections,
+ * which stay on the worker that first runs them, so they spread over all
+ * workers even when one acceptor spawns them all. */
+#define URT_TASK_SPREAD     0x2u
 
 typedef struct urt_spawn_opts {
     const char *name;     /* shown in task dumps; copied (up to 31 bytes) */

@@ -187,6 +187,7 @@ struct urt_runtime {
     own_shard shards[OWN_SHARDS];
     blocking_pool pool;
     _Atomic uint64_t next_id;
+    _Atomic uint32_t spread_next;  /* round-robin worker for URT_TASK_SPREAD */
     _Atomic uint32_t closing;      /* spawns refused */
     _Atomic uint32_t cancel_all;   /* shutdown: cancel every task */
     _Atomic uint32_t stop;         /* workers leave their loop */

@@ -254,7 +254,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     }
     if (o && o->stack_size && (o->stack_size < URT_STACK_MIN || o->stack_size > URT_STACK_MAX))
         return -EINVAL;
-    if (o && (o->flags & ~URT_TASK_MIGRATABLE))
+    if (o && (o->flags & ~(URT_TASK_MIGRATABLE | URT_TASK_SPREAD)))
         return -EINVAL;
     if (at_load_acquire(&rt->closing))
         return -ESHUTDOWN;
@@ -278,6 +278,14 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     /* Not the LIFO slot: a task stays where it first runs, so a new one goes
      * to the back of the stealable queue, where an idle worker can take it. */
     urt_worker *w = urt__cur_worker();
+    if (t->flags & URT_TASK_SPREAD) {
+        unsigned target = at_fadd_relaxed(&rt->spread_next, 1) % rt->nworkers;
+        if (!w || w->rt != rt || target != w->id) {
+            /* never run, so the target's mailbox drain puts it in its stealable queue */
+            worker_push_mailbox(rt, target, t);
+            return 0;
+        }
+    }
     if (w && w->rt == rt)
         worker_schedule_local(w, t, false);
     else

@@ -274,7 +274,7 @@ static void start_conn(struct server *s, int fd)
         return;
     }
     __atomic_fetch_add(&s->active, 1, __ATOMIC_RELAXED);
-    urt_spawn_opts so = {.name = "conn"};
+    urt_spawn_opts so = {.name = "conn", .flags = URT_TASK_SPREAD};
     int err = urt_spawn_ex(NULL, NULL, conn_task, (void *)(intptr_t)fd, &so);
     if (err < 0) {
         __atomic_fetch_sub(&s->active, 1, __ATOMIC_RELAXED);
