@@ -12,6 +12,7 @@ python3 tools/gen-api-doc.py --check
 builds=("$@")
 [ ${#builds[@]} -eq 0 ] && builds=(normal address thread)
 jobs=$(nproc)
+passed=0
 for b in "${builds[@]}"; do
   san=""
   [ "$b" = normal ] || san="$b"
@@ -24,9 +25,21 @@ for b in "${builds[@]}"; do
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-    ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 1200
+    ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 1200 | tee "$dir/ctest.out"
+  n=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$dir/ctest.out" | tail -n 1)
+  passed=$((passed + ${n:-0}))
   if [ "$b" = normal ]; then
     echo "=== install check ==="
     bash tools/check-install.sh "$dir"
   fi
 done
+
+# The side-by-side benchmark, once, so it cannot rot: a short smoke run that
+# asserts nothing about speed (it fails only if a server or the load
+# generator breaks).
+echo "=== bench/compare --quick ==="
+python3 bench/compare --quick
+
+# ctest stops the script on any failure (set -e, pipefail): reaching here
+# means every test of every build passed.
+echo "tests: $passed passed, 0 failed"
