@@ -19,21 +19,7 @@
 
 #include <urt.h>
 
-static urt_runtime *rt_new_cfg(const urt_config *cfg)
-{
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
-
-static urt_runtime *rt_new(unsigned workers)
-{
-    urt_config cfg = {.workers = workers};
-    return rt_new_cfg(&cfg);
-}
+#include "tests/support/urt_test.h"
 
 static void *identity(void *arg) { return arg; }
 

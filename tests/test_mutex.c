@@ -18,6 +18,8 @@
 
 #include <urt.h>
 
+#include "tests/support/urt_test.h"
+
 #define MS (1000ull * 1000)
 
 #if defined(URT_ASAN) || defined(URT_TSAN)
@@ -25,60 +27,6 @@
 #else
 #define LOCKS_PER_CONTENDER 10000
 #endif
-
-static const unsigned worker_counts[] = {1, 2, 4};
-#define FOR_EACH_WORKER_COUNT(w) \
-    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
-        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
-
-static urt_runtime *rt_new_cfg(const urt_config *cfg)
-{
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
-
-static urt_runtime *rt_new(unsigned workers)
-{
-    urt_config cfg = {.workers = workers};
-    return rt_new_cfg(&cfg);
-}
-
-/* Does the runtime's task dump show task t suspended in `what`? Any thread. */
-static bool task_waits_on(urt_runtime *rt, urt_task *t, const char *what)
-{
-    int fd = memfd_create("urt-dump", MFD_CLOEXEC);
-    if (fd < 0)
-        return false;
-    bool found = false;
-    if (urt_runtime_dump(rt, fd) >= 0) {
-        off_t len = lseek(fd, 0, SEEK_END);
-        char *buf = calloc(1, (size_t)len + 1);
-        if (buf && pread(fd, buf, (size_t)len, 0) == len) {
-            char head[64], wait[64];
-            snprintf(head, sizeof(head), "task %llu ", (unsigned long long)urt_task_id(t));
-            snprintf(wait, sizeof(wait), " waits=%s ", what);
-            char *save = NULL;
-            for (char *line = strtok_r(buf, "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save))
-                found = strncmp(line, head, strlen(head)) == 0 && strstr(line, wait) != NULL;
-        }
-        free(buf);
-    }
-    close(fd);
-    return found;
-}
-
-/* Until t is suspended in `what`: sleeps the calling task, or the thread. */
-static void await_waiting(urt_runtime *rt, urt_task *t, const char *what)
-{
-    while (!task_waits_on(rt, t, what)) {
-        if (urt_sleep(MS) == -EPERM)
-            usleep(1000);
-    }
-}
 
 /* ---- exclusion and no starvation ---------------------------------------------------------- */
 

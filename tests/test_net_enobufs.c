@@ -23,6 +23,8 @@
 
 #include <urt.h>
 
+#include "tests/support/urt_test.h"
+
 #if defined(URT_TSAN)
 #define SAN_DIV 8
 #elif defined(URT_ASAN)
@@ -34,25 +36,15 @@
 #define MS  (1000ull * 1000)
 #define SEC (1000ull * MS)
 
-static const unsigned worker_counts[] = {1, 2, 4};
-#define FOR_EACH_WORKER_COUNT(w) \
-    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
-        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
-
 static const unsigned pool_sizes[] = {2, 4};
 #define BUF_LEN     64
 #define TOTAL_BYTES (((size_t)1 << 20) / SAN_DIV)
 #define MAX_CONNS   8
 
-static urt_runtime *rt_new(unsigned workers, unsigned bufs)
+static urt_runtime *rt_new_pool(unsigned workers, unsigned bufs)
 {
     urt_config cfg = {.workers = workers, .rx_buffers = bufs, .rx_buffer_size = BUF_LEN};
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, &cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
+    return rt_new_cfg(&cfg);
 }
 
 /* Byte `off` of the stream of connection `id`. The first 4 bytes of each
@@ -346,7 +338,7 @@ static void run(unsigned conns, bool hand_over)
             char who[96];
             snprintf(who, sizeof(who), "%u buffers of %u bytes, %u workers, %u connections", pool_sizes[p], BUF_LEN, w,
                      conns);
-            urt_runtime *rt = rt_new(w, pool_sizes[p]);
+            urt_runtime *rt = rt_new_pool(w, pool_sizes[p]);
             handoff h;
             if (hand_over) {
                 memset(&h, 0, sizeof(h));

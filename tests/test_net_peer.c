@@ -32,6 +32,8 @@
 
 #include <urt.h>
 
+#include "tests/support/urt_test.h"
+
 #if defined(URT_TSAN)
 #define SAN_DIV 8
 #elif defined(URT_ASAN)
@@ -43,23 +45,7 @@
 #define MS  (1000ull * 1000)
 #define SEC (1000ull * MS)
 
-static const unsigned worker_counts[] = {1, 2, 4};
-#define FOR_EACH_WORKER_COUNT(w) \
-    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
-        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
-
 #define FOR_EACH_SERVER(pooled) for (int pooled = 0; pooled < 2; pooled++)
-
-static urt_runtime *rt_new(unsigned workers)
-{
-    urt_config cfg = {.workers = workers};
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, &cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
 
 static inline uint8_t pattern(uint32_t seed, uint64_t off)
 {
@@ -80,30 +66,6 @@ static uint64_t first_bad(const uint8_t *buf, size_t n, uint32_t seed, uint64_t 
         if (buf[i] != pattern(seed, off + i))
             return off + i;
     return UINT64_MAX;
-}
-
-/* Does the runtime's task dump show task `id` suspended in `what`? */
-static bool task_waits_on(urt_runtime *rt, uint64_t id, const char *what)
-{
-    int fd = memfd_create("urt-dump", MFD_CLOEXEC);
-    if (fd < 0)
-        return false;
-    bool found = false;
-    if (urt_runtime_dump(rt, fd) >= 0) {
-        off_t len = lseek(fd, 0, SEEK_END);
-        char *buf = calloc(1, (size_t)len + 1);
-        if (buf && pread(fd, buf, (size_t)len, 0) == len) {
-            char head[64], wait[64];
-            snprintf(head, sizeof(head), "task %llu ", (unsigned long long)id);
-            snprintf(wait, sizeof(wait), " waits=%s ", what);
-            char *save = NULL;
-            for (char *line = strtok_r(buf, "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save))
-                found = strncmp(line, head, strlen(head)) == 0 && strstr(line, wait) != NULL;
-        }
-        free(buf);
-    }
-    close(fd);
-    return found;
 }
 
 /* ---- the server ------------------------------------------------------------------------------------ */
@@ -674,7 +636,7 @@ Test(net_peer, peer_that_never_reads_blocks_only_its_own_connection, .timeout = 
             cr_assert_neq(zt, 0, "%s: the stalled connection's task never started", who);
             int seen = 0;
             for (int i = 0; i < 5000 && seen < 3; i++) {
-                seen = task_waits_on(rt, zt, "send") ? seen + 1 : 0;
+                seen = task_id_waits_on(rt, zt, "send") ? seen + 1 : 0;
                 usleep(seen ? 20000 : 1000);
             }
             cr_assert_eq(seen, 3, "%s: the stalled connection's task is not waiting in send", who);
@@ -686,7 +648,7 @@ Test(net_peer, peer_that_never_reads_blocks_only_its_own_connection, .timeout = 
                 round_trip(b, 2, k, who);
                 round_trip(c, 3, k - 1, who);
             }
-            cr_assert(task_waits_on(rt, zt, "send"), "%s: the stalled connection moved on by itself", who);
+            cr_assert(task_id_waits_on(rt, zt, "send"), "%s: the stalled connection moved on by itself", who);
             cr_assert(!atomic_load(&s.conns[2].done), "%s: the stalled connection ended", who);
 
             /* the peer reads at last: every byte comes back, then the end */

@@ -25,6 +25,8 @@
 
 #include <urt.h>
 
+#include "tests/support/urt_test.h"
+
 #if defined(URT_TSAN)
 #define SAN_DIV 8
 #elif defined(URT_ASAN)
@@ -37,22 +39,6 @@
 #define SEC (1000ull * MS)
 
 #define PAIRS (2000u / SAN_DIV)
-
-static const unsigned worker_counts[] = {1, 2, 4};
-#define FOR_EACH_WORKER_COUNT(w) \
-    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
-        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
-
-static urt_runtime *rt_new(unsigned workers)
-{
-    urt_config cfg = {.workers = workers};
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, &cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
 
 /* The soft descriptor limit up to the hard one; skip when even that is too low. */
 static void raise_nofile(rlim_t need)

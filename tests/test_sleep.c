@@ -18,6 +18,8 @@
 
 #include <urt.h>
 
+#include "tests/support/urt_test.h"
+
 #if defined(URT_TSAN)
 #define SAN_DIV 4
 #elif defined(URT_ASAN)
@@ -31,24 +33,8 @@
 #define SLEEPERS     (200u / SAN_DIV)
 #define SLEEPS_EACH  5u
 
-static const unsigned worker_counts[] = {1, 2, 4};
-#define FOR_EACH_WORKER_COUNT(w) \
-    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
-        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
-
-static urt_runtime *rt_new(unsigned workers)
-{
-    urt_config cfg = {.workers = workers};
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, &cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
-
-/* Does the runtime's task dump show task t suspended in `what`? */
-static bool task_waits_on(urt_runtime *rt, urt_task *t, const char *what)
+/* task_waits_on (tests/support/urt_test.h), but a dump that cannot be read fails the test. */
+static bool task_waits_on_strict(urt_runtime *rt, urt_task *t, const char *what)
 {
     int fd = memfd_create("urt-dump", MFD_CLOEXEC);
     cr_assert_geq(fd, 0);
@@ -70,7 +56,7 @@ static bool task_waits_on(urt_runtime *rt, urt_task *t, const char *what)
 
 static void wait_until_waiting(urt_runtime *rt, urt_task *t, const char *what)
 {
-    while (!task_waits_on(rt, t, what))
+    while (!task_waits_on_strict(rt, t, what))
         usleep(1000);
 }
 
@@ -207,7 +193,7 @@ static void *cancel_sleeper_from_task(void *arg)
     urt_task *t = NULL;
     if (urt_spawn(NULL, &t, sleep_an_hour, &c->ls) != 0)
         return (void *)1;
-    while (!task_waits_on(c->rt, t, "sleep"))
+    while (!task_waits_on_strict(c->rt, t, "sleep"))
         urt_sleep(MS);
     urt_cancel(t);
     c->join_res = urt_join(t, &c->join_ret);

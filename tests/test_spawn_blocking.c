@@ -18,17 +18,9 @@
 
 #include <urt.h>
 
-#define MS (1000ull * 1000)
+#include "tests/support/urt_test.h"
 
-static urt_runtime *rt_new_cfg(const urt_config *cfg)
-{
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
+#define MS (1000ull * 1000)
 
 static uint64_t mono_ns(void)
 {

@@ -13,6 +13,8 @@
 
 #include <urt.h>
 
+#include "tests/support/urt_test.h"
+
 #if defined(URT_TSAN)
 #define SAN_DIV 10
 #elif defined(URT_ASAN)
@@ -24,17 +26,6 @@
 #define NTASKS  (10000u / SAN_DIV)
 #define BATCH   64u          /* well below the local queue's capacity: no overflow to inject */
 #define SPIN_NS 20000u
-
-static urt_runtime *rt_new(unsigned workers)
-{
-    urt_config cfg = {.workers = workers};
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, &cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
 
 typedef struct work {
     atomic_uint ran;

@@ -17,6 +17,8 @@
 
 #include <urt.h>
 
+#include "tests/support/urt_test.h"
+
 #if defined(URT_TSAN)
 #define SAN_DIV 20
 #elif defined(URT_ASAN)
@@ -26,22 +28,6 @@
 #endif
 
 #define PINGPONG_ROUNDS (100000u / SAN_DIV)
-
-static urt_runtime *rt_new_cfg(const urt_config *cfg)
-{
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
-
-static urt_runtime *rt_new(unsigned workers)
-{
-    urt_config cfg = {.workers = workers};
-    return rt_new_cfg(&cfg);
-}
 
 static void cpu_relax(void)
 {

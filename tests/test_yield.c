@@ -11,21 +11,7 @@
 
 #include <urt.h>
 
-static const unsigned worker_counts[] = {1, 2, 4};
-#define FOR_EACH_WORKER_COUNT(w) \
-    for (size_t wi_ = 0; wi_ < sizeof(worker_counts) / sizeof(worker_counts[0]); wi_++) \
-        for (unsigned w = worker_counts[wi_], once_ = 1; once_; once_ = 0)
-
-static urt_runtime *rt_new(unsigned workers)
-{
-    urt_config cfg = {.workers = workers};
-    urt_runtime *rt = NULL;
-    int r = urt_runtime_create(&rt, &cfg);
-    if (r == -ENOSYS || r == -EPERM)
-        cr_skip_test("io_uring is not usable here: urt_runtime_create gave %s", strerror(-r));
-    cr_assert_eq(r, 0, "urt_runtime_create: %s", strerror(-r));
-    return rt;
-}
+#include "tests/support/urt_test.h"
 
 /* ---- two yielding tasks on one worker alternate ------------------------------- */
 
