@@ -523,7 +523,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
     if (w != rx->w)
         return -EXDEV;
     ring_op top;              /* the per-task op timeout, when set */
-    bool timer = false, timed_out = false;
+    bool timer = false;
     struct __kernel_timespec ts;
     ssize_t ret;
     for (;;) {
@@ -547,7 +547,6 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             break;
         }
         if (timer && top.done) {
-            timed_out = true;
             ret = -ETIMEDOUT;
             break;
         }
@@ -566,19 +565,9 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             else
                 starve_push(rx->pool, rx);
         }
-        if (!timer && t->op_timeout) {
-            uint64_t ns = t->op_timeout;
-            ts.tv_sec = (long long)(ns / 1000000000u);
-            ts.tv_nsec = (long long)(ns % 1000000000u);
-            struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-            if (!sqe) {
-                ret = -EBUSY;
-                break;
-            }
-            ring_op_start(&top, t);
-            io_uring_prep_timeout(sqe, &ts, 0, 0);
-            io_uring_sqe_set_data64(sqe, ring_op_data(&top));
-            timer = true;
+        if (!timer && t->op_timeout && !(timer = task_timer_start(t, &top, &ts))) {
+            ret = -EBUSY;
+            break;
         }
         rx->waiter = t;
         __atomic_store_n(&t->wait_what, "rx", __ATOMIC_RELAXED);
@@ -588,16 +577,8 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
         rx->waiter = NULL;
     }
     rx_unstarve(rx);
-    if (timer && !top.done) {
-        /* the timer's record is on this stack: end it and wait for its CQE */
-        ring_cancel_op(&w->ring, &top);
-        bool old = t->shield;
-        t->shield = true;
-        while (!top.done)
-            task_suspend(t, SW_PARK);
-        t->shield = old;
-    }
-    (void)timed_out;
+    if (timer)
+        task_timer_finish(t, &top);
     return ret;
 }
 
