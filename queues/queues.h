@@ -24,6 +24,49 @@ typedef struct q_node {
     struct q_node *next;
 } q_node;
 
+/* ---- FIFO list, no synchronisation -------------------------------------- */
+
+/* An intrusive FIFO of q_nodes for one owner (or the holder of some lock). */
+typedef struct q_fifo {
+    q_node *head, *tail;
+} q_fifo;
+
+static inline bool qf_empty(const q_fifo *f) { return f->head == NULL; }
+
+static inline void qf_push(q_fifo *f, q_node *n)
+{
+    n->next = NULL;
+    if (f->tail)
+        f->tail->next = n;
+    else
+        f->head = n;
+    f->tail = n;
+}
+
+static inline q_node *qf_pop(q_fifo *f)
+{
+    q_node *n = f->head;
+    if (n) {
+        f->head = n->next;
+        if (!f->head)
+            f->tail = NULL;
+    }
+    return n;
+}
+
+/* Move everything in src to the end of dst; src ends empty. */
+static inline void qf_append(q_fifo *dst, q_fifo *src)
+{
+    if (!src->head)
+        return;
+    if (dst->tail)
+        dst->tail->next = src->head;
+    else
+        dst->head = src->head;
+    dst->tail = src->tail;
+    src->head = src->tail = NULL;
+}
+
 /* ---- local run queue (SPMC, steal half) -------------------------------- */
 
 #ifndef URT_LQ_CAPACITY

@@ -43,27 +43,6 @@ void pool_destroy(blocking_pool *p)
     free(p->exited);
 }
 
-static void q_push(q_node **head, q_node **tail, q_node *n)
-{
-    n->next = NULL;
-    if (*tail)
-        (*tail)->next = n;
-    else
-        *head = n;
-    *tail = n;
-}
-
-static q_node *q_pop(q_node **head, q_node **tail)
-{
-    q_node *n = *head;
-    if (n) {
-        *head = n->next;
-        if (!*head)
-            *tail = NULL;
-    }
-    return n;
-}
-
 static void run_blocking(urt_task *t)
 {
     if (at_load_acquire(&t->state) & TS_CANCELLED) {
@@ -101,15 +80,15 @@ static void *pool_main(void *arg)
     fiber_init_thread(&self);
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        q_node *n = q_pop(&p->pq_head, &p->pq_tail);
+        q_node *n = qf_pop(&p->pq);
         if (n) {
             pthread_mutex_unlock(&p->lock);
             run_bip(task_of(n), &self);
             pthread_mutex_lock(&p->lock);
             continue;
         }
-        if (p->bq_head && p->running_blocking < p->max_blocking) {
-            n = q_pop(&p->bq_head, &p->bq_tail);
+        if (!qf_empty(&p->bq) && p->running_blocking < p->max_blocking) {
+            n = qf_pop(&p->bq);
             p->running_blocking++;
             pthread_mutex_unlock(&p->lock);
             run_blocking(task_of(n));
@@ -125,7 +104,7 @@ static void *pool_main(void *arg)
         p->nidle++;
         int r = pthread_cond_timedwait(&p->cv, &p->lock, &ts);
         p->nidle--;
-        if (r == ETIMEDOUT && !p->pq_head && !(p->bq_head && p->running_blocking < p->max_blocking))
+        if (r == ETIMEDOUT && qf_empty(&p->pq) && !(!qf_empty(&p->bq) && p->running_blocking < p->max_blocking))
             break;
     }
     /* leave our id for pool_shutdown to join */
@@ -177,7 +156,7 @@ void pool_submit_blocking(urt_runtime *rt, urt_task *t)
 {
     blocking_pool *p = &rt->pool;
     pthread_mutex_lock(&p->lock);
-    q_push(&p->bq_head, &p->bq_tail, &t->node);
+    qf_push(&p->bq, &t->node);
     if (p->nidle)
         pthread_cond_signal(&p->cv);
     else if (p->running_blocking < p->max_blocking)
@@ -191,7 +170,7 @@ void pool_submit_bip(urt_runtime *rt, urt_task *t)
 {
     blocking_pool *p = &rt->pool;
     pthread_mutex_lock(&p->lock);
-    q_push(&p->pq_head, &p->pq_tail, &t->node);
+    qf_push(&p->pq, &t->node);
     if (p->nidle)
         pthread_cond_signal(&p->cv);
     else

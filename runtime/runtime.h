@@ -121,8 +121,8 @@ typedef struct urt_worker {
     urt_ring ring;
     urt_task *lifo;
     unsigned lifo_polls;           /* LIFO polls in a row */
-    q_node *runq_head, *runq_tail; /* pinned runnable tasks (FIFO) */
-    q_node *defer_head, *defer_tail;  /* yielded tasks, run after I/O is polled */
+    q_fifo runq;                   /* pinned runnable tasks */
+    q_fifo defer;                  /* yielded tasks, run after I/O is polled */
     urt_task *cur;
     urt_fiber sched;               /* this thread's own context */
     uint64_t tick;
@@ -169,8 +169,8 @@ typedef struct blocking_pool {
     pthread_mutex_t lock;
     pthread_cond_t cv;             /* idle threads wait here */
     pthread_cond_t done_cv;        /* shutdown waits for threads to end */
-    q_node *bq_head, *bq_tail;     /* spawn_blocking jobs */
-    q_node *pq_head, *pq_tail;     /* block_in_place fibers */
+    q_fifo bq;                     /* spawn_blocking jobs */
+    q_fifo pq;                     /* block_in_place fibers */
     unsigned nthreads, nidle, running_blocking, max_blocking;
     bool shutdown;
     pthread_t *exited;             /* threads that ended, to be joined */

@@ -69,25 +69,12 @@ static inline bool stealable(urt_task *t, urt_worker *w)
     return (t->flags & URT_TASK_MIGRATABLE) && !t->op_pending && at_load_relaxed(&t->home) == (int)w->id;
 }
 
-static inline void runq_push(urt_worker *w, urt_task *t)
-{
-    t->node.next = NULL;
-    if (w->runq_tail)
-        w->runq_tail->next = &t->node;
-    else
-        w->runq_head = &t->node;
-    w->runq_tail = &t->node;
-}
+static inline void runq_push(urt_worker *w, urt_task *t) { qf_push(&w->runq, &t->node); }
 
 static inline urt_task *runq_pop(urt_worker *w)
 {
-    q_node *n = w->runq_head;
-    if (!n)
-        return NULL;
-    w->runq_head = n->next;
-    if (!w->runq_head)
-        w->runq_tail = NULL;
-    return task_of(n);
+    q_node *n = qf_pop(&w->runq);
+    return n ? task_of(n) : NULL;
 }
 
 static void push_queue(urt_worker *w, urt_task *t)
@@ -239,14 +226,7 @@ static void h_bell_fail(void *ctx, unsigned target, int32_t res)
 
 static void drain_defer(urt_worker *w)
 {
-    if (!w->defer_head)
-        return;
-    if (w->runq_tail)
-        w->runq_tail->next = w->defer_head;
-    else
-        w->runq_head = w->defer_head;
-    w->runq_tail = w->defer_tail;
-    w->defer_head = w->defer_tail = NULL;
+    qf_append(&w->runq, &w->defer);
 }
 
 static void drain_mailbox(urt_worker *w)
@@ -377,7 +357,7 @@ static urt_task *next_task(urt_worker *w)
 
 static bool has_local_work(urt_worker *w)
 {
-    return w->lifo || w->runq_head || !lq_is_empty(&w->lq) || !mb_is_empty(&w->mb);
+    return w->lifo || !qf_empty(&w->runq) || !lq_is_empty(&w->lq) || !mb_is_empty(&w->mb);
 }
 
 static uint64_t xorshift(uint64_t *s)
@@ -424,7 +404,7 @@ static bool poll_io(urt_worker *w)
     unsigned n = 0;
     if (ring_cq_ready(&w->ring) || ring_needs_enter(&w->ring))
         n = ring_reap(&w->ring, &handlers, w);
-    bool deferred = w->defer_head != NULL;
+    bool deferred = !qf_empty(&w->defer);
     drain_defer(w);
     net_pool_drain(w);
     if (n && lq_len(&w->lq) > 0)
@@ -518,12 +498,7 @@ static void after_switch(urt_worker *w, urt_task *t)
         /* acq_rel: publishes the fiber's saved context to the next runner */
         while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
             ;
-        t->node.next = NULL;
-        if (w->defer_tail)
-            w->defer_tail->next = &t->node;
-        else
-            w->defer_head = &t->node;
-        w->defer_tail = &t->node;
+        qf_push(&w->defer, &t->node);
         break;
     case SW_PARK: {
         s = at_load_relaxed(&t->state);
