@@ -99,8 +99,7 @@ static void *pool_main(void *arg)
         if (p->shutdown)
             break;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += KEEPALIVE_S;
+        urt__abstime(&ts, KEEPALIVE_S * 1000000000ull);
         p->nidle++;
         int r = pthread_cond_timedwait(&p->cv, &p->lock, &ts);
         p->nidle--;
@@ -185,10 +184,7 @@ bool pool_shutdown(urt_runtime *rt, uint64_t wait_ns)
     p->shutdown = true;
     pthread_cond_broadcast(&p->cv);
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + wait_ns;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
+    urt__abstime(&ts, wait_ns);
     while (p->nthreads)
         if (pthread_cond_timedwait(&p->done_cv, &p->lock, &ts) == ETIMEDOUT)
             break;

@@ -215,10 +215,7 @@ static bool wait_live_zero(urt_runtime *rt, uint64_t deadline)
         if (slice > 10 * 1000 * 1000)
             slice = 10 * 1000 * 1000;   /* re-check now and then, whatever the signals */
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + slice;
-        ts.tv_sec += (time_t)(ns / 1000000000u);
-        ts.tv_nsec = (long)(ns % 1000000000u);
+        urt__abstime(&ts, slice);
         pthread_cond_timedwait(&rt->sd_cv, &rt->sd_lock, &ts);
     }
     bool zero = owned_live(rt) == 0;
@@ -260,8 +257,7 @@ int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns)
             continue;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
+        urt__abstime(&ts, 1000000000ull);
         if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
             pthread_detach(w->thread);
             rt->leak_workers = true;

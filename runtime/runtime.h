@@ -30,6 +30,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "include/urt.h"
 #include "queues/queues.h"
@@ -260,6 +261,8 @@ int  watchdog_start(urt_runtime *rt);
 void watchdog_stop(urt_runtime *rt);
 
 uint64_t urt__now(void);
+/* CLOCK_REALTIME deadline ns_from_now ahead, for pthread timed waits. */
+void urt__abstime(struct timespec *ts, uint64_t ns_from_now);
 
 typedef struct rx_pool {
     ring_bufs bufs;

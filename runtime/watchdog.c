@@ -46,10 +46,7 @@ static void *wd_main(void *arg)
     pthread_mutex_lock(&rt->wd_lock);
     while (!rt->wd_stop && seq && since && stalled) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + tick;
-        ts.tv_sec += (time_t)(ns / 1000000000u);
-        ts.tv_nsec = (long)(ns % 1000000000u);
+        urt__abstime(&ts, tick);
         pthread_cond_timedwait(&rt->wd_cv, &rt->wd_lock, &ts);
         if (rt->wd_stop)
             break;
