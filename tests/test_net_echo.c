@@ -25,6 +25,7 @@
 #include <urt.h>
 
 #include "tests/support/urt_test.h"
+#include "tests/support/net_test.h"
 
 #if defined(URT_TSAN)
 #define SAN_DIV 8
@@ -508,27 +509,6 @@ Test(net_echo, pooled_server_echoes_every_byte_to_1_100_and_1000_task_clients, .
     run_task_clients(SERVER_POOLED);
 }
 
-/* A blocking socket call with SO_RCVTIMEO / SO_SNDTIMEO set returns EINTR
- * when the thread is interrupted (a signal, or task work the kernel queues
- * on it): call it again. */
-static ssize_t recv_nointr(int fd, void *buf, size_t len, int flags)
-{
-    for (int i = 0;; i++) {
-        ssize_t r = recv(fd, buf, len, flags);
-        if (r >= 0 || errno != EINTR || i == 100)
-            return r;
-    }
-}
-
-static ssize_t send_nointr(int fd, const void *buf, size_t len, int flags)
-{
-    for (int i = 0;; i++) {
-        ssize_t r = send(fd, buf, len, flags);
-        if (r >= 0 || errno != EINTR || i == 100)
-            return r;
-    }
-}
-
 /* ---- clients on plain threads, blocking sockets ---------------------------------------------------- */
 
 #define THREAD_CLIENTS 8
@@ -562,21 +542,6 @@ static void *thread_sender(void *arg)
     if (shutdown(c->fd, SHUT_WR) != 0)
         client_err(c, "client shutdown", -errno);
     return NULL;
-}
-
-/* connect(2) on a blocking socket with SO_SNDTIMEO set: an interrupted
- * connect goes on in the background (EINTR); wait until it is through. */
-static int connect_nointr(int fd, const struct sockaddr *addr, socklen_t alen)
-{
-    int r = connect(fd, addr, alen);
-    for (int i = 0; r != 0 && (errno == EINTR || errno == EALREADY) && i < 10000; i++) {
-        if (errno == EALREADY)
-            usleep(1000);
-        r = connect(fd, addr, alen);
-        if (r != 0 && errno == EISCONN)
-            r = 0;
-    }
-    return r;
 }
 
 static void *thread_client(void *arg)

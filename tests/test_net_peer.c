@@ -33,6 +33,7 @@
 #include <urt.h>
 
 #include "tests/support/urt_test.h"
+#include "tests/support/net_test.h"
 
 #if defined(URT_TSAN)
 #define SAN_DIV 8
@@ -298,42 +299,6 @@ static void wait_done(srv_conn *c, const char *who)
 }
 
 /* ---- clients on the test thread ------------------------------------------------------------------------ */
-
-/* A blocking socket call with SO_RCVTIMEO / SO_SNDTIMEO set returns EINTR
- * when the thread is interrupted (a signal, or task work the kernel queues
- * on it): call it again. */
-static ssize_t recv_nointr(int fd, void *buf, size_t len, int flags)
-{
-    for (int i = 0;; i++) {
-        ssize_t r = recv(fd, buf, len, flags);
-        if (r >= 0 || errno != EINTR || i == 100)
-            return r;
-    }
-}
-
-static ssize_t send_nointr(int fd, const void *buf, size_t len, int flags)
-{
-    for (int i = 0;; i++) {
-        ssize_t r = send(fd, buf, len, flags);
-        if (r >= 0 || errno != EINTR || i == 100)
-            return r;
-    }
-}
-
-/* connect(2) on a blocking socket with SO_SNDTIMEO set: an interrupted
- * connect goes on in the background (EINTR); wait until it is through. */
-static int connect_nointr(int fd, const struct sockaddr *addr, socklen_t alen)
-{
-    int r = connect(fd, addr, alen);
-    for (int i = 0; r != 0 && (errno == EINTR || errno == EALREADY) && i < 10000; i++) {
-        if (errno == EALREADY)
-            usleep(1000);
-        r = connect(fd, addr, alen);
-        if (r != 0 && errno == EISCONN)
-            r = 0;
-    }
-    return r;
-}
 
 static int client_connect(const server *s, int rcvbuf)
 {

@@ -26,6 +26,7 @@
 #include <urt.h>
 
 #include "tests/support/urt_test.h"
+#include "tests/support/net_test.h"
 
 #if defined(URT_TSAN)
 #define SAN_DIV 8
@@ -85,18 +86,6 @@ static unsigned count_waiting(urt_runtime *rt)
     }
     close(fd);
     return n;
-}
-
-/* A blocking socket call with SO_RCVTIMEO set returns EINTR when the thread
- * is interrupted (a signal, or task work the kernel queues on it): call it
- * again. */
-static ssize_t recv_nointr(int fd, void *buf, size_t len, int flags)
-{
-    for (int i = 0;; i++) {
-        ssize_t r = recv(fd, buf, len, flags);
-        if (r >= 0 || errno != EINTR || i == 100)
-            return r;
-    }
 }
 
 static int listen_loopback(struct sockaddr_in *addr, int backlog)

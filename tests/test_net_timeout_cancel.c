@@ -26,6 +26,7 @@
 #include <urt.h>
 
 #include "tests/support/urt_test.h"
+#include "tests/support/net_test.h"
 
 #define MS  (1000ull * 1000)
 #define SEC (1000ull * MS)
@@ -41,18 +42,6 @@ static int listen_loopback(struct sockaddr_in *addr)
     socklen_t alen = sizeof(*addr);
     cr_assert_eq(getsockname(lfd, (struct sockaddr *)addr, &alen), 0);
     return lfd;
-}
-
-/* A blocking socket call with SO_RCVTIMEO set returns EINTR when the thread
- * is interrupted (a signal, or task work the kernel queues on it): call it
- * again. */
-static ssize_t recv_nointr(int fd, void *buf, size_t len, int flags)
-{
-    for (int i = 0;; i++) {
-        ssize_t r = recv(fd, buf, len, flags);
-        if (r >= 0 || errno != EINTR || i == 100)
-            return r;
-    }
 }
 
 /* A connected TCP pair on loopback: fds[0] the accepted end, fds[1] the client. */
