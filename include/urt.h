@@ -98,6 +98,9 @@ typedef struct urt_config {
     unsigned rx_buffer_size;        /* bytes each; 0: 4096 */
     uint64_t watchdog_ns;           /* a worker stuck in one task this long counts as a stall;
                                        0: default (1 s); UINT64_MAX: no watchdog */
+    uint64_t cancel_wait_ns;        /* how long urt_runtime_shutdown waits for cancelled tasks
+                                       (and blocking jobs) to end before it gives up on them;
+                                       0: default (5 s) */
 } urt_config;
 
 #define URT_SPIN_NONE 0xffffffffu
@@ -173,6 +176,11 @@ typedef struct urt_spawn_opts {
     const char *name;     /* shown in task dumps; copied (up to 31 bytes) */
     size_t stack_size;    /* 0: runtime default; at most 1 GiB */
     unsigned flags;       /* URT_TASK_* */
+    void (*on_drop)(void *arg);  /* may be NULL: called with arg, once, when the task ends
+                             without fn having run (cancelled before it ran, no stack
+                             could be had, the runtime shut down), so that whatever arg
+                             owns (an fd, memory) is released. It runs like a hook: on
+                             the thread where the task ends, and must not wait. */
 } urt_spawn_opts;
 
 /*
@@ -647,6 +655,7 @@ typedef struct urt_worker_stats {
     uint64_t sqes_submitted, cqes_reaped, enters; /* enters: io_uring_enter calls */
     uint64_t busy_ns, watchdog_stalls;
     unsigned ring_flags;                          /* IORING_SETUP_* the ring got */
+    uint64_t stack_retries;                       /* first runs put off: no stack could be mapped */
 } urt_worker_stats;
 
 /*

@@ -26,6 +26,7 @@
 #define at_fadd_seqcst(p, v)    atomic_fetch_add_explicit((p), (v), memory_order_seq_cst)
 #define at_fsub_relaxed(p, v)   atomic_fetch_sub_explicit((p), (v), memory_order_relaxed)
 #define at_fsub_acqrel(p, v)    atomic_fetch_sub_explicit((p), (v), memory_order_acq_rel)
+#define at_fsub_release(p, v)   atomic_fetch_sub_explicit((p), (v), memory_order_release)
 #define at_fsub_seqcst(p, v)    atomic_fetch_sub_explicit((p), (v), memory_order_seq_cst)
 #define at_for_relaxed(p, v)    atomic_fetch_or_explicit((p), (v), memory_order_relaxed)
 #define at_for_acqrel(p, v)     atomic_fetch_or_explicit((p), (v), memory_order_acq_rel)

@@ -8,9 +8,25 @@
  *       rest wait in FIFO order
  *   pq  fibers in block_in_place; never limited (their own quota), so a
  *       block_in_place can never wait behind blocking work it depends on
- * A thread takes pq work first. block_in_place protocol:
+ * A thread takes pq work first.
+ *
+ * Idle threads and wakeups (after Tokio's blocking pool, num_notify):
+ *   nidle    threads waiting on cv that nobody has claimed yet
+ *   nnotify  wakeups sent and not yet consumed
+ * A submitter that finds nidle > 0 claims one (nidle--, nnotify++) and
+ * signals; otherwise it starts a thread. A thread that wakes consumes a
+ * wakeup if there is one, else (a timeout, a spurious wake) it takes itself
+ * off nidle. So one idle thread is never counted for two jobs.
+ * When no thread is idle and none can be started (pthread_create fails:
+ * RLIMIT_NPROC, memory), the submit says -EAGAIN instead of queueing work
+ * that nothing would run: always for block_in_place, and for
+ * spawn_blocking when the pool has no thread at all.
+ *
+ * block_in_place protocol:
  *   1. the fiber sets bip_fn and switches out (SW_BIP); its state stays RUNNING
- *   2. its worker, on its own stack, calls pool_submit_bip and goes on
+ *   2. its worker, on its own stack, calls pool_submit_bip and goes on (if
+ *      that fails, it sets bip_err and resumes the fiber itself, which then
+ *      returns -EAGAIN without calling fn)
  *   3. a pool thread switches into the fiber, which runs fn on its own stack
  *   4. the fiber switches back (SW_BIP_DONE); the pool thread marks it
  *      SCHEDULED and pushes it to its home worker's mailbox
@@ -78,6 +94,8 @@ static void *pool_main(void *arg)
     blocking_pool *p = &rt->pool;
     urt_fiber self;
     fiber_init_thread(&self);
+    urt__overflow_thread_init();   /* an overflow inside block_in_place is reported too */
+    urt__set_pool_rt(rt);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         q_node *n = qf_pop(&p->pq);
@@ -102,7 +120,10 @@ static void *pool_main(void *arg)
         urt__abstime(&ts, KEEPALIVE_S * 1000000000ull);
         p->nidle++;
         int r = pthread_cond_timedwait(&p->cv, &p->lock, &ts);
-        p->nidle--;
+        if (p->nnotify)
+            p->nnotify--;   /* a submitter claimed us and took us off nidle */
+        else
+            p->nidle--;     /* timeout or spurious wake: we take ourselves off */
         if (r == ETIMEDOUT && qf_empty(&p->pq) && !(!qf_empty(&p->bq) && p->running_blocking < p->max_blocking))
             break;
     }
@@ -122,12 +143,14 @@ static void *pool_main(void *arg)
     p->nthreads--;
     pthread_cond_broadcast(&p->done_cv);
     pthread_mutex_unlock(&p->lock);
+    urt__set_pool_rt(NULL);
+    urt__overflow_thread_fini();
     fiber_fini_thread(&self);
     return NULL;
 }
 
-/* under p->lock */
-static void grow(urt_runtime *rt)
+/* under p->lock: start a thread; 0 or -EAGAIN */
+static int grow(urt_runtime *rt)
 {
     blocking_pool *p = &rt->pool;
     pthread_t th;
@@ -136,8 +159,21 @@ static void grow(urt_runtime *rt)
     pthread_sigmask(SIG_BLOCK, &block, &old);
     int r = pthread_create(&th, NULL, pool_main, rt);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (r == 0)
-        p->nthreads++;
+    if (r != 0)
+        return -EAGAIN;
+    p->nthreads++;
+    return 0;
+}
+
+/* under p->lock: wake an idle thread that nobody has claimed; false if none */
+static bool claim_idle(blocking_pool *p)
+{
+    if (p->nidle == 0)
+        return false;
+    p->nidle--;
+    p->nnotify++;
+    pthread_cond_signal(&p->cv);
+    return true;
 }
 
 /* under p->lock: join threads that have ended */
@@ -151,30 +187,36 @@ static void reap_exited(blocking_pool *p)
     }
 }
 
-void pool_submit_blocking(urt_runtime *rt, urt_task *t)
+int pool_submit_blocking(urt_runtime *rt, urt_task *t)
 {
     blocking_pool *p = &rt->pool;
+    int err = 0;
     pthread_mutex_lock(&p->lock);
-    qf_push(&p->bq, &t->node);
-    if (p->nidle)
-        pthread_cond_signal(&p->cv);
-    else if (p->running_blocking < p->max_blocking)
-        grow(rt);
+    /* Over the limit the job waits its turn; under it, it needs a thread of
+     * its own. If none can be started, a thread that exists will take it when
+     * it is free; with no thread at all nothing would. */
+    if (p->running_blocking < p->max_blocking && !claim_idle(p) && grow(rt) < 0 && p->nthreads == 0)
+        err = -EAGAIN;
+    if (err == 0)
+        qf_push(&p->bq, &t->node);
     if (p->nexited > 8)
         reap_exited(p);
     pthread_mutex_unlock(&p->lock);
+    return err;
 }
 
-void pool_submit_bip(urt_runtime *rt, urt_task *t)
+int pool_submit_bip(urt_runtime *rt, urt_task *t)
 {
     blocking_pool *p = &rt->pool;
+    int err = 0;
     pthread_mutex_lock(&p->lock);
-    qf_push(&p->pq, &t->node);
-    if (p->nidle)
-        pthread_cond_signal(&p->cv);
+    /* never limited: an idle thread, or a new one, or -EAGAIN */
+    if (!claim_idle(p) && grow(rt) < 0)
+        err = -EAGAIN;
     else
-        grow(rt);
+        qf_push(&p->pq, &t->node);
     pthread_mutex_unlock(&p->lock);
+    return err;
 }
 
 bool pool_shutdown(urt_runtime *rt, uint64_t wait_ns)
@@ -205,8 +247,16 @@ int urt_block_in_place(urt_fn fn, void *arg, void **ret)
             *ret = r;
         return 0;
     }
+    if (urt__in_hook())
+        return -EDEADLK;
     t->in_bip = true;
+    t->bip_err = 0;
     task_suspend(t, SW_BIP);
+    if (t->bip_err) {
+        /* no thread could be had: still on our worker, fn not called */
+        t->in_bip = false;
+        return t->bip_err;
+    }
     /* now on a pool thread, on our own stack */
     void *r = fn(arg);
     t->in_bip = false;

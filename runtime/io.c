@@ -11,8 +11,13 @@
  *      that exact op on its own ring (the op's ring: a task with an op in
  *      flight never moves) and suspends again until the op's CQE;
  *   4. the CQE's result is returned: -ECANCELED after a cancel, -ETIMEDOUT
- *      when the linked timeout fired (the kernel says -ECANCELED; we know
- *      which we asked for).
+ *      when the linked timeout fired (the kernel says -ECANCELED; the
+ *      timeout's own CQE, counted into the same record, says -ETIME, so a
+ *      cancel from elsewhere, urt_close say, is never taken for a timeout).
+ * While an op on an fd is in flight the worker counts it (fdtrack.c), so a
+ * urt_close on any worker can end it first.
+ * Lengths above IO_MAX (what the kernel takes in one call) are clamped, the
+ * same way in every call and on every path.
  * Inside urt_block_in_place the calls are plain blocking syscalls.
  */
 #include <errno.h>
@@ -22,6 +27,12 @@
 #include <unistd.h>
 
 #include "runtime/runtime.h"
+
+#define IO_MAX 0x7ffff000u   /* MAX_RW_COUNT: the most one read/write/recv/send moves */
+#define NAP_NS (1000ull * 1000)
+#define CANCEL_FAST_MAX 64   /* immediate -ECANCELED returns before a task naps */
+
+static inline size_t io_len(size_t len) { return len > IO_MAX ? IO_MAX : len; }
 
 static inline struct __kernel_timespec ns_to_ts(uint64_t ns)
 {
@@ -33,6 +44,10 @@ static inline struct __kernel_timespec ns_to_ts(uint64_t ns)
 static inline urt_task *io_task(int *err)
 {
     urt_task *t = urt__cur_task();
+    if (urt__in_hook()) {
+        *err = -EDEADLK;
+        return NULL;
+    }
     if (!t) {
         *err = -EPERM;
         return NULL;
@@ -42,51 +57,79 @@ static inline urt_task *io_task(int *err)
         return NULL;
     }
     if (task_cancel_pending(t)) {
-        *err = -ECANCELED;
+        *err = task_cancelled_now(t);
         return NULL;
     }
     return t;
 }
 
+/* An SQE for the op, and a second one reserved for its linked timeout when
+ * `timed` and the task has an op timeout; NULL (-EBUSY) when the ring
+ * cannot give them together. */
 static struct io_uring_sqe *op_sqe(urt_task *t, bool timed)
 {
     urt_worker *w = urt__cur_worker();
-    ring_reserve(&w->ring, timed && t->op_timeout ? 2 : 1);
+    if (!ring_reserve(&w->ring, timed && t->op_timeout ? 2 : 1))
+        return NULL;
     return ring_sqe(&w->ring);
 }
 
+/* Submit the op prepared in sqe and wait (fiber suspended) for its end. */
 static int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *what, int fd, bool timed)
 {
     urt_worker *w = urt__cur_worker();
     struct __kernel_timespec ts;
     bool has_timeout = timed && t->op_timeout;
-    ring_op_start(op, t);
+    ring_op_start(&w->ring, op, t);
     io_uring_sqe_set_data64(sqe, ring_op_data(op));
     if (has_timeout) {
-        sqe->flags |= IOSQE_IO_LINK;
         ts = ns_to_ts(t->op_timeout);
-        struct io_uring_sqe *tsqe = ring_sqe(&w->ring);
-        io_uring_prep_link_timeout(tsqe, &ts, 0);
-        io_uring_sqe_set_data64(tsqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
-        tsqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+        ring_link_timeout(&w->ring, op, sqe, &ts);
     }
+    bool tracked = fdt_inc(w, fd);
     t->op_pending = true;
     __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
     __atomic_store_n(&t->wait_fd, fd, __ATOMIC_RELAXED);
     while (!op->done) {
-        if (!op->cancel_sent && task_cancel_pending(t)) {
-            w = urt__cur_worker();
-            ring_cancel_op(&w->ring, op);
-        }
+        if (!op->cancel_sent && task_cancel_pending(t))
+            ring_cancel_op(&w->ring, op);   /* w: the op pins the task to this worker */
         task_suspend(t, SW_PARK);
     }
     t->op_pending = false;
     __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&t->wait_fd, -1, __ATOMIC_RELAXED);
+    if (tracked)
+        fdt_dec(w, fd);
     int res = op->res;
-    if (res == -ECANCELED && !op->cancel_sent && has_timeout)
+    if (res == -ECANCELED && !op->cancel_sent && op->timer_fired)
         res = -ETIMEDOUT;
     return res;
+}
+
+/* A shielded nap on the ring (cancellation cannot cut it short). */
+static void nap(urt_task *t, uint64_t ns)
+{
+    bool old = t->shield;
+    t->shield = true;
+    struct io_uring_sqe *sqe = op_sqe(t, false);
+    if (sqe) {
+        ring_op op;
+        struct __kernel_timespec ts = ns_to_ts(ns);
+        io_uring_prep_timeout(sqe, &ts, 0, 0);
+        op_wait_ex(t, &op, sqe, "nap", -1, false);
+    }
+    t->shield = old;
+}
+
+int task_cancelled_now(urt_task *t)
+{
+    /* A cancelled task that ignores -ECANCELED and calls again would spin
+     * its worker's core: after a few such calls each one naps first. */
+    if (t->cancel_fast < CANCEL_FAST_MAX)
+        t->cancel_fast++;
+    else if (!t->in_bip && urt__cur_worker())
+        nap(t, NAP_NS);
+    return -ECANCELED;
 }
 
 bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts)
@@ -98,7 +141,7 @@ bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts)
     if (!sqe)
         return false;
     *ts = ns_to_ts(t->op_timeout);
-    ring_op_start(op, t);
+    ring_op_start(&w->ring, op, t);
     io_uring_prep_timeout(sqe, ts, 0, 0);
     io_uring_sqe_set_data64(sqe, ring_op_data(op));
     t->op_pending = true;   /* a migratable task stays by its ring while the timer is armed */
@@ -138,6 +181,7 @@ ssize_t urt_recv(int fd, void *buf, size_t len, int flags)
 {
     if (!buf && len)
         return -EINVAL;
+    len = io_len(len);
     IO_PROLOGUE(recv(fd, buf, len, flags));
     io_uring_prep_recv(sqe, fd, buf, len, flags);
     return op_wait_ex(t, &op, sqe, "recv", fd, true);
@@ -147,6 +191,7 @@ ssize_t urt_send(int fd, const void *buf, size_t len, int flags)
 {
     if (!buf && len)
         return -EINVAL;
+    len = io_len(len);
     IO_PROLOGUE(send(fd, buf, len, flags | MSG_NOSIGNAL));
     io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
     return op_wait_ex(t, &op, sqe, "send", fd, true);
@@ -156,8 +201,9 @@ ssize_t urt_read(int fd, void *buf, size_t len, int64_t off)
 {
     if ((!buf && len) || off < -1)
         return -EINVAL;
+    len = io_len(len);
     IO_PROLOGUE(off < 0 ? read(fd, buf, len) : pread(fd, buf, len, off));
-    io_uring_prep_read(sqe, fd, buf, (unsigned)(len > 0x7ffff000 ? 0x7ffff000 : len), (uint64_t)off);
+    io_uring_prep_read(sqe, fd, buf, (unsigned)len, (uint64_t)off);
     return op_wait_ex(t, &op, sqe, "read", fd, true);
 }
 
@@ -165,8 +211,9 @@ ssize_t urt_write(int fd, const void *buf, size_t len, int64_t off)
 {
     if ((!buf && len) || off < -1)
         return -EINVAL;
+    len = io_len(len);
     IO_PROLOGUE(off < 0 ? write(fd, buf, len) : pwrite(fd, buf, len, off));
-    io_uring_prep_write(sqe, fd, buf, (unsigned)(len > 0x7ffff000 ? 0x7ffff000 : len), (uint64_t)off);
+    io_uring_prep_write(sqe, fd, buf, (unsigned)len, (uint64_t)off);
     return op_wait_ex(t, &op, sqe, "write", fd, true);
 }
 
@@ -193,45 +240,33 @@ int urt_close(int fd)
     if (fd < 0)
         return -EBADF;
     urt_task *t = urt__cur_task();
-    if (!t || t->in_bip)
+    urt_worker *w = urt__cur_worker();
+    if (!t || t->in_bip || !w || urt__in_hook())
         return close(fd) < 0 ? -errno : 0;
-    /* cancel first (a recv pending on a closed socket never completes), then
-     * close; both even in a cancelled task */
+    /* End every op on fd on every ring first (a recv pending on a closed
+     * socket never completes, and the fd number must not be reused under
+     * one), then close; both even in a cancelled task. */
     bool old = t->shield;
     t->shield = true;
-    urt_worker *w = urt__cur_worker();
-    ring_reserve(&w->ring, 2);
-    struct io_uring_sqe *c = ring_sqe(&w->ring);
-    if (!c) {
-        t->shield = old;
-        return -EBUSY;
+    fdt_close_wait(w, t, fd);
+    int r;
+    struct io_uring_sqe *sqe = op_sqe(t, false);
+    if (sqe) {
+        ring_op op;
+        io_uring_prep_close(sqe, fd);
+        r = op_wait_ex(t, &op, sqe, "close", -1, false);
+    } else {
+        r = close(fd) < 0 ? -errno : 0;   /* no SQE: the fd is consumed all the same */
     }
-    io_uring_prep_cancel_fd(c, fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(c, ring_tag(NULL, RING_TAG_IGNORE, 0));
-    c->flags |= IOSQE_IO_HARDLINK;   /* the close runs whatever the cancel found */
-    ring_op op;
-    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-    io_uring_prep_close(sqe, fd);
-    int r = op_wait_ex(t, &op, sqe, "close", fd, false);
     t->shield = old;
     return r;
 }
 
-int urt_sleep(uint64_t ns)
+/* Sleep until deadline (absolute urt__now time): never early. */
+static int sleep_until(urt_task *t, uint64_t deadline)
 {
-    int err_ = 0;
-    urt_task *t = io_task(&err_);
-    if (!t) {
-        if (err_ == 1) {
-            struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
-            while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
-                ;
-            return 0;
-        }
-        return err_;
-    }
-    /* an absolute deadline on CLOCK_MONOTONIC: never early */
-    uint64_t deadline = urt__now() + ns;
+    if (deadline > (uint64_t)INT64_MAX)
+        deadline = INT64_MAX;   /* about 292 years of uptime: until cancelled */
     struct __kernel_timespec ts = ns_to_ts(deadline);
     ring_op op;
     struct io_uring_sqe *sqe = op_sqe(t, false);
@@ -242,6 +277,26 @@ int urt_sleep(uint64_t ns)
     if (r == -ETIME || r == 0)
         return 0;
     return r;
+}
+
+int urt_sleep(uint64_t ns)
+{
+    int err_ = 0;
+    urt_task *t = io_task(&err_);
+    if (!t) {
+        if (err_ == 1) {
+            if (ns > (uint64_t)INT64_MAX)
+                ns = INT64_MAX;
+            struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
+            while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+                ;
+            return 0;
+        }
+        return err_;
+    }
+    /* an absolute deadline on CLOCK_MONOTONIC: never early; now + ns saturates */
+    uint64_t now = urt__now();
+    return sleep_until(t, ns > UINT64_MAX - now ? UINT64_MAX : now + ns);
 }
 
 ssize_t urt_send_all(int fd, const void *buf, size_t len, int flags)

@@ -8,16 +8,27 @@
  * returns that ring's error.
  *
  * Shutdown (urt_runtime_shutdown):
- *   1. closing = 1: new spawns get -ESHUTDOWN;
+ *   1. closing = 1 and every shard of the owned-task list closed (under its
+ *      lock): new spawns get -ESHUTDOWN, and one that got in before is in
+ *      the list, so the live count can only fall from now on;
  *   2. wait up to grace_ns for every task to end by itself;
  *   3. cancel_all = 1 and cancel every live task (each one ends its pending
  *      op with -ECANCELED on its own ring and unwinds by itself; never-run
- *      tasks end without running);
- *   4. wait for live == 0 (up to 5 s: a task that ignores cancellation keeps
- *      its worker and its stack, which are reported and leaked);
+ *      tasks end without running, calling their on_drop);
+ *   4. wait for live == 0, up to cfg.cancel_wait_ns (default 5 s): a task
+ *      that ignores cancellation keeps its worker and its stack, which are
+ *      reported and left alone;
  *   5. stop = 1, ring every worker's doorbell; each worker leaves its loop,
  *      reaps what is left, frees its stack cache and closes its ring;
  *   6. join the workers, stop the watchdog, drain the blocking pool.
+ * Shutdown from inside the runtime (a worker, a blocking job, a fiber in
+ * block_in_place, a hook) would wait for itself: -EDEADLK.
+ *
+ * Destroy: shutdown(0) if needed; then, unless something still runs, wait
+ * for plain threads still inside urt_join (rt->blocked), free the handles
+ * nobody joined (zombies left in the owned list; named on stderr), and free
+ * everything. After a shutdown that gave up, destroy looks again: if the
+ * stuck tasks and jobs have ended since, it frees everything after all.
  */
 #include <errno.h>
 #include <signal.h>
@@ -30,6 +41,8 @@
 #include "runtime/runtime.h"
 
 #define CANCEL_WAIT_NS (5ull * 1000 * 1000 * 1000)
+#define MS_NS          (1000ull * 1000)
+#define RING_MIN_ENTRIES 8u
 
 static void destroy_parts(urt_runtime *rt)
 {
@@ -76,6 +89,8 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
         c.workers = online_cpus();
     if (c.ring_entries == 0)
         c.ring_entries = 256;
+    if (c.ring_entries < RING_MIN_ENTRIES)
+        c.ring_entries = RING_MIN_ENTRIES;   /* linked pairs and a close need room together */
     if (c.stack_size == 0)
         c.stack_size = URT_STACK_DEFAULT;
     if (c.event_interval == 0)
@@ -91,6 +106,8 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
     }
     if (c.watchdog_ns == 0)
         c.watchdog_ns = 1000ull * 1000 * 1000;
+    if (c.cancel_wait_ns == 0)
+        c.cancel_wait_ns = CANCEL_WAIT_NS;
 
     urt_runtime *rt = aligned_alloc(URT_CACHELINE, (sizeof(*rt) + URT_CACHELINE - 1) / URT_CACHELINE * URT_CACHELINE);
     if (!rt)
@@ -136,6 +153,7 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
         w->efd = -1;
         lq_init(&w->lq);
         mb_init(&w->mb);
+        mb_init(&w->ctl);
         at_store_relaxed(&w->ring_fd, -1);
     }
 
@@ -223,49 +241,84 @@ static bool wait_live_zero(urt_runtime *rt, uint64_t deadline)
     return zero;
 }
 
+/* Is the caller inside rt (so that waiting for rt's tasks waits for itself)? */
+static bool inside_runtime(urt_runtime *rt)
+{
+    urt_task *t = urt__cur_task();
+    return urt__cur_worker() || urt__in_hook() || urt__pool_rt() == rt || (t && t->rt == rt);
+}
+
+static void log_live_tasks(urt_runtime *rt)
+{
+    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+        own_shard *s = &rt->shards[i];
+        pthread_mutex_lock(&s->lock);
+        for (urt_task *t = s->head; t; t = t->own_next)
+            if (!t->zombie)
+                urt__log("urt:   task %llu (%s) on worker %d\n", (unsigned long long)t->id,
+                         t->name[0] ? t->name : "unnamed", at_load_relaxed(&t->home));
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+/* Join the workers that have ended; true when all have. */
+static bool join_workers(urt_runtime *rt, uint64_t wait_ns)
+{
+    bool all = true;
+    uint64_t deadline = urt__now() + wait_ns;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        urt_worker *w = &rt->workers[i];
+        if (w->joined)
+            continue;
+        uint64_t now = urt__now();
+        struct timespec ts;
+        urt__abstime(&ts, deadline > now ? deadline - now : 0);
+        if (pthread_timedjoin_np(w->thread, NULL, &ts) == 0)
+            w->joined = true;
+        else
+            all = false;
+    }
+    return all;
+}
+
 int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns)
 {
     if (!rt)
         return -EINVAL;
-    if (urt__cur_worker())
+    if (inside_runtime(rt))
         return -EDEADLK;
     uint32_t exp = 0;
     if (!at_cas_seqcst(&rt->shutdown_started, &exp, 1))
         return rt->shutdown_result;   /* already done (one caller at a time) */
     at_store_seqcst(&rt->closing, 1);
+    owned_close(rt);
     uint64_t now = urt__now();
     uint64_t deadline = grace_ns > UINT64_MAX - now ? UINT64_MAX : now + grace_ns;
+    uint64_t wait = rt->cfg.cancel_wait_ns;
     int result = 0;
     if (!wait_live_zero(rt, deadline)) {
         at_store_seqcst(&rt->cancel_all, 1);
         cancel_everything(rt);
-        if (!wait_live_zero(rt, urt__now() + CANCEL_WAIT_NS)) {
-            fprintf(stderr, "urt: shutdown: %llu task(s) ignored cancellation for 5 s; their workers "
-                            "and stacks are left running:\n",
-                    (unsigned long long)owned_live(rt));
-            urt_runtime_dump(rt, 2);
+        now = urt__now();
+        if (!wait_live_zero(rt, wait > UINT64_MAX - now ? UINT64_MAX : now + wait)) {
+            urt__log("urt: shutdown: %llu task(s) ignored cancellation for %llu ms; their workers and "
+                     "stacks are left running:\n",
+                     (unsigned long long)owned_live(rt), (unsigned long long)(wait / MS_NS));
+            log_live_tasks(rt);
             result = -ETIMEDOUT;
         }
     }
     at_store_seqcst(&rt->stop, 1);
     for (unsigned i = 0; i < rt->nworkers; i++)
         worker_ring_bell(rt, i);
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        urt_worker *w = &rt->workers[i];
-        if (result == 0) {
-            pthread_join(w->thread, NULL);
-            continue;
-        }
-        struct timespec ts;
-        urt__abstime(&ts, 1000000000ull);
-        if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
-            pthread_detach(w->thread);
-            rt->leak_workers = true;
-        }
-    }
+    /* a worker whose task never ends is not waited for again: the wait above was it */
+    if (!join_workers(rt, result == 0 ? UINT64_MAX / 2 : 0))
+        rt->leak_workers = true;
     watchdog_stop(rt);
-    if (!pool_shutdown(rt, CANCEL_WAIT_NS)) {
-        fprintf(stderr, "urt: shutdown: a blocking job has not returned after 5 s; its thread is left running\n");
+    if (!pool_shutdown(rt, result == 0 ? wait : 0)) {
+        if (result == 0)
+            urt__log("urt: shutdown: a blocking job has not returned after %llu ms; its thread is left running\n",
+                     (unsigned long long)(wait / MS_NS));
         rt->leak_workers = true;
         result = -ETIMEDOUT;
     }
@@ -273,22 +326,50 @@ int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns)
     return result;
 }
 
+/* Free the handles nobody joined or detached (their tasks are complete). */
+static void free_zombies(urt_runtime *rt)
+{
+    /* every task has ended (destroy checked): what is left is a zombie */
+    unsigned n = 0;
+    for (unsigned i = 0; i < OWN_SHARDS; i++)
+        for (urt_task *t = rt->shards[i].head; t; t = t->own_next)
+            n++;
+    if (n == 0)
+        return;
+    urt__log("urt: destroy: %u task handle(s) were never joined or detached; freeing them:\n", n);
+    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+        own_shard *s = &rt->shards[i];
+        while (s->head) {
+            urt_task *t = s->head;
+            urt__log("urt:   task %llu (%s)\n", (unsigned long long)t->id, t->name[0] ? t->name : "unnamed");
+            handle_release(t);   /* a zombie: unlinks it and drops the handle's ref */
+        }
+    }
+}
+
 void urt_runtime_destroy(urt_runtime *rt)
 {
     if (!rt)
         return;
-    if (urt__cur_worker()) {
-        fprintf(stderr, "urt: urt_runtime_destroy called from a worker thread; ignored\n");
+    if (inside_runtime(rt)) {
+        urt__log("urt: urt_runtime_destroy called from inside the runtime (a worker, a blocking job or "
+                 "a hook); ignored\n");
         return;
     }
     urt_runtime_shutdown(rt, 0);
-    int64_t handles = 0;
-    for (unsigned i = 0; i < OWN_SHARDS; i++)
-        handles += at_load_relaxed(&rt->shards[i].handles);
-    if (handles > 0)
-        fprintf(stderr, "urt: %llu task handle(s) were never joined or detached\n", (unsigned long long)handles);
-    if (rt->leak_workers)
-        return;   /* a worker still runs a task that never ended: its memory stays */
+    if (rt->leak_workers) {
+        /* look again: what was stuck may have ended since */
+        if (owned_live(rt) != 0 || !join_workers(rt, 100 * MS_NS) || !pool_shutdown(rt, 100 * MS_NS)) {
+            urt__log("urt: destroy: a task or blocking job still runs; the runtime's memory is left allocated\n");
+            return;
+        }
+        rt->leak_workers = false;
+    }
+    /* plain threads still in urt_join were woken when their tasks ended; wait
+     * until they are done with our memory (acquire: pairs with their release) */
+    while (at_load_acquire(&rt->blocked))
+        usleep(100);
+    free_zombies(rt);
     destroy_parts(rt);
 }
 
@@ -296,7 +377,7 @@ int urt_runtime_block_on(urt_runtime *rt, urt_fn fn, void *arg, void **ret)
 {
     if (!rt || !fn)
         return -EINVAL;
-    if (urt__cur_worker())
+    if (urt__cur_worker() || urt__in_hook())
         return -EDEADLK;
     urt_task *t;
     int r = urt_spawn(rt, &t, fn, arg);
@@ -332,6 +413,7 @@ int urt_runtime_stats(urt_runtime *rt, urt_worker_stats *out, unsigned n)
         o->cqes_reaped = at_load_relaxed(&w->r_cqes);
         o->enters = at_load_relaxed(&w->r_enters);
         o->ring_flags = at_load_relaxed(&w->ring_flags);
+        o->stack_retries = at_load_relaxed(&s->stack_retries);
     }
     return (int)rt->nworkers;
 }
@@ -356,6 +438,8 @@ int urt_runtime_dump(urt_runtime *rt, int fd)
         own_shard *s = &rt->shards[i];
         pthread_mutex_lock(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next) {
+            if (t->zombie)
+                continue;   /* complete, only its handle is left */
             uint32_t st = at_load_relaxed(&t->state);
             /* wait_what/wait_fd are written by the task itself: a racy snapshot */
             const char *what = __atomic_load_n(&t->wait_what, __ATOMIC_RELAXED);

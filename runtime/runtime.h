@@ -23,6 +23,13 @@
  * Reference count (task->refs): one for the scheduler until the task
  * completes, one for the join handle until joined or detached, one for each
  * waiter registration that may be abandoned (a join). Freed at zero.
+ *
+ * Owned-task list (rt->shards, one list per shard under its lock): a task is
+ * in its shard's list from spawn until it has both completed and lost its
+ * handle (joined or detached). A completed task whose handle is still held
+ * stays as a "zombie" (not counted in `count`), so destroy can free and name
+ * it. Inserting into a closed shard fails: once shutdown has closed every
+ * shard (under each lock) no task can appear, so the live counts only fall.
  */
 #ifndef URT_RUNTIME_RUNTIME_H
 #define URT_RUNTIME_RUNTIME_H
@@ -71,6 +78,12 @@ struct urt_task {
     bool in_bip;                  /* inside block_in_place (owner fiber only) */
     bool shield;                  /* cancel shield (owner fiber only) */
     bool op_pending;              /* an op of this task is in flight (owner fiber / its ring) */
+    bool has_handle;              /* a join handle is held; under the shard lock */
+    bool zombie;                  /* complete, kept in the owned list for its handle; under the shard lock */
+    uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
+    int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
+    uint64_t nomem_since;         /* first failed stack mapping (its worker), 0: none */
+    void (*on_drop)(void *arg);   /* immutable */
     unsigned flags;               /* URT_TASK_*; immutable */
     _Atomic int home;             /* worker that first ran it; -1 until then */
     uint64_t id;                  /* immutable */
@@ -110,10 +123,15 @@ typedef struct worker_stats {
     _Atomic uint64_t mailbox_pushes;
     _Atomic uint64_t parks, wakes_sent, wakes_received;
     _Atomic uint64_t busy_ns, watchdog_stalls;
+    _Atomic uint64_t stack_retries;
 } worker_stats;
 
 #define STAT_ADD(w, f, n) at_store_relaxed(&(w)->stats.f, at_load_relaxed(&(w)->stats.f) + (n))
 #define STAT_INC(w, f) STAT_ADD(w, f, 1)
+
+#define FDT_CHUNK  1024u
+#define FDT_CHUNKS 1024u   /* fds below 1M are tracked */
+typedef struct close_part close_part;
 
 typedef struct urt_worker {
     /* ---- owner only ---- */
@@ -124,6 +142,8 @@ typedef struct urt_worker {
     unsigned lifo_polls;           /* LIFO polls in a row */
     q_fifo runq;                   /* pinned runnable tasks */
     q_fifo defer;                  /* yielded tasks, run after I/O is polled */
+    q_fifo nomem;                  /* never-run tasks whose stack could not be mapped yet */
+    uint64_t nomem_last;           /* when nomem was last retried */
     urt_task *cur;
     urt_fiber sched;               /* this thread's own context */
     uint64_t tick;
@@ -141,11 +161,15 @@ typedef struct urt_worker {
     bool bell_retry;               /* a doorbell we sent failed: resend later */
     struct rx_pool *rxp;           /* provided buffers for urt_rx, made on first use */
     unsigned multi_inflight;       /* multishot records the ring still holds */
+    close_part *close_pending;     /* urt_close parts waiting for our ops on their fd to end */
     pthread_t thread;
+    bool joined;                   /* shutdown/destroy joined the thread */
     int init_err;
     /* ---- shared ---- */
     lq lq;                         /* never-run and migratable tasks; stealable */
     mailbox mb;                    /* tasks woken by other threads */
+    mailbox ctl;                   /* close_parts from urt_close on other workers */
+    _Atomic uint32_t *_Atomic fdt[FDT_CHUNKS];  /* ops in flight per fd (fdtrack.c) */
     _Atomic uint32_t sleeping urt_cacheline_aligned;  /* set (SeqCst) before the last re-check */
     _Atomic uint32_t bell;         /* a doorbell is pending; cleared by the owner on wake */
     _Atomic int ring_fd;           /* MSG_RING target; -1 until ready */
@@ -161,9 +185,9 @@ typedef struct urt_worker {
 
 typedef struct own_shard {
     pthread_mutex_t lock;
-    urt_task *head;                /* under lock */
-    _Atomic uint64_t count;        /* tasks in the list: written under lock, read without */
-    _Atomic int64_t handles;       /* join handles of this shard's tasks not yet joined or detached */
+    urt_task *head;                /* under lock: live tasks and zombies */
+    _Atomic uint64_t count;        /* live (not complete) tasks in the list: written under lock, read without */
+    bool closed;                   /* under lock: shutdown refuses new tasks */
 } urt_cacheline_aligned own_shard;
 
 typedef struct blocking_pool {
@@ -172,7 +196,7 @@ typedef struct blocking_pool {
     pthread_cond_t done_cv;        /* shutdown waits for threads to end */
     q_fifo bq;                     /* spawn_blocking jobs */
     q_fifo pq;                     /* block_in_place fibers */
-    unsigned nthreads, nidle, running_blocking, max_blocking;
+    unsigned nthreads, nidle, nnotify, running_blocking, max_blocking;
     bool shutdown;
     pthread_t *exited;             /* threads that ended, to be joined */
     unsigned nexited, capexited;
@@ -193,6 +217,7 @@ struct urt_runtime {
     _Atomic uint32_t cancel_all;   /* shutdown: cancel every task */
     _Atomic uint32_t stop;         /* workers leave their loop */
     _Atomic uint32_t shutdown_started;
+    _Atomic uint32_t blocked;      /* plain threads blocked in urt_join: destroy waits for 0 */
     pthread_mutex_t sd_lock;       /* shutdown waits for no live task on sd_cv */
     pthread_cond_t sd_cv;
     bool started;                  /* under sd_lock: workers may start their loop */
@@ -220,9 +245,21 @@ void task_wake(urt_task *t);
 void task_complete(urt_task *t, void *ret, int result);   /* any thread */
 void task_suspend(urt_task *t, int reason);                /* from the task's fiber */
 bool task_cancel_pending(urt_task *t);                     /* cancelled and not shielded */
-void owned_insert(urt_runtime *rt, urt_task *t);
-void owned_remove(urt_runtime *rt, urt_task *t);
+int  owned_insert(urt_runtime *rt, urt_task *t);           /* -ESHUTDOWN once shutdown closed the list */
+void owned_close(urt_runtime *rt);                         /* shutdown: refuse every later insert */
 uint64_t owned_live(urt_runtime *rt);                      /* tasks not yet complete */
+void handle_release(urt_task *t);                          /* a join handle is given up */
+/* Hooks and on_drop run "in a hook": calls that would wait return -EDEADLK. */
+void urt__hook_enter(void);
+void urt__hook_leave(void);
+bool urt__in_hook(void);
+/* The pool thread's runtime (NULL on other threads): a blocking job or a
+ * fiber inside urt_block_in_place runs there. */
+urt_runtime *urt__pool_rt(void);
+void urt__set_pool_rt(urt_runtime *rt);
+/* -ECANCELED for a call that returns at once in a cancelled task; a task
+ * that keeps calling is slowed down (it naps) instead of spinning a core. */
+int  task_cancelled_now(urt_task *t);
 void waiter_wake(urt_waiter *w, int result);
 void waiter_block(urt_waiter *w);                          /* plain thread: wait for waiter_wake */
 
@@ -249,12 +286,24 @@ static inline bool net_pool_has_returns(urt_worker *w);
 void net_pool_destroy(urt_worker *w);
 void worker_kick(urt_runtime *rt, unsigned target);   /* ring target's doorbell if it sleeps */
 
+/* ---- fdtrack.c ---- */
+bool fdt_inc(urt_worker *w, int fd);                 /* owner: an op on fd starts; false: not tracked */
+void fdt_dec(urt_worker *w, int fd);                 /* owner: it ended (only after a true fdt_inc) */
+void fdt_drain_ctl(urt_worker *w);                   /* owner: close requests from other workers */
+void fdt_close_wait(urt_worker *w, urt_task *t, int fd);  /* end every op on fd on every ring */
+void fdt_destroy(urt_worker *w);
+
 /* ---- blocking.c ---- */
 int  pool_init(blocking_pool *p, unsigned max);
-void pool_submit_blocking(urt_runtime *rt, urt_task *t);
-void pool_submit_bip(urt_runtime *rt, urt_task *t);
+int  pool_submit_blocking(urt_runtime *rt, urt_task *t);  /* -EAGAIN: no thread exists or can start */
+int  pool_submit_bip(urt_runtime *rt, urt_task *t);       /* -EAGAIN: no thread is idle or can start */
 bool pool_shutdown(urt_runtime *rt, uint64_t wait_ns);   /* false: some job never returned */
 void pool_destroy(blocking_pool *p);
+
+/* ---- log.c ---- */
+/* One line to stderr (fmt ends with \n), never blocking: dropped and counted
+ * when stderr is full. Any thread. */
+void urt__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- watchdog.c ---- */
 int  watchdog_start(urt_runtime *rt);

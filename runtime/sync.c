@@ -35,6 +35,10 @@ __attribute__((noinline)) static void coop_reset(void) { coop_used = 0; }
 int sync_caller(urt_task **t)
 {
     urt_task *cur = urt__cur_task();
+    if (urt__in_hook()) {
+        *t = NULL;
+        return -EDEADLK;   /* hooks must not wait */
+    }
     bool in_task = cur && !cur->in_bip;
     *t = in_task ? cur : NULL;
     return !in_task && urt__cur_worker() ? -EPERM : 0;
@@ -46,7 +50,7 @@ int sync_enter(urt_task **t, int *block_err)
     if (!*t)
         return 0;
     if (task_cancel_pending(*t))
-        return -ECANCELED;
+        return task_cancelled_now(*t);
     if (coop_spend())
         urt_yield();
     return 0;
@@ -168,7 +172,7 @@ int urt_notify_wait(urt_notify *n)
     if (r < 0)
         return r;
     if (t && task_cancel_pending(t))
-        return -ECANCELED;
+        return task_cancelled_now(t);
     pthread_mutex_lock(&n->lock);
     if (n->permit) {
         n->permit = false;

@@ -32,6 +32,14 @@
 
 static __thread urt_worker *tls_worker;
 static __thread urt_task *tls_task;
+static __thread unsigned tls_in_hook;
+static __thread urt_runtime *tls_pool_rt;
+
+__attribute__((noinline)) void urt__hook_enter(void) { tls_in_hook++; }
+__attribute__((noinline)) void urt__hook_leave(void) { tls_in_hook--; }
+__attribute__((noinline)) bool urt__in_hook(void) { return tls_in_hook != 0; }
+__attribute__((noinline)) urt_runtime *urt__pool_rt(void) { return tls_pool_rt; }
+__attribute__((noinline)) void urt__set_pool_rt(urt_runtime *rt) { tls_pool_rt = rt; }
 
 __attribute__((noinline)) urt_worker *urt__cur_worker(void) { return tls_worker; }
 __attribute__((noinline)) urt_task *urt__cur_task(void) { return tls_task; }
@@ -51,6 +59,9 @@ uint64_t urt__now(void)
 void urt__abstime(struct timespec *ts, uint64_t ns_from_now)
 {
     clock_gettime(CLOCK_REALTIME, ts);
+    /* saturate: about 290 years is forever, and the sum cannot overflow */
+    if (ns_from_now > (uint64_t)INT64_MAX / 2)
+        ns_from_now = (uint64_t)INT64_MAX / 2;
     uint64_t ns = (uint64_t)ts->tv_nsec + ns_from_now;
     ts->tv_sec += (time_t)(ns / 1000000000u);
     ts->tv_nsec = (long)(ns % 1000000000u);
@@ -73,6 +84,7 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
     at_store_relaxed(&t->joiner, NULL);
     t->kind = kind;
     t->flags = o ? o->flags : 0;
+    t->on_drop = o ? o->on_drop : NULL;
     t->rt = rt;
     t->fn = fn;
     t->arg = arg;
@@ -109,10 +121,14 @@ bool task_cancel_pending(urt_task *t)
 
 /* ---- owned-task list ------------------------------------------------------- */
 
-void owned_insert(urt_runtime *rt, urt_task *t)
+int owned_insert(urt_runtime *rt, urt_task *t)
 {
     own_shard *s = &rt->shards[t->shard];
     pthread_mutex_lock(&s->lock);
+    if (s->closed) {
+        pthread_mutex_unlock(&s->lock);
+        return -ESHUTDOWN;
+    }
     t->own_prev = NULL;
     t->own_next = s->head;
     if (s->head)
@@ -120,18 +136,43 @@ void owned_insert(urt_runtime *rt, urt_task *t)
     s->head = t;
     at_store_relaxed(&s->count, at_load_relaxed(&s->count) + 1);
     pthread_mutex_unlock(&s->lock);
+    return 0;
 }
 
-void owned_remove(urt_runtime *rt, urt_task *t)
+/* under s->lock */
+static void own_unlink(own_shard *s, urt_task *t)
 {
-    own_shard *s = &rt->shards[t->shard];
-    pthread_mutex_lock(&s->lock);
     if (t->own_prev)
         t->own_prev->own_next = t->own_next;
     else
         s->head = t->own_next;
     if (t->own_next)
         t->own_next->own_prev = t->own_prev;
+    t->own_prev = t->own_next = NULL;
+}
+
+void owned_close(urt_runtime *rt)
+{
+    /* Every insert takes the shard lock and looks at `closed`: after this
+     * loop no task can be added, and one added before it is counted. */
+    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+        own_shard *s = &rt->shards[i];
+        pthread_mutex_lock(&s->lock);
+        s->closed = true;
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+/* The task completed: it stops counting as live, and leaves the list unless
+ * its handle is still held (then it stays as a zombie for destroy). */
+static void owned_complete(urt_runtime *rt, urt_task *t)
+{
+    own_shard *s = &rt->shards[t->shard];
+    pthread_mutex_lock(&s->lock);
+    if (t->has_handle)
+        t->zombie = true;
+    else
+        own_unlink(s, t);
     uint64_t left = at_load_relaxed(&s->count) - 1;
     at_store_relaxed(&s->count, left);
     pthread_mutex_unlock(&s->lock);
@@ -141,11 +182,30 @@ void owned_remove(urt_runtime *rt, urt_task *t)
         pthread_mutex_lock(&rt->sd_lock);
         pthread_cond_broadcast(&rt->sd_cv);
         pthread_mutex_unlock(&rt->sd_lock);
+        /* a task shutdown gave up on has ended: the workers may leave now */
+        if (at_load_seqcst(&rt->stop) && owned_live(rt) == 0)
+            for (unsigned i = 0; i < rt->nworkers; i++)
+                worker_ring_bell(rt, i);
     }
+}
+
+void handle_release(urt_task *t)
+{
+    own_shard *s = &t->rt->shards[t->shard];
+    pthread_mutex_lock(&s->lock);
+    t->has_handle = false;
+    if (t->zombie) {
+        t->zombie = false;
+        own_unlink(s, t);
+    }
+    pthread_mutex_unlock(&s->lock);
+    task_unref(t);   /* the handle's ref */
 }
 
 uint64_t owned_live(urt_runtime *rt)
 {
+    /* Not one snapshot; exact once the list is closed: the counts can then
+     * only fall, so a sum of 0 means every shard was and stays empty. */
     uint64_t n = 0;
     for (unsigned i = 0; i < OWN_SHARDS; i++)
         n += at_load_relaxed(&rt->shards[i].count);
@@ -231,9 +291,13 @@ void task_complete(urt_task *t, void *ret, int result)
     urt_runtime *rt = t->rt;
     t->ret = ret;
     t->result = result;
+    urt__hook_enter();
+    if (result != 0 && t->on_drop)
+        t->on_drop(t->arg);   /* fn never ran: release what arg owns */
     if (rt->cfg.on_task_terminate)
         rt->cfg.on_task_terminate(t, rt->cfg.hook_data);
-    owned_remove(rt, t);
+    urt__hook_leave();
+    owned_complete(rt, t);
     uint32_t s = at_load_relaxed(&t->state);
     /* release: publishes ret/result to whoever sees COMPLETE (join) */
     while (!at_cas_acqrel(&t->state, &s, (s & TS_CANCELLED) | TS_COMPLETE))
@@ -271,18 +335,39 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         return -ENOMEM;
     if (out) {
         task_ref(t);   /* the handle's */
-        at_fadd_relaxed(&rt->shards[t->shard].handles, 1);
-        *out = t;
+        t->has_handle = true;
     }
-    owned_insert(rt, t);
+    /* under the shard lock: either shutdown sees this task (and waits for
+     * it), or we see the list closed */
+    if (owned_insert(rt, t) < 0) {
+        free(t);
+        return -ESHUTDOWN;
+    }
     if (at_load_acquire(&rt->cancel_all))
         at_for_relaxed(&t->state, TS_CANCELLED);
-    if (rt->cfg.on_task_spawn)
+    if (rt->cfg.on_task_spawn) {
+        urt__hook_enter();
         rt->cfg.on_task_spawn(t, rt->cfg.hook_data);
+        urt__hook_leave();
+    }
     if (kind == TK_BLOCKING) {
-        pool_submit_blocking(rt, t);
+        int err = pool_submit_blocking(rt, t);
+        if (err < 0) {
+            /* nothing will ever run it: take it back; fn is never called */
+            own_shard *s = &rt->shards[t->shard];
+            pthread_mutex_lock(&s->lock);
+            own_unlink(s, t);
+            at_store_relaxed(&s->count, at_load_relaxed(&s->count) - 1);
+            pthread_mutex_unlock(&s->lock);
+            free(t);
+            return err;
+        }
+        if (out)
+            *out = t;
         return 0;
     }
+    if (out)
+        *out = t;
     /* Not the LIFO slot: a task stays where it first runs, so a new one goes
      * to the back of the stealable queue, where an idle worker can take it. */
     urt_worker *w = urt__cur_worker();
@@ -323,11 +408,20 @@ static int join_finish(urt_task *t, void **ret)
     int res = t->result;
     if (ret)
         *ret = t->ret;
-    if (res == 0 && (s & TS_CANCELLED))
+    /* a fiber that was asked to stop before it finished reports it; a
+     * blocking job cannot see the request, so one that ran is a success */
+    if (res == 0 && (s & TS_CANCELLED) && t->kind == TK_FIBER)
         res = -ECANCELED;
-    at_fsub_relaxed(&t->rt->shards[t->shard].handles, 1);
-    task_unref(t);   /* the handle's ref */
+    handle_release(t);
     return res;
+}
+
+/* urt_join consumes its handle whatever it returns: the target of a join
+ * that gives up is detached (it runs on and is freed when it ends). */
+static int join_give_up(urt_task *t, int why)
+{
+    handle_release(t);
+    return why;
 }
 
 int urt_join(urt_task *t, void **ret)
@@ -335,15 +429,15 @@ int urt_join(urt_task *t, void **ret)
     if (!t)
         return -EINVAL;
     urt_task *cur = urt__cur_task();
-    if (cur == t)
-        return -EDEADLK;
+    if (cur == t || urt__in_hook())
+        return join_give_up(t, -EDEADLK);
     if (at_load_acquire(&t->state) & TS_COMPLETE)
         return join_finish(t, ret);
     urt_waiter w;
     memset(&w, 0, sizeof(w));
     if (cur && !cur->in_bip) {
         if (task_cancel_pending(cur))
-            return -ECANCELED;
+            return join_give_up(t, task_cancelled_now(cur));
         w.task = cur;
         task_ref(cur);   /* the registration's ref, dropped by waiter_wake */
         urt_waiter *exp = NULL;
@@ -363,7 +457,7 @@ int urt_join(urt_task *t, void **ret)
                 if (why) {
                     exp = &w;
                     if (at_cas_strong_acqrel(&t->joiner, &exp, NULL))
-                        break;   /* took our waiter back: t stays ours */
+                        break;   /* took our waiter back */
                     gave_up = true;   /* the completer has our waiter: wait for it */
                     why = 0;
                 }
@@ -375,25 +469,43 @@ int urt_join(urt_task *t, void **ret)
             task_timer_finish(cur, &top);
         if (why) {
             task_unref(cur);
-            return why;
+            return join_give_up(t, why);
         }
-        return join_finish(t, ret);
+        return join_finish(t, ret);   /* it ended: its result, even if we were cancelled meanwhile */
     }
     if (urt__cur_worker())
-        return -EDEADLK;   /* a worker thread outside a task (a hook) must not block */
+        return join_give_up(t, -EDEADLK);   /* a worker thread outside a task must not block */
+    /* A plain thread blocks. `blocked` tells destroy that we still touch the
+     * runtime; raised before the waiter is published (the completer, and so
+     * shutdown, then sees it), dropped after our last touch. */
+    urt_runtime *rt = t->rt;
+    at_fadd_acqrel(&rt->blocked, 1);
+    int res;
     urt_waiter *exp = NULL;
-    if (!at_cas_strong_acqrel(&t->joiner, &exp, &w))
-        return join_finish(t, ret);
-    waiter_block(&w);
-    return join_finish(t, ret);
+    if (!at_cas_strong_acqrel(&t->joiner, &exp, &w)) {
+        res = join_finish(t, ret);
+    } else {
+        waiter_block(&w);
+        res = join_finish(t, ret);
+    }
+    /* release: pairs with destroy's acquire load; everything we did with the
+     * runtime's memory comes before it */
+    at_fsub_release(&rt->blocked, 1);
+    return res;
 }
 
 int urt_cancel(urt_task *t)
 {
     if (!t)
         return -EINVAL;
-    /* release: the wake below makes the task look at its state */
-    at_for_acqrel(&t->state, TS_CANCELLED);
+    /* acq_rel CAS: a task that has completed is left alone (its result
+     * stands); otherwise task_complete's CAS comes after ours and keeps the
+     * bit, and the wake below makes the task look at its state */
+    uint32_t s = at_load_relaxed(&t->state);
+    do {
+        if (s & (TS_COMPLETE | TS_CANCELLED))
+            return 0;
+    } while (!at_cas_acqrel(&t->state, &s, s | TS_CANCELLED));
     if (t->kind == TK_FIBER)
         task_wake(t);
     return 0;
@@ -401,10 +513,8 @@ int urt_cancel(urt_task *t)
 
 void urt_detach(urt_task *t)
 {
-    if (t) {
-        at_fsub_relaxed(&t->rt->shards[t->shard].handles, 1);
-        task_unref(t);
-    }
+    if (t)
+        handle_release(t);
 }
 
 uint64_t urt_task_id(const urt_task *t) { return t ? t->id : 0; }
@@ -458,6 +568,8 @@ uint64_t urt_now(void) { return urt__now(); }
 void urt_yield(void)
 {
     urt_task *t = urt__cur_task();
+    if (urt__in_hook())
+        return;
     if (!t || t->in_bip || !urt__cur_worker()) {
         sched_yield();
         return;

@@ -66,9 +66,9 @@ static void *wd_main(void *arg)
             if (!stalled[i]) {
                 stalled[i] = true;
                 at_fadd_relaxed(&w->stats.watchdog_stalls, 1);
-                fprintf(stderr, "urt: worker %u has been running one task for %llu ms (a blocking call? "
-                                "use urt_block_in_place); moving its queued tasks to other workers\n",
-                        i, (unsigned long long)((now - since[i]) / 1000000));
+                urt__log("urt: worker %u has been running one task for %llu ms (a blocking call? "
+                         "use urt_block_in_place); moving its queued tasks to other workers\n",
+                         i, (unsigned long long)((now - since[i]) / 1000000));
             }
             rescue(rt, w);
         }

@@ -45,6 +45,8 @@
 #define PARK_SAFETY_NS (1000ull * 1000 * 1000)
 #define TARGET_GQI_NS 200000ull
 #define SUBMIT_BATCH 32
+#define STACK_RETRY_NS (10ull * 1000 * 1000)        /* a task with no stack tries again this often */
+#define STACK_GIVE_UP_NS (1000ull * 1000 * 1000)    /* and is failed with -ENOMEM after this long */
 
 static void h_op_done(void *ctx, ring_op *op);
 static void h_bell(void *ctx, int32_t res);
@@ -183,7 +185,7 @@ static void arm_eventfd(urt_worker *w)
     struct io_uring_sqe *sqe = ring_sqe(&w->ring);
     if (!sqe)
         return;
-    ring_op_start(&w->efd_op, NULL);
+    ring_op_start(&w->ring, &w->efd_op, NULL);
     io_uring_prep_read(sqe, w->efd, &w->efd_buf, sizeof(w->efd_buf), 0);
     io_uring_sqe_set_data64(sqe, ring_op_data(&w->efd_op));
     w->efd_armed = true;
@@ -231,6 +233,8 @@ static void drain_defer(urt_worker *w)
 
 static void drain_mailbox(urt_worker *w)
 {
+    if (!mb_is_empty(&w->ctl))
+        fdt_drain_ctl(w);
     q_node *n = mb_take_all(&w->mb);
     while (n) {
         q_node *next = n->next;
@@ -291,21 +295,44 @@ static void publish_ring_stats(urt_worker *w)
     at_store_relaxed(&w->r_enters, w->ring.enters);
 }
 
+/* A doorbell we sent failed: ring every sleeper again (it may be the one). */
+static void retry_bells(urt_worker *w)
+{
+    urt_runtime *rt = w->rt;
+    if (!w->bell_retry)
+        return;
+    w->bell_retry = false;
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (at_load_relaxed(&rt->workers[i].sleeping))
+            worker_ring_bell(rt, i);
+}
+
+/* Tasks whose stack could not be mapped wait in nomem; every STACK_RETRY_NS
+ * (or at once with `now`) they go back to the run queue for another try. */
+static void retry_stacks(urt_worker *w, bool now)
+{
+    if (qf_empty(&w->nomem))
+        return;
+    uint64_t t = urt__now();
+    if (!now && t - w->nomem_last < STACK_RETRY_NS)
+        return;
+    w->nomem_last = t;
+    q_node *n;
+    while ((n = qf_pop(&w->nomem)))
+        push_queue(w, task_of(n));
+}
+
 static void maintenance(urt_worker *w)
 {
     urt_runtime *rt = w->rt;
     worker_submit(w);
     ring_reap(&w->ring, &handlers, w);
     drain_defer(w);
-    if (!mb_is_empty(&w->mb))
+    if (!mb_is_empty(&w->mb) || !mb_is_empty(&w->ctl))
         drain_mailbox(w);
     net_pool_drain(w);
-    if (w->bell_retry) {
-        w->bell_retry = false;
-        for (unsigned i = 0; i < rt->nworkers; i++)
-            if (at_load_relaxed(&rt->workers[i].sleeping))
-                worker_ring_bell(rt, i);
-    }
+    retry_bells(w);
+    retry_stacks(w, false);
     uint64_t now = urt__now();
     uint64_t polls = at_load_relaxed(&w->stats.polls);
     uint64_t dt = now - w->maint_ns, dp = polls - w->maint_polls;
@@ -347,7 +374,7 @@ static urt_task *next_task(urt_worker *w)
     w->lifo_polls = 0;
     if ((t = pop_local(w)))
         return t;
-    if (!mb_is_empty(&w->mb)) {
+    if (!mb_is_empty(&w->mb) || !mb_is_empty(&w->ctl)) {
         drain_mailbox(w);
         if ((t = pop_local(w)))
             return t;
@@ -357,7 +384,8 @@ static urt_task *next_task(urt_worker *w)
 
 static bool has_local_work(urt_worker *w)
 {
-    return w->lifo || !qf_empty(&w->runq) || !lq_is_empty(&w->lq) || !mb_is_empty(&w->mb);
+    return w->lifo || !qf_empty(&w->runq) || !lq_is_empty(&w->lq) || !mb_is_empty(&w->mb) ||
+           !mb_is_empty(&w->ctl);
 }
 
 static uint64_t xorshift(uint64_t *s)
@@ -439,6 +467,10 @@ static void park(urt_worker *w)
                 return;
         } while (urt__now() < until);
     }
+    retry_bells(w);   /* a failed doorbell must not leave its target asleep */
+    /* the submit above may have reaped CQEs that made tasks runnable here */
+    if (has_local_work(w) || !qf_empty(&w->defer))
+        return;
     bool last = idle_transition_to_parked(&rt->idle, w->id, w->searching);
     w->searching = false;
     if (last && work_pending_anywhere(rt))
@@ -452,10 +484,11 @@ static void park(urt_worker *w)
     at_fence_seqcst();
     uint64_t t0 = urt__now();
     STAT_ADD(w, busy_ns, t0 - w->maint_ns);
-    if (mb_is_empty(&w->mb) && inject_is_empty(&rt->inject) && !ring_cq_ready(&w->ring) &&
+    if (!has_local_work(w) && qf_empty(&w->defer) && inject_is_empty(&rt->inject) && !ring_cq_ready(&w->ring) &&
         !net_pool_has_returns(w) && !at_load_seqcst(&rt->stop)) {
         STAT_INC(w, parks);
-        ring_submit_and_wait(&w->ring, PARK_SAFETY_NS);
+        arm_eventfd(w);   /* a reap above may have consumed the armed read */
+        ring_submit_and_wait(&w->ring, qf_empty(&w->nomem) ? PARK_SAFETY_NS : STACK_RETRY_NS);
     }
     at_store_relaxed(&w->sleeping, 0);
     /* release: pairs with the CAS in worker_ring_bell; a doorbell sent from
@@ -466,8 +499,9 @@ static void park(urt_worker *w)
     if (!idle_unpark_worker_by_id(&rt->idle, w->id))
         w->searching = true;   /* a notifier chose us and counted us as searching */
     ring_reap(&w->ring, &handlers, w);
-    if (!mb_is_empty(&w->mb))
+    if (!mb_is_empty(&w->mb) || !mb_is_empty(&w->ctl))
         drain_mailbox(w);
+    retry_stacks(w, false);
 }
 
 /* ---- running a task ------------------------------------------------------------------ */
@@ -512,7 +546,14 @@ static void after_switch(urt_worker *w, urt_task *t)
         break;
     }
     case SW_BIP:
-        pool_submit_bip(rt, t);
+        if ((t->bip_err = pool_submit_bip(rt, t)) < 0) {
+            /* no pool thread: resume it here; it returns the error */
+            s = at_load_relaxed(&t->state);
+            /* acq_rel: publishes the saved context, as a park does */
+            while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
+                ;
+            runq_push(w, t);
+        }
         break;
     default:
         abort();
@@ -539,7 +580,23 @@ static void run_task(urt_worker *w, urt_task *t)
             return;
         }
         if (urt__stack_get(&rt->stack_pool, &w->stacks, t->stack_size, &t->stack) < 0) {
-            task_complete(t, NULL, -ENOMEM);
+            /* memory may come back (other tasks end): try again later, and
+             * give up (-ENOMEM, on_drop) only after STACK_GIVE_UP_NS */
+            uint64_t now = urt__now();
+            STAT_INC(w, stack_retries);
+            if (!t->nomem_since)
+                t->nomem_since = now;
+            if (now - t->nomem_since >= STACK_GIVE_UP_NS) {
+                task_complete(t, NULL, -ENOMEM);
+                return;
+            }
+            s = at_load_relaxed(&t->state);
+            /* acq_rel: as a park; the task has not run, nothing to publish but the state */
+            while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
+                ;
+            if (qf_empty(&w->nomem))
+                w->nomem_last = now;
+            qf_push(&w->nomem, &t->node);
             return;
         }
         fiber_init(&t->fiber, t->stack.lo, t->stack.hi, task_entry, t);
@@ -639,7 +696,10 @@ void *worker_main(void *arg)
         }
         if (poll_io(w))
             continue;
-        if (at_load_acquire(&rt->stop))
+        /* leave only when no task is left: after a shutdown that gave up on
+         * a task, its worker goes on serving it (and the others idle) until
+         * it ends; the last task to end rings every worker */
+        if (at_load_acquire(&rt->stop) && owned_live(rt) == 0)
             break;
         if ((t = steal_work(w))) {
             run_task(w, t);
@@ -650,11 +710,16 @@ void *worker_main(void *arg)
 
     /* Every task has ended (or shutdown gave up on one). Cancel what is left
      * on the ring (the eventfd read), reap, close. */
+    /* no doorbell may be sent to this ring any more (a late one would go to
+     * whatever reuses the fd number); senders see -1 and skip */
+    at_store_release(&w->ring_fd, -1);
     if (w->efd_armed || w->multi_inflight) {
         /* whatever is still armed: the eventfd read, records nobody closed */
         struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-        io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+            io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
+        }
     }
     /* multishot records whose owners closed them: their final CQEs free them */
     worker_submit(w);
@@ -663,6 +728,7 @@ void *worker_main(void *arg)
         ring_reap(&w->ring, &handlers, w);
     }
     net_pool_destroy(w);
+    fdt_destroy(w);
     publish_ring_stats(w);
     urt__stack_cache_drain(&rt->stack_pool, &w->stacks);
     ring_exit(&w->ring);

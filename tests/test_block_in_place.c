@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <urt.h>
@@ -277,5 +278,64 @@ Test(block_in_place, urt_io_inside_runs_as_plain_syscalls, .timeout = 30)
     cr_assert_eq(memcmp(p.buf, "abc", 3), 0);
     close(p.pipe[0]);
     close(p.pipe[1]);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- two block_in_place calls overlap ----------------------------------------------------- */
+
+typedef struct meeting {
+    atomic_int arrived, met;
+} meeting;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *meet_in_place(void *arg)
+{
+    meeting *m = arg;
+    atomic_fetch_add(&m->arrived, 1);
+    uint64_t give_up = now_ns() + 2000000000ull;
+    while (atomic_load(&m->arrived) < 2 && now_ns() < give_up)
+        usleep(200);
+    if (atomic_load(&m->arrived) >= 2)
+        atomic_fetch_add(&m->met, 1);
+    return NULL;
+}
+
+static void *bip_meet(void *arg)
+{
+    urt_block_in_place(meet_in_place, arg, NULL);
+    return NULL;
+}
+
+static void *bip_nothing(void *arg)
+{
+    urt_block_in_place(plain_value, arg, NULL);
+    return NULL;
+}
+
+/* block_in_place is never limited: two calls made while one pool thread is
+ * idle both get a thread at once (with one thread counted twice, the second
+ * waits for the first, and a rendezvous between them never happens). */
+Test(block_in_place, two_calls_made_while_one_thread_is_idle_run_at_the_same_time, .timeout = 60)
+{
+    urt_runtime *rt = rt_new(2);
+    for (int round = 0; round < 10; round++) {
+        urt_task *w = NULL;
+        cr_assert_eq(urt_spawn(rt, &w, bip_nothing, NULL), 0);
+        cr_assert_eq(urt_join(w, NULL), 0);
+        usleep(20 * 1000);   /* its thread is idle again */
+        meeting m = {0};
+        urt_task *a = NULL, *b = NULL;
+        cr_assert_eq(urt_spawn(rt, &a, bip_meet, &m), 0);
+        cr_assert_eq(urt_spawn(rt, &b, bip_meet, &m), 0);
+        cr_assert_eq(urt_join(a, NULL), 0);
+        cr_assert_eq(urt_join(b, NULL), 0);
+        cr_assert_eq(atomic_load(&m.met), 2, "round %d: the two calls ran one after the other", round);
+    }
     urt_runtime_destroy(rt);
 }

@@ -260,7 +260,10 @@ static void *join_target(void *arg)
     return NULL;
 }
 
-Test(cancel, cancelled_joiner_gets_ecanceled_and_keeps_the_handle, .timeout = 60)
+/* The joiner is cancelled: urt_join consumes the handle all the same (the
+ * target is detached and goes on), so nothing is left for the caller to
+ * free or join again, and destroy finds no handle left over. */
+Test(cancel, cancelled_joiner_gets_ecanceled_and_its_handle_is_consumed, .timeout = 60)
 {
     FOR_EACH_WORKER_COUNT(w) {
         urt_runtime *rt = rt_new(w);
@@ -274,12 +277,98 @@ Test(cancel, cancelled_joiner_gets_ecanceled_and_keeps_the_handle, .timeout = 60
         cr_assert_eq(urt_cancel(jt), 0);
         cr_assert_eq(urt_join(jt, NULL), -ECANCELED);
         cr_assert_eq(j.join_res, -ECANCELED, "%u workers: the cancelled joiner got %d", w, j.join_res);
-        /* the target was not consumed: it can still be joined, with its value */
+        /* the target runs on, detached, and ends when signalled */
         cr_assert_eq(urt_notify_signal(j.gate), 0);
-        void *ret = NULL;
-        cr_assert_eq(urt_join(j.target, &ret), 0);
-        cr_assert_eq((uintptr_t)ret, 0x71);
+        int saved = stderr_capture_begin();
+        urt_runtime_destroy(rt);
+        char *err = stderr_capture_end(saved);
+        cr_assert(strstr(err, "never joined") == NULL, "destroy found a handle left over: %s", err);
+        free(err);
         urt_notify_destroy(j.gate);
+    }
+}
+
+/* Both the joiner and its target cancelled (what every shutdown does): the
+ * handle is consumed exactly once whatever happens first. ASan reports a
+ * double free or a leak if not. */
+typedef struct both {
+    urt_task *target;
+    atomic_int joined;
+    int res;
+} both;
+
+static void *sleep_long(void *arg)
+{
+    urt_sleep(HOUR);
+    return arg;
+}
+
+static void *join_both(void *arg)
+{
+    both *b = arg;
+    b->res = urt_join(b->target, NULL);
+    atomic_store(&b->joined, 1);
+    return NULL;
+}
+
+Test(cancel, joiner_and_target_cancelled_together_consume_the_handle_once, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        for (int round = 0; round < 50; round++) {
+            urt_runtime *rt = rt_new(w);
+            both b = {.res = 1};
+            cr_assert_eq(urt_spawn(rt, &b.target, sleep_long, NULL), 0);
+            urt_task *jt = NULL;
+            cr_assert_eq(urt_spawn(rt, &jt, join_both, &b), 0);
+            if (round & 1)
+                await_waiting(rt, jt, "join");
+            urt_detach(jt);
+            int saved = stderr_capture_begin();
+            cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+            urt_runtime_destroy(rt);
+            char *err = stderr_capture_end(saved);
+            if (atomic_load(&b.joined)) {
+                cr_assert_eq(b.res, -ECANCELED, "join gave %d", b.res);
+                cr_assert(strstr(err, "never joined") == NULL, "a handle was left over: %s", err);
+            } else {
+                /* the joiner was cancelled before it ran: the handle is destroy's to free */
+                cr_assert(strstr(err, "1 task handle(s)") != NULL, "destroy said: %s", err);
+            }
+            free(err);
+        }
+    }
+}
+
+/* ---- cancelling a task that has ended ----------------------------------------------------------- */
+
+static void *return_42(void *arg)
+{
+    atomic_store((atomic_int *)arg, 1);
+    return (void *)42;
+}
+
+Test(cancel, cancel_after_the_task_ended_leaves_its_result_alone, .timeout = 30)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        atomic_int done = 0;
+        urt_task *t = NULL;
+        cr_assert_eq(urt_spawn(rt, &t, return_42, &done), 0);
+        while (task_listed(rt, t))   /* the dump lists live tasks only */
+            usleep(1000);
+        cr_assert_eq(urt_cancel(t), 0);
+        cr_assert_eq(urt_cancel(t), 0);
+        void *r = NULL;
+        cr_assert_eq(urt_join(t, &r), 0, "%u workers: a finished task's value wins over a later cancel", w);
+        cr_assert_eq((uintptr_t)r, 42);
+        /* shutdown cancels every task it finds: a finished, unjoined one keeps its value */
+        cr_assert_eq(urt_spawn(rt, &t, return_42, &done), 0);
+        while (task_listed(rt, t))
+            usleep(1000);
+        cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+        r = NULL;
+        cr_assert_eq(urt_join(t, &r), 0);
+        cr_assert_eq((uintptr_t)r, 42);
         urt_runtime_destroy(rt);
     }
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -430,6 +431,181 @@ Test(io, close_in_a_task_closes_the_descriptor, .timeout = 30)
         fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         cr_assert_eq(urt_close(fd), 0);
         cr_assert_eq(fcntl(fd, F_GETFD), -1);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- close from another worker ------------------------------------------------------------------- */
+
+typedef struct xclose {
+    int fds[2];
+    atomic_int recv_worker;
+    ssize_t recv_res;
+    uint64_t recv_timeout;
+    int close_res;
+    int close_worker;
+} xclose;
+
+static void *xrecv(void *arg)
+{
+    xclose *c = arg;
+    char buf[8];
+    uint64_t old = urt_op_timeout(c->recv_timeout);
+    atomic_store(&c->recv_worker, urt_worker_id());
+    c->recv_res = urt_recv(c->fds[0], buf, sizeof(buf), 0);
+    urt_op_timeout(old);
+    return NULL;
+}
+
+#define NOT_HERE ((void *)(intptr_t)7777)
+
+static void *xclose_elsewhere(void *arg)
+{
+    xclose *c = arg;
+    if (urt_worker_id() == atomic_load(&c->recv_worker))
+        return NOT_HERE;   /* same worker: try again with another task */
+    c->close_worker = urt_worker_id();
+    c->close_res = urt_close(c->fds[0]);
+    return NULL;
+}
+
+static void *xclose_here(void *arg)
+{
+    xclose *c = arg;
+    if (urt_worker_id() != atomic_load(&c->recv_worker))
+        return NOT_HERE;
+    c->close_res = urt_close(c->fds[0]);
+    return NULL;
+}
+
+/* Close a socket while a task on `where` (another worker / the same one)
+ * waits in urt_recv on it: the receiver gets -ECANCELED (not a timeout,
+ * even under an op timeout), the peer sees the end of the stream, and the
+ * fd is closed once urt_close returns. */
+static void close_under_recv(unsigned workers, urt_fn closer, uint64_t recv_timeout)
+{
+    urt_runtime *rt = rt_new(workers);
+    xclose c = {.recv_res = 12345, .close_res = 1, .recv_timeout = recv_timeout};
+    atomic_store(&c.recv_worker, -1);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c.fds), 0);
+    urt_task *r = NULL;
+    cr_assert_eq(urt_spawn(rt, &r, xrecv, &c), 0);
+    await_waiting(rt, r, "recv");
+    void *res = NOT_HERE;
+    for (int tries = 0; res == NOT_HERE && tries < 1000; tries++) {
+        urt_task *k = NULL;
+        cr_assert_eq(urt_spawn(rt, &k, closer, &c), 0);
+        cr_assert_eq(urt_join(k, &res), 0);
+    }
+    cr_assert_null(res, "never ran the closer where it had to run");
+    cr_assert_eq(c.close_res, 0, "urt_close gave %d", c.close_res);
+    cr_assert_eq(fcntl(c.fds[0], F_GETFD), -1, "the descriptor is still open after urt_close returned");
+    char b;
+    cr_assert_eq(recv(c.fds[1], &b, 1, 0), 0, "the peer does not see the end of the stream");
+    cr_assert_eq(urt_join(r, NULL), 0);
+    cr_assert_eq(c.recv_res, -ECANCELED, "the pending recv gave %zd", c.recv_res);
+    close(c.fds[1]);
+    urt_runtime_destroy(rt);
+}
+
+Test(io, close_from_another_worker_ends_the_pending_recv_there_and_closes_the_socket, .timeout = 60)
+{
+    close_under_recv(2, xclose_elsewhere, 0);
+    close_under_recv(4, xclose_elsewhere, 0);
+}
+
+Test(io, close_under_a_recv_with_an_op_timeout_gives_ecanceled_not_etimedout, .timeout = 60)
+{
+    close_under_recv(1, xclose_here, 3600ull * 1000 * 1000 * 1000);
+    close_under_recv(2, xclose_elsewhere, 3600ull * 1000 * 1000 * 1000);
+}
+
+/* ---- lengths past 32 bits ------------------------------------------------------------------------- */
+
+typedef struct biglen {
+    int fds[2];
+    char *buf;
+    ssize_t recv4g, recvmax, send4g, read4g;
+    int file;
+} biglen;
+
+static void *big_lengths(void *arg)
+{
+    biglen *b = arg;
+    b->recv4g = urt_recv(b->fds[0], b->buf, (size_t)1 << 32, 0);
+    send(b->fds[1], "67890", 5, 0);
+    b->recvmax = urt_recv(b->fds[0], b->buf, SIZE_MAX, 0);
+    b->send4g = urt_send(b->fds[0], b->buf, (size_t)1 << 32, MSG_DONTWAIT);
+    b->read4g = urt_read(b->file, b->buf, (size_t)1 << 32, 0);
+    return NULL;
+}
+
+/* Lengths larger than the kernel takes are clamped the same way by every
+ * call, never truncated to 32 bits (1 << 32 would become 0: "peer closed"). */
+Test(io, lengths_past_4_gib_are_clamped_not_truncated, .timeout = 30)
+{
+    urt_runtime *rt = rt_new(1);
+    biglen b = {0};
+    size_t span = ((size_t)1 << 32) + 4096;
+    b.buf = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    cr_assert_neq(b.buf, MAP_FAILED);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b.fds), 0);
+    cr_assert_eq(send(b.fds[1], "12345", 5, 0), 5);
+    char path[] = "/tmp/urt-biglen-XXXXXX";
+    b.file = mkstemp(path);
+    cr_assert_geq(b.file, 0);
+    unlink(path);
+    cr_assert_eq(write(b.file, "abc", 3), 3);
+    cr_assert_eq(urt_runtime_block_on(rt, big_lengths, &b, NULL), 0);
+    cr_assert_eq(b.recv4g, 5, "urt_recv(1 << 32) gave %zd", b.recv4g);
+    cr_assert_eq(b.recvmax, 5, "urt_recv(SIZE_MAX) gave %zd", b.recvmax);
+    cr_assert_gt(b.send4g, 0, "urt_send(1 << 32) gave %zd", b.send4g);
+    cr_assert_eq(b.read4g, 3, "urt_read(1 << 32) gave %zd", b.read4g);
+    close(b.file);
+    close(b.fds[0]);
+    close(b.fds[1]);
+    munmap(b.buf, span);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- tiny rings ---------------------------------------------------------------------------------- */
+
+typedef struct tiny {
+    int fds[2];
+    ssize_t res;
+    uint64_t took;
+} tiny;
+
+static void *timed_recv(void *arg)
+{
+    tiny *t = arg;
+    char b[4];
+    uint64_t old = urt_op_timeout(200ull * 1000 * 1000);
+    uint64_t t0 = urt_now();
+    t->res = urt_recv(t->fds[0], b, sizeof(b), 0);
+    t->took = urt_now() - t0;
+    urt_op_timeout(old);
+    return NULL;
+}
+
+/* Any ring_entries is taken (rounded up to what the runtime needs), and an
+ * op with its linked timeout still goes to the kernel as one pair. */
+Test(io, tiny_ring_sizes_still_keep_op_and_linked_timeout_together, .timeout = 60)
+{
+    static const unsigned sizes[] = {1, 2, 3, 5};
+    for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        urt_config cfg = {.workers = 1, .ring_entries = sizes[i]};
+        urt_runtime *rt = rt_new_cfg(&cfg);
+        for (int round = 0; round < 3; round++) {
+            tiny t = {.res = 1};
+            cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, t.fds), 0);
+            cr_assert_eq(urt_runtime_block_on(rt, timed_recv, &t, NULL), 0);
+            cr_assert_eq(t.res, -ETIMEDOUT, "ring_entries %u: recv gave %zd", sizes[i], t.res);
+            cr_assert_lt(t.took, 3000ull * 1000 * 1000, "ring_entries %u: a 200 ms timeout took %llu ms", sizes[i],
+                         (unsigned long long)(t.took / 1000000));
+            close(t.fds[0]);
+            close(t.fds[1]);
+        }
         urt_runtime_destroy(rt);
     }
 }

@@ -7,6 +7,7 @@
 #include <criterion/logging.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -272,4 +273,197 @@ Test(shutdown, destroy_after_joined_tasks_is_clean, .timeout = 30)
         cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
         urt_runtime_destroy(rt);
     }
+}
+
+static void *sleep_for_an_hour_plain(void *arg)
+{
+    urt_sleep(HOUR);
+    return arg;
+}
+
+/* ---- spawns racing shutdown ---------------------------------------------------------------- */
+
+#define RACE_ROUNDS (1000u / SAN_DIV)
+#define RACERS 4
+
+typedef struct racer {
+    urt_runtime *rt;
+    atomic_uint *ran;
+    unsigned accepted, refused, joined_ok, joined_cancelled, other;
+} racer;
+
+static void *count_run(void *arg)
+{
+    atomic_fetch_add((atomic_uint *)arg, 1);
+    return NULL;
+}
+
+static void *race_spawns(void *arg)
+{
+    racer *r = arg;
+    for (;;) {
+        urt_task *t = NULL;
+        int e = urt_spawn(r->rt, &t, count_run, r->ran);
+        if (e == -ESHUTDOWN) {
+            r->refused++;
+            return NULL;
+        }
+        if (e != 0) {
+            r->other++;
+            return NULL;
+        }
+        r->accepted++;
+        e = urt_join(t, NULL);   /* hangs if the task was accepted but never queued */
+        if (e == 0)
+            r->joined_ok++;
+        else if (e == -ECANCELED)
+            r->joined_cancelled++;
+        else
+            r->other++;
+    }
+}
+
+/* Every spawn either is refused with -ESHUTDOWN or its task runs (or is
+ * cancelled) and its join returns. */
+Test(shutdown, spawns_from_plain_threads_racing_shutdown_are_refused_or_joined, .timeout = 300)
+{
+    for (unsigned round = 0; round < RACE_ROUNDS; round++) {
+        urt_runtime *rt = rt_new(1 + round % 4);
+        atomic_uint ran = 0;
+        racer r[RACERS];
+        pthread_t th[RACERS];
+        for (int i = 0; i < RACERS; i++) {
+            r[i] = (racer){.rt = rt, .ran = &ran};
+            cr_assert_eq(pthread_create(&th[i], NULL, race_spawns, &r[i]), 0);
+        }
+        if (round % 3)
+            usleep(round % 500);
+        cr_assert_eq(urt_runtime_shutdown(rt, round % 2 ? 1000 * MS : 0), 0);
+        unsigned accepted = 0, ok = 0, cancelled = 0;
+        for (int i = 0; i < RACERS; i++) {
+            pthread_join(th[i], NULL);
+            cr_assert_eq(r[i].other, 0, "round %u: an unexpected result", round);
+            cr_assert_eq(r[i].refused, 1);
+            accepted += r[i].accepted;
+            ok += r[i].joined_ok;
+            cancelled += r[i].joined_cancelled;
+        }
+        cr_assert_eq(ok + cancelled, accepted, "round %u: %u accepted, %u joined", round, accepted, ok + cancelled);
+        /* a task may run and still join as -ECANCELED (cancelled while it ran) */
+        cr_assert(atomic_load(&ran) >= ok && atomic_load(&ran) <= accepted, "round %u: %u ran, %u joined with 0, %u accepted",
+                  round, atomic_load(&ran), ok, accepted);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- destroy with plain threads still waiting ------------------------------------------------ */
+
+typedef struct blocked {
+    urt_runtime *rt;
+    urt_task *t;
+    int res;
+    atomic_int entered;
+} blocked;
+
+static void *join_from_thread(void *arg)
+{
+    blocked *b = arg;
+    atomic_store(&b->entered, 1);
+    b->res = urt_join(b->t, NULL);
+    return NULL;
+}
+
+static void *block_on_from_thread(void *arg)
+{
+    blocked *b = arg;
+    atomic_store(&b->entered, 1);
+    b->res = urt_runtime_block_on(b->rt, sleep_for_an_hour_plain, NULL, NULL);
+    return NULL;
+}
+
+Test(shutdown, destroy_wakes_plain_threads_blocked_in_join_and_block_on_with_ecanceled, .timeout = 60)
+{
+    for (int round = 0; round < 20; round++) {
+        urt_runtime *rt = rt_new(2);
+        blocked j = {.rt = rt, .res = 1}, b = {.rt = rt, .res = 1};
+        cr_assert_eq(urt_spawn(rt, &j.t, sleep_for_an_hour_plain, NULL), 0);
+        pthread_t tj, tb;
+        cr_assert_eq(pthread_create(&tj, NULL, join_from_thread, &j), 0);
+        cr_assert_eq(pthread_create(&tb, NULL, block_on_from_thread, &b), 0);
+        while (!atomic_load(&j.entered) || !atomic_load(&b.entered))
+            usleep(100);
+        usleep(1000 * (2 + round % 5));   /* they are blocked by now */
+        urt_runtime_destroy(rt);   /* TSan: nothing they touch is freed under them */
+        pthread_join(tj, NULL);
+        pthread_join(tb, NULL);
+        cr_assert_eq(j.res, -ECANCELED, "join gave %d", j.res);
+        cr_assert_eq(b.res, -ECANCELED, "block_on gave %d", b.res);
+    }
+}
+
+/* ---- handles nobody joined ------------------------------------------------------------------- */
+
+Test(shutdown, destroy_frees_unjoined_handles_and_names_their_tasks, .timeout = 30)
+{
+    urt_runtime *rt = rt_new(2);
+    urt_spawn_opts o = {.name = "orphan-one"};
+    urt_task *a = NULL, *b = NULL;
+    cr_assert_eq(urt_spawn_ex(rt, &a, nothing, NULL, &o), 0);
+    o.name = "orphan-two";
+    cr_assert_eq(urt_spawn_ex(rt, &b, sleep_for_an_hour_plain, NULL, &o), 0);
+    while (task_listed(rt, a))
+        usleep(1000);
+    int saved = stderr_capture_begin();
+    urt_runtime_destroy(rt);   /* LeakSanitizer: both headers are freed */
+    char *err = stderr_capture_end(saved);
+    cr_assert(strstr(err, "2 task handle(s)") != NULL, "destroy said: %s", err);
+    cr_assert(strstr(err, "orphan-one") && strstr(err, "orphan-two"), "destroy did not name them: %s", err);
+    free(err);
+}
+
+/* ---- a task that ignores cancellation --------------------------------------------------------- */
+
+typedef struct stubborn {
+    atomic_bool release;
+    atomic_ulong calls;
+    atomic_int started;
+} stubborn;
+
+static void *ignore_cancellation(void *arg)
+{
+    stubborn *s = arg;
+    atomic_store(&s->started, 1);
+    while (!atomic_load(&s->release)) {
+        urt_sleep(10 * MS);   /* -ECANCELED at once once cancelled: ignored */
+        atomic_fetch_add(&s->calls, 1);
+    }
+    return NULL;
+}
+
+Test(shutdown, task_ignoring_cancellation_is_waited_for_as_configured_and_does_not_spin, .timeout = 60)
+{
+    urt_config cfg = {.workers = 2, .cancel_wait_ns = 300 * MS};
+    urt_runtime *rt = rt_new_cfg(&cfg);
+    stubborn s = {0};
+    urt_spawn_opts o = {.name = "stubborn"};
+    cr_assert_eq(urt_spawn_ex(rt, NULL, ignore_cancellation, &s, &o), 0);
+    while (!atomic_load(&s.started))
+        usleep(1000);
+    int saved = stderr_capture_begin();
+    uint64_t t0 = urt_now();
+    int r = urt_runtime_shutdown(rt, 100 * MS);
+    uint64_t took = urt_now() - t0;
+    unsigned long calls = atomic_load(&s.calls);
+    char *err = stderr_capture_end(saved);
+    cr_assert_eq(r, -ETIMEDOUT);
+    cr_assert_lt(took, 3000 * MS, "shutdown took %llu ms for 100 ms grace + 300 ms cancel wait",
+                 (unsigned long long)(took / MS));
+    cr_assert(strstr(err, "300 ms") != NULL, "the message does not say the wait: %s", err);
+    cr_assert(strstr(err, "stubborn") != NULL, "the message does not name the task: %s", err);
+    free(err);
+    /* cancelled, it gets -ECANCELED at once from every call: it is slowed
+     * down instead of spinning a core (a few hundred calls, not millions) */
+    cr_assert_lt(calls, 100000, "the cancelled task looped %lu times", calls);
+    atomic_store(&s.release, true);
+    urt_runtime_destroy(rt);   /* the task has ended by now: everything is freed */
 }

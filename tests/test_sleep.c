@@ -280,3 +280,39 @@ Test(sleep, sleep_outside_a_task_returns_eperm, .timeout = 30)
     cr_assert_eq((intptr_t)r, -EPERM);
     urt_runtime_destroy(rt);
 }
+
+/* ---- relative times that overflow ------------------------------------------------------- */
+
+typedef struct forever {
+    atomic_int returned;
+    int res;
+    uint64_t ns;
+} forever;
+
+static void *sleep_ns(void *arg)
+{
+    forever *f = arg;
+    f->res = urt_sleep(f->ns);
+    atomic_store(&f->returned, 1);
+    return NULL;
+}
+
+/* urt_sleep(UINT64_MAX) (now + ns overflows) sleeps until cancelled; it
+ * never returns early. */
+Test(sleep, sleep_of_uint64_max_lasts_until_cancelled, .timeout = 30)
+{
+    static const uint64_t lengths[] = {UINT64_MAX, UINT64_MAX - 1000, UINT64_MAX / 2, (uint64_t)INT64_MAX + 1};
+    urt_runtime *rt = rt_new(2);
+    for (unsigned i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+        forever f = {.res = 1, .ns = lengths[i]};
+        urt_task *t = NULL;
+        cr_assert_eq(urt_spawn(rt, &t, sleep_ns, &f), 0);
+        usleep(100 * 1000);
+        cr_assert_eq(atomic_load(&f.returned), 0, "urt_sleep(%#llx) returned %d at once",
+                     (unsigned long long)lengths[i], f.res);
+        cr_assert_eq(urt_cancel(t), 0);
+        cr_assert_eq(urt_join(t, NULL), -ECANCELED);
+        cr_assert_eq(f.res, -ECANCELED);
+    }
+    urt_runtime_destroy(rt);
+}

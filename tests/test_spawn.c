@@ -411,3 +411,140 @@ Test(spawn, hooks_are_called_once_per_task, .timeout = 60)
         free(h);
     }
 }
+
+/* ---- hooks must not wait ------------------------------------------------------------------ */
+
+#define VICTIMS 16
+
+typedef struct waiting_hooks {
+    atomic_int armed;
+    urt_task *victims[VICTIMS];
+    atomic_int next_victim;
+    urt_notify *never;
+    urt_mutex *held;
+    atomic_int calls, join_res, sleep_res, notify_res, lock_res, wrong;
+} waiting_hooks;
+
+static waiting_hooks *wh;
+
+static void *sleep_hour(void *arg)
+{
+    urt_sleep(3600ull * 1000 * 1000 * 1000);
+    return arg;
+}
+
+/* each waiting call made inside a hook must return -EDEADLK at once */
+static void try_to_wait(void)
+{
+    if (!atomic_load(&wh->armed))
+        return;
+    int k = atomic_fetch_add(&wh->next_victim, 1);
+    if (k >= VICTIMS)
+        return;
+    atomic_fetch_add(&wh->calls, 1);
+    int r = urt_join(wh->victims[k], NULL);   /* consumes the handle whatever it returns */
+    if (r != -EDEADLK)
+        atomic_store(&wh->join_res, r ? r : 99), atomic_fetch_add(&wh->wrong, 1);
+    if ((r = urt_sleep(1000)) != -EDEADLK)
+        atomic_store(&wh->sleep_res, r ? r : 99), atomic_fetch_add(&wh->wrong, 1);
+    if ((r = urt_notify_wait(wh->never)) != -EDEADLK)
+        atomic_store(&wh->notify_res, r ? r : 99), atomic_fetch_add(&wh->wrong, 1);
+    if ((r = urt_mutex_lock(wh->held)) != -EDEADLK)
+        atomic_store(&wh->lock_res, r ? r : 99), atomic_fetch_add(&wh->wrong, 1);
+}
+
+static void waiting_on_spawn(urt_task *t, void *data) { try_to_wait(); }
+static void waiting_on_terminate(urt_task *t, void *data) { try_to_wait(); }
+
+static void *spawn_one_from_task(void *arg)
+{
+    urt_task *t = NULL;
+    if (urt_spawn(NULL, &t, noop, NULL) != 0)
+        return (void *)1;
+    return (void *)(intptr_t)urt_join(t, NULL);
+}
+
+Test(spawn, waiting_calls_inside_hooks_give_edeadlk_instead_of_hanging, .timeout = 30)
+{
+    wh = calloc(1, sizeof(*wh));
+    cr_assert_not_null(wh);
+    cr_assert_eq(urt_notify_create(&wh->never), 0);
+    cr_assert_eq(urt_mutex_create(&wh->held), 0);
+    cr_assert_eq(urt_mutex_lock(wh->held), 0);
+    urt_config cfg = {.workers = 2, .on_task_spawn = waiting_on_spawn, .on_task_terminate = waiting_on_terminate};
+    urt_runtime *rt = rt_new_cfg(&cfg);
+    for (int i = 0; i < VICTIMS; i++)
+        cr_assert_eq(urt_spawn(rt, &wh->victims[i], sleep_hour, NULL), 0);
+    atomic_store(&wh->armed, 1);
+    /* on_task_spawn on this plain thread, on_task_terminate on a worker */
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, noop, NULL), 0);
+    cr_assert_eq(urt_join(t, NULL), 0);
+    /* on_task_spawn inside a task */
+    void *r = (void *)1;
+    cr_assert_eq(urt_runtime_block_on(rt, spawn_one_from_task, NULL, &r), 0);
+    cr_assert_eq((intptr_t)r, 0);
+    atomic_store(&wh->armed, 0);
+    cr_assert_geq(atomic_load(&wh->calls), 4);
+    cr_assert_eq(atomic_load(&wh->wrong), 0, "join %d, sleep %d, notify %d, lock %d instead of -EDEADLK",
+                 atomic_load(&wh->join_res), atomic_load(&wh->sleep_res), atomic_load(&wh->notify_res),
+                 atomic_load(&wh->lock_res));
+    for (int i = atomic_load(&wh->next_victim); i < VICTIMS; i++)
+        urt_detach(wh->victims[i]);
+    urt_runtime_destroy(rt);
+    urt_mutex_unlock(wh->held);
+    urt_mutex_destroy(wh->held);
+    urt_notify_destroy(wh->never);
+    free(wh);
+}
+
+/* ---- on_drop: fn never ran ---------------------------------------------------------------- */
+
+typedef struct dropped {
+    atomic_int dropped, ran;
+} dropped;
+
+static dropped *drops;
+
+static void count_drop(void *arg)
+{
+    if (arg == (void *)drops)
+        atomic_fetch_add(&drops->dropped, 1);
+}
+
+static void *count_ran(void *arg)
+{
+    atomic_fetch_add(&((dropped *)arg)->ran, 1);
+    return NULL;
+}
+
+/* A task cancelled before it ran, and the never-run tasks a shutdown
+ * ends, call on_drop(arg) instead of fn (so what arg owns is released);
+ * a task that ran never calls it. Exactly one of the two, once. */
+Test(spawn, on_drop_is_called_once_for_every_task_that_never_ran, .timeout = 60)
+{
+    drops = calloc(1, sizeof(*drops));
+    cr_assert_not_null(drops);
+    urt_runtime *rt = rt_new(1);
+    urt_spawn_opts o = {.name = "dropme", .on_drop = count_drop};
+    /* queue many behind a blocker, cancel some, then shut down */
+    urt_task *t[200];
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(urt_spawn_ex(rt, &t[i], count_ran, drops, &o), 0);
+    for (int i = 0; i < 200; i += 2)
+        urt_cancel(t[i]);
+    int ran = 0, cancelled = 0;
+    for (int i = 0; i < 200; i++) {
+        int r = urt_join(t[i], NULL);
+        cr_assert(r == 0 || r == -ECANCELED, "join gave %d", r);
+        r == 0 ? ran++ : cancelled++;
+    }
+    cr_assert_geq(cancelled, 1);
+    cr_assert_eq(atomic_load(&drops->ran), ran);
+    cr_assert_eq(atomic_load(&drops->dropped), cancelled, "%d cancelled before running, on_drop called %d times",
+                 cancelled, atomic_load(&drops->dropped));
+    /* blocking tasks too */
+    urt_runtime_shutdown(rt, 0);
+    urt_runtime_destroy(rt);
+    free(drops);
+}

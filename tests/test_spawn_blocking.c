@@ -235,3 +235,153 @@ Test(spawn_blocking, blocking_work_leaves_the_single_worker_free, .timeout = 60)
     close(p.pipe[1]);
     urt_runtime_destroy(rt);
 }
+
+/* ---- an idle pool thread is counted once ---------------------------------------------- */
+
+/* Two jobs that can only finish together: each waits (up to 2 s) for the
+ * other to arrive. Run one after the other, the first gives up. */
+typedef struct rendezvous {
+    atomic_int arrived;
+    atomic_int met;
+} rendezvous;
+
+static void *meet(void *arg)
+{
+    rendezvous *r = arg;
+    atomic_fetch_add(&r->arrived, 1);
+    uint64_t give_up = mono_ns() + 2000 * MS;
+    while (atomic_load(&r->arrived) < 2 && mono_ns() < give_up)
+        usleep(200);
+    if (atomic_load(&r->arrived) >= 2)
+        atomic_fetch_add(&r->met, 1);
+    return NULL;
+}
+
+static void *nothing(void *arg) { return arg; }
+
+Test(spawn_blocking, two_jobs_submitted_while_one_thread_is_idle_run_at_the_same_time, .timeout = 60)
+{
+    urt_runtime *rt = rt_new(1);
+    for (int round = 0; round < 5; round++) {
+        /* leave exactly one idle pool thread behind */
+        urt_task *w = NULL;
+        cr_assert_eq(urt_spawn_blocking(rt, &w, nothing, NULL), 0);
+        cr_assert_eq(urt_join(w, NULL), 0);
+        usleep(20 * 1000);
+        rendezvous r = {0};
+        urt_task *a = NULL, *b = NULL;
+        cr_assert_eq(urt_spawn_blocking(rt, &a, meet, &r), 0);
+        cr_assert_eq(urt_spawn_blocking(rt, &b, meet, &r), 0);
+        cr_assert_eq(urt_join(a, NULL), 0);
+        cr_assert_eq(urt_join(b, NULL), 0);
+        cr_assert_eq(atomic_load(&r.met), 2, "round %d: the two jobs ran one after the other", round);
+    }
+    urt_runtime_destroy(rt);
+}
+
+/* ---- no thread can be started --------------------------------------------------------- */
+
+typedef struct bip_try {
+    int res;
+    bool ran;
+} bip_try;
+
+static void *mark_ran(void *arg)
+{
+    *(bool *)arg = true;
+    return NULL;
+}
+
+static void *try_block_in_place(void *arg)
+{
+    bip_try *b = arg;
+    b->res = urt_block_in_place(mark_ran, &b->ran, NULL);
+    return NULL;
+}
+
+/* RLIMIT_NPROC applies to unprivileged users: with the limit reached no
+ * pool thread can be created, and both entries say -EAGAIN instead of
+ * queueing work that nothing will ever run. */
+Test(spawn_blocking, spawn_blocking_and_block_in_place_give_eagain_when_no_thread_can_be_started, .timeout = 60)
+{
+    become_unprivileged();
+    urt_runtime *rt = rt_new(1);
+    struct rlimit old;
+    cr_assert_eq(getrlimit(RLIMIT_NPROC, &old), 0);
+    struct rlimit low = {.rlim_cur = 1, .rlim_max = old.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_NPROC, &low), 0);
+
+    urt_task *t = (urt_task *)0x1;
+    cr_assert_eq(urt_spawn_blocking(rt, &t, nothing, NULL), -EAGAIN);
+    cr_assert_null(t);
+    bip_try b = {.res = 1};
+    cr_assert_eq(urt_runtime_block_on(rt, try_block_in_place, &b, NULL), 0);
+    cr_assert_eq(b.res, -EAGAIN);
+    cr_assert(!b.ran, "fn ran although block_in_place failed");
+
+    /* threads can be had again: both work */
+    cr_assert_eq(setrlimit(RLIMIT_NPROC, &old), 0);
+    void *r = NULL;
+    cr_assert_eq(urt_spawn_blocking(rt, &t, nothing, (void *)5), 0);
+    cr_assert_eq(urt_join(t, &r), 0);
+    cr_assert_eq((uintptr_t)r, 5);
+    b.res = 1;
+    cr_assert_eq(urt_runtime_block_on(rt, try_block_in_place, &b, NULL), 0);
+    cr_assert_eq(b.res, 0);
+    cr_assert(b.ran);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- shutdown from the pool ----------------------------------------------------------- */
+
+static void *shutdown_own_runtime(void *arg)
+{
+    return (void *)(intptr_t)urt_runtime_shutdown((urt_runtime *)arg, 0);
+}
+
+static void *shutdown_in_place(void *arg)
+{
+    void *r = NULL;
+    urt_block_in_place(shutdown_own_runtime, arg, &r);
+    return r;
+}
+
+Test(spawn_blocking, shutdown_from_a_blocking_job_or_block_in_place_gives_edeadlk_at_once, .timeout = 30)
+{
+    urt_runtime *rt = rt_new(2);
+    urt_task *t = NULL;
+    void *r = NULL;
+    cr_assert_eq(urt_spawn_blocking(rt, &t, shutdown_own_runtime, rt), 0);
+    cr_assert_eq(urt_join(t, &r), 0);
+    cr_assert_eq((intptr_t)r, -EDEADLK);
+    cr_assert_eq(urt_runtime_block_on(rt, shutdown_in_place, rt, &r), 0);
+    cr_assert_eq((intptr_t)r, -EDEADLK);
+    /* the runtime still works */
+    cr_assert_eq(urt_runtime_block_on(rt, nothing, (void *)3, &r), 0);
+    cr_assert_eq((uintptr_t)r, 3);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- a finished job's value survives a shutdown ---------------------------------------- */
+
+static void *slow_42(void *arg)
+{
+    atomic_store((atomic_int *)arg, 1);
+    usleep(200 * 1000);
+    return (void *)42;
+}
+
+Test(spawn_blocking, job_that_returns_during_shutdown_joins_with_its_value, .timeout = 30)
+{
+    urt_runtime *rt = rt_new(1);
+    atomic_int started = 0;
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn_blocking(rt, &t, slow_42, &started), 0);
+    while (!atomic_load(&started))
+        usleep(1000);
+    cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+    void *r = NULL;
+    cr_assert_eq(urt_join(t, &r), 0, "a job that ran to the end joins as 0");
+    cr_assert_eq((uintptr_t)r, 42);
+    urt_runtime_destroy(rt);
+}

@@ -89,10 +89,20 @@ __attribute__((cold)) struct io_uring_sqe *ring_sqe_slow(urt_ring *r)
     return NULL;
 }
 
-void ring_reserve(urt_ring *r, unsigned n)
+bool ring_reserve(urt_ring *r, unsigned n)
 {
     if (io_uring_sq_space_left(&r->uring) < n)
         ring_submit(r);
+    return io_uring_sq_space_left(&r->uring) >= n;
+}
+
+void ring_link_timeout(urt_ring *r, ring_op *op, struct io_uring_sqe *op_sqe, struct __kernel_timespec *ts)
+{
+    op_sqe->flags |= IOSQE_IO_LINK;
+    struct io_uring_sqe *tsqe = ring_sqe(r);   /* reserved: never NULL, never a flush between */
+    io_uring_prep_link_timeout(tsqe, ts, 0);
+    io_uring_sqe_set_data64(tsqe, ring_tag(op, RING_TAG_OP_TIMER, op->gen));
+    op->nleft++;
 }
 
 int ring_submit(urt_ring *r)
@@ -144,14 +154,21 @@ unsigned ring_reap(urt_ring *r, const ring_handlers *h, void *ctx)
         void *p = (void *)(uintptr_t)(ud & RING_PTR_MASK);
         n++;
         switch (ud & RING_TAG_MASK) {
-        case RING_TAG_OP: {
+        case RING_TAG_OP:
+        case RING_TAG_OP_TIMER: {
             ring_op *op = p;
             if (op == NULL)
                 break;
-            op->res = cqe->res;
-            op->cflags = cqe->flags;
-            op->done = true;
-            h->op_done(ctx, op);
+            if ((ud & RING_TAG_MASK) == RING_TAG_OP) {
+                op->res = cqe->res;
+                op->cflags = cqe->flags;
+            } else if (cqe->res == -ETIME) {
+                op->timer_fired = true;
+            }
+            if (--op->nleft == 0) {
+                op->done = true;
+                h->op_done(ctx, op);
+            }
             break;
         }
         case RING_TAG_MULTI:

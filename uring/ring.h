@@ -37,6 +37,7 @@ enum {
     RING_TAG_IGNORE = 2,    /* linked timeouts, cancel requests */
     RING_TAG_BELL = 3,      /* a doorbell arrived (MSG_RING or eventfd read) */
     RING_TAG_BELL_FAIL = 4, /* our doorbell to worker <index> failed */
+    RING_TAG_OP_TIMER = 5,  /* the LINK_TIMEOUT of a one-shot op: record = that op's ring_op */
 };
 #define RING_TAG_MASK 7ull
 #define RING_PTR_MASK 0x0000fffffffffff8ull
@@ -44,9 +45,11 @@ enum {
 typedef struct ring_op {
     int32_t res;            /* CQE result, valid once done */
     uint32_t cflags;        /* CQE flags */
-    uint16_t gen;           /* bumped by ring_op_start */
-    bool done;              /* set by the dispatcher on the owning ring's thread */
+    uint16_t gen;           /* from the ring's counter, set by ring_op_start */
+    uint8_t nleft;          /* CQEs still to come: 1, or 2 with a linked timeout */
+    bool done;              /* every CQE is in; set by the dispatcher on the owning ring's thread */
     bool cancel_sent;
+    bool timer_fired;       /* the linked timeout expired (its CQE said -ETIME) */
     void *owner;            /* opaque: the record's user (the runtime's task) */
 } ring_op;
 
@@ -63,6 +66,7 @@ typedef struct urt_ring {
     unsigned features;      /* IORING_FEAT_* */
     unsigned pending;       /* SQEs prepared, not yet submitted */
     bool taskrun_flag;      /* IORING_SQ_TASKRUN is set by the kernel when work waits */
+    uint16_t gen_next;      /* generations for op records, owner only */
     /* counters, owner only */
     uint64_t sqes_submitted, enters, cqes_reaped;
 } urt_ring;
@@ -95,17 +99,28 @@ static inline struct io_uring_sqe *ring_sqe(urt_ring *r)
         r->pending++;
     return sqe;
 }
-/* Reserve n SQEs at once (a linked pair must not be split by a flush). */
-void ring_reserve(urt_ring *r, unsigned n);
+/* Make room for n SQEs at once (a linked pair must not be split by a flush).
+ * False when the ring cannot give n (the caller reports -EBUSY). */
+bool ring_reserve(urt_ring *r, unsigned n);
 
-/* Prepare op for a new submission: bumps the generation, clears done. */
-static inline void ring_op_start(ring_op *op, void *owner)
+/* Prepare op for a new submission: a fresh generation (from the ring, so a
+ * stale cancel never matches a later op at the same address), one CQE to
+ * come, nothing done. */
+static inline void ring_op_start(urt_ring *r, ring_op *op, void *owner)
 {
-    op->gen++;
+    op->gen = ++r->gen_next;
+    op->nleft = 1;
     op->done = false;
     op->cancel_sent = false;
+    op->timer_fired = false;
     op->owner = owner;
 }
+
+/* Link a timeout of ts (relative) to the SQE just prepared for op (which
+ * gets IOSQE_IO_LINK): its CQE is counted into op, so op is done only when
+ * both are in, and op->timer_fired tells whether the timeout expired. The
+ * caller reserved the second SQE. */
+void ring_link_timeout(urt_ring *r, ring_op *op, struct io_uring_sqe *op_sqe, struct __kernel_timespec *ts);
 
 /* Submit what is pending (no syscall when nothing is). Returns submitted or -errno. */
 int  ring_submit(urt_ring *r);
