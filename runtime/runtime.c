@@ -62,7 +62,12 @@ static void destroy_parts(urt_runtime *rt)
     pthread_cond_destroy(&rt->sd_cv);
     pthread_mutex_destroy(&rt->wd_lock);
     pthread_cond_destroy(&rt->wd_cv);
+#if URT_CHECKED
+    at_store_relaxed(&rt->magic, DEAD_MAGIC);
+    urt__quarantine(rt, sizeof(*rt));
+#else
     free(rt);
+#endif
 }
 
 static unsigned online_cpus(void)
@@ -114,6 +119,7 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
         return -ENOMEM;
     memset(rt, 0, sizeof(*rt));
     rt->cfg = c;
+    at_store_relaxed(&rt->magic, RT_MAGIC);
     rt->nworkers = c.workers;
     at_store_relaxed(&rt->next_id, 1);
     inject_init(&rt->inject);
@@ -214,7 +220,7 @@ static void cancel_everything(urt_runtime *rt)
         own_shard *s = &rt->shards[i];
         pthread_mutex_lock(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next)
-            urt_cancel(t);   /* t stays alive: it leaves this list only under our lock */
+            task_cancel(t);   /* t stays alive: it leaves this list only under our lock */
         pthread_mutex_unlock(&s->lock);
     }
 }
@@ -285,6 +291,7 @@ int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns)
 {
     if (!rt)
         return -EINVAL;
+    CHECK_RT(rt, "urt_runtime_shutdown");
     if (inside_runtime(rt))
         return -EDEADLK;
     uint32_t exp = 0;
@@ -351,6 +358,7 @@ void urt_runtime_destroy(urt_runtime *rt)
 {
     if (!rt)
         return;
+    CHECK_RT(rt, "urt_runtime_destroy");
     if (inside_runtime(rt)) {
         urt__log("urt: urt_runtime_destroy called from inside the runtime (a worker, a blocking job or "
                  "a hook); ignored\n");
@@ -377,6 +385,7 @@ int urt_runtime_block_on(urt_runtime *rt, urt_fn fn, void *arg, void **ret)
 {
     if (!rt || !fn)
         return -EINVAL;
+    CHECK_RT(rt, "urt_runtime_block_on");
     if (urt__cur_worker() || urt__in_hook())
         return -EDEADLK;
     urt_task *t;

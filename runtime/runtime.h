@@ -68,7 +68,12 @@ typedef struct urt_waiter {
     int result;                   /* what the waker hands over */
 } urt_waiter;
 
+#define TASK_MAGIC 0x7a5c7a5cu    /* a live task header (checked builds) */
+#define RT_MAGIC   0x72756e74u    /* a live runtime (checked builds) */
+#define DEAD_MAGIC 0xdeaddeadu
+
 struct urt_task {
+    _Atomic uint32_t magic;       /* TASK_MAGIC until freed; first: the checked build poisons the rest */
     q_node node;                  /* run queues; a task is in at most one */
     _Atomic uint32_t state;       /* TS_* */
     _Atomic uint32_t refs;
@@ -203,6 +208,7 @@ typedef struct blocking_pool {
 } blocking_pool;
 
 struct urt_runtime {
+    _Atomic uint32_t magic;        /* RT_MAGIC until destroyed */
     urt_config cfg;
     unsigned nworkers;
     urt_worker *workers;
@@ -242,6 +248,7 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
 void task_ref(urt_task *t);
 void task_unref(urt_task *t);
 void task_wake(urt_task *t);
+int  task_cancel(urt_task *t);                             /* urt_cancel without the handle check */
 void task_complete(urt_task *t, void *ret, int result);   /* any thread */
 void task_suspend(urt_task *t, int reason);                /* from the task's fiber */
 bool task_cancel_pending(urt_task *t);                     /* cancelled and not shielded */
@@ -299,6 +306,22 @@ int  pool_submit_blocking(urt_runtime *rt, urt_task *t);  /* -EAGAIN: no thread 
 int  pool_submit_bip(urt_runtime *rt, urt_task *t);       /* -EAGAIN: no thread is idle or can start */
 bool pool_shutdown(urt_runtime *rt, uint64_t wait_ns);   /* false: some job never returned */
 void pool_destroy(blocking_pool *p);
+
+/* ---- checked.c: the checked build (URT_CHECKED) ---- */
+#ifndef URT_CHECKED
+#define URT_CHECKED 0
+#endif
+#if URT_CHECKED
+void urt__quarantine(void *p, size_t size);          /* free later; its first word (the magic) says
+                                                        DEAD meanwhile, ASan poisons the rest */
+void urt__check_handle(const urt_task *t, const char *call);  /* abort unless a live, held handle */
+void urt__check_rt(const urt_runtime *rt, const char *call);  /* abort unless a live runtime */
+#define CHECK_HANDLE(t, call) urt__check_handle((t), (call))
+#define CHECK_RT(rt, call)    urt__check_rt((rt), (call))
+#else
+#define CHECK_HANDLE(t, call) ((void)0)
+#define CHECK_RT(rt, call)    ((void)0)
+#endif
 
 /* ---- log.c ---- */
 /* One line to stderr (fmt ends with \n), never blocking: dropped and counted

@@ -26,6 +26,10 @@
  *     the pool keep their pages; the rest cost address space only.
  *   in use: owned by one task.
  * A stack of any other size bypasses both: mapped on get, unmapped on put.
+ * Unmap failures (munmap says ENOMEM at vm.max_map_count when it must split
+ * a merged VMA, or EPERM for a sealed one) leave the stack mapped and whole:
+ * it goes on the pool's `stuck` list (a node written at its own low end, so
+ * no memory is needed) and is counted; a get of its size takes it first.
  *
  * Overflow. One SIGSEGV/SIGBUS handler per process (installed once, with
  * SA_ONSTACK so that it runs on the worker's alternate signal stack, never on
@@ -159,13 +163,54 @@ int urt__stack_map(urt_stack *s, size_t size)
     return map_usable(s, usable);
 }
 
-void urt__stack_unmap(urt_stack *s)
+int urt__stack_unmap(urt_stack *s)
 {
     if (s->base) {
         STACK_UNPOISON(s->lo, (size_t)((char *)s->hi - (char *)s->lo));
-        munmap(s->base, s->total);
+        if (munmap(s->base, s->total) != 0)
+            return -errno;
     }
     memset(s, 0, sizeof *s);
+    return 0;
+}
+
+/* A stack munmap refused: its own memory holds the list node. */
+struct stuck_stack {
+    urt_stack s;
+    struct stuck_stack *next;
+};
+
+/* Unmap s; if that fails keep it on the stuck list. */
+static void pool_unmap(urt_stack_pool *p, urt_stack *s)
+{
+    if (urt__stack_unmap(s) == 0)
+        return;
+    struct stuck_stack *n = s->lo;
+    n->s = *s;
+    pthread_mutex_lock(&p->lock);
+    n->next = p->stuck;
+    p->stuck = n;
+    p->unmap_failures++;
+    pthread_mutex_unlock(&p->lock);
+    memset(s, 0, sizeof *s);
+}
+
+/* A stuck stack of the pool's size, if there is one. */
+static bool pool_pop_stuck(urt_stack_pool *p, urt_stack *out)
+{
+    bool got = false;
+    pthread_mutex_lock(&p->lock);
+    for (struct stuck_stack **pp = &p->stuck; *pp; pp = &(*pp)->next) {
+        struct stuck_stack *n = *pp;
+        if ((size_t)((char *)n->s.hi - (char *)n->s.lo) == p->size) {
+            *pp = n->next;
+            *out = n->s;
+            got = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return got;
 }
 
 bool urt__stack_guard_hit(const urt_stack *s, const void *addr)
@@ -219,6 +264,12 @@ void urt__stack_pool_destroy(urt_stack_pool *p)
 {
     for (unsigned i = 0; i < p->nfree; i++)
         urt__stack_unmap(&p->free[i]);
+    while (p->stuck) {   /* one more try; what still cannot go stays mapped */
+        struct stuck_stack *n = p->stuck;
+        p->stuck = n->next;
+        urt_stack s = n->s;
+        urt__stack_unmap(&s);
+    }
     free(p->free);
     pthread_mutex_destroy(&p->lock);
     memset(p, 0, sizeof *p);
@@ -257,7 +308,7 @@ static COLD void pool_push(urt_stack_pool *p, urt_stack *v, unsigned n)
     pthread_mutex_unlock(&p->lock);
 
     for (i = take; i < n; i++)
-        urt__stack_unmap(&v[i]);
+        pool_unmap(p, &v[i]);
 }
 
 /* Take up to `want` stacks from the pool into v; returns how many. */
@@ -288,6 +339,8 @@ static COLD int get_slow(urt_stack_pool *p, urt_stack_cache *c, urt_stack *out)
     } else if (pool_pop(p, out, 1)) {
         return 0;
     }
+    if (pool_pop_stuck(p, out))
+        return 0;
     return map_usable(out, p->size);
 }
 
@@ -326,7 +379,10 @@ void urt__stack_put(urt_stack_pool *p, urt_stack_cache *c, urt_stack *s)
     if (!s->base)
         return;
     if (!p || stack_usable(s) != p->size) {
-        urt__stack_unmap(s);
+        if (p)
+            pool_unmap(p, s);
+        else
+            urt__stack_unmap(s);
         return;
     }
     STACK_UNPOISON(s->lo, p->size);

@@ -26,7 +26,9 @@ typedef struct urt_stack {
 
 /* Map a stack of at least `size` usable bytes (rounded up to pages). 0 or -ENOMEM. */
 int  urt__stack_map(urt_stack *s, size_t size);
-void urt__stack_unmap(urt_stack *s);
+/* 0, or -errno when munmap failed (vm.max_map_count, a sealed mapping): then
+ * the stack is still mapped and usable, and *s is left as it was. */
+int  urt__stack_unmap(urt_stack *s);
 /* Is addr inside s's guard region? */
 bool urt__stack_guard_hit(const urt_stack *s, const void *addr);
 /* Which guard mechanism this kernel gave: "madv_guard" or "mprotect". */
@@ -41,6 +43,8 @@ typedef struct urt_stack_pool {
     unsigned nfree, cap;        /* under lock; cap: most kept, extra unmapped */
     unsigned dirty_max;         /* set after init, before use: pooled stacks that keep
                                    their pages (default 4) */
+    struct stuck_stack *stuck;  /* under lock: stacks munmap refused, kept for reuse */
+    unsigned long unmap_failures;   /* under lock: how many munmaps failed */
 } urt_stack_pool;
 
 #define URT_STACK_CACHE 64

@@ -78,6 +78,7 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
         strncpy(t->name, o->name, TASK_NAME_MAX - 1);
         t->name[TASK_NAME_MAX - 1] = 0;
     }
+    at_store_relaxed(&t->magic, TASK_MAGIC);
     at_store_relaxed(&t->state, TS_SCHEDULED);
     at_store_relaxed(&t->refs, 1);
     at_store_relaxed(&t->home, -1);
@@ -110,8 +111,14 @@ void task_ref(urt_task *t) { at_fadd_relaxed(&t->refs, 1); }
 void task_unref(urt_task *t)
 {
     /* acq_rel: the last owner sees every write made under the other refs */
-    if (at_fsub_acqrel(&t->refs, 1) == 1)
+    if (at_fsub_acqrel(&t->refs, 1) == 1) {
+#if URT_CHECKED
+        at_store_relaxed(&t->magic, DEAD_MAGIC);
+        urt__quarantine(t, sizeof(*t));
+#else
         free(t);
+#endif
+    }
 }
 
 bool task_cancel_pending(urt_task *t)
@@ -324,6 +331,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         if (!rt)
             return -EINVAL;
     }
+    CHECK_RT(rt, kind == TK_BLOCKING ? "urt_spawn_blocking" : "urt_spawn");
     if (o && o->stack_size && (o->stack_size < URT_STACK_MIN || o->stack_size > URT_STACK_MAX))
         return -EINVAL;
     if (o && (o->flags & ~(URT_TASK_MIGRATABLE | URT_TASK_SPREAD)))
@@ -428,6 +436,7 @@ int urt_join(urt_task *t, void **ret)
 {
     if (!t)
         return -EINVAL;
+    CHECK_HANDLE(t, "urt_join");
     urt_task *cur = urt__cur_task();
     if (cur == t || urt__in_hook())
         return join_give_up(t, -EDEADLK);
@@ -498,6 +507,12 @@ int urt_cancel(urt_task *t)
 {
     if (!t)
         return -EINVAL;
+    CHECK_HANDLE(t, "urt_cancel");
+    return task_cancel(t);
+}
+
+int task_cancel(urt_task *t)
+{
     /* acq_rel CAS: a task that has completed is left alone (its result
      * stands); otherwise task_complete's CAS comes after ours and keeps the
      * bit, and the wake below makes the task look at its state */
@@ -513,8 +528,10 @@ int urt_cancel(urt_task *t)
 
 void urt_detach(urt_task *t)
 {
-    if (t)
+    if (t) {
+        CHECK_HANDLE(t, "urt_detach");
         handle_release(t);
+    }
 }
 
 uint64_t urt_task_id(const urt_task *t) { return t ? t->id : 0; }

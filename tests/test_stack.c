@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <ucontext.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "runtime/stack.h"
@@ -945,4 +946,33 @@ Test(pool, init_rejects_an_impossible_size, .timeout = 30)
     urt_stack_pool p;
 
     cr_assert_eq(urt__stack_pool_init(&p, SIZE_MAX, 8), -EINVAL);
+}
+
+/* munmap can fail (vm.max_map_count when a merged VMA must be split, or a
+ * sealed mapping): the stack is still whole and usable, so the pool keeps
+ * it, counts it, and hands it out again instead of losing it. A sealed
+ * mapping (mseal, 6.10+) makes munmap fail here for sure. */
+Test(pool, a_stack_that_cannot_be_unmapped_is_kept_and_reused, .timeout = 30)
+{
+#ifndef SYS_mseal
+#define SYS_mseal 462
+#endif
+    urt_stack_pool p;
+    cr_assert_eq(urt__stack_pool_init(&p, URT_STACK_DEFAULT, 0), 0);   /* cap 0: every put unmaps */
+    urt_stack s;
+    cr_assert_eq(urt__stack_get(&p, NULL, URT_STACK_DEFAULT, &s), 0);
+    void *base = s.base;
+    if (syscall(SYS_mseal, s.base, s.total, 0) != 0)
+        cr_skip_test("mseal is not available here: %s", strerror(errno));
+    memset(s.lo, 0x5a, 4096);
+    urt__stack_put(&p, NULL, &s);
+    cr_assert_eq(p.unmap_failures, 1, "the failed munmap is counted");
+    cr_assert(is_mapped(base));
+    urt_stack again;
+    cr_assert_eq(urt__stack_get(&p, NULL, URT_STACK_DEFAULT, &again), 0);
+    cr_assert_eq(again.base, base, "the kept stack is handed out again");
+    memset(again.lo, 0, (size_t)((char *)again.hi - (char *)again.lo));   /* usable, whole */
+    urt__stack_put(&p, NULL, &again);
+    cr_assert_eq(p.unmap_failures, 2);
+    urt__stack_pool_destroy(&p);   /* tries once more; a sealed stack stays mapped */
 }

@@ -18,8 +18,10 @@ for b in "${builds[@]}"; do
   [ "$b" = normal ] || san="$b"
   dir="build-test-$b"
   echo "=== $b build ==="
+  checked=OFF
+  [ "$b" = address ] && checked=ON   # the ASan build is also the checked build
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DURT_WERROR=ON \
-        -DURT_SANITIZE="$san" -DURT_BUILD_BENCH=OFF >/dev/null
+        -DURT_SANITIZE="$san" -DURT_CHECKED="$checked" -DURT_BUILD_BENCH=OFF >/dev/null
   ninja -C "$dir"
   # halt_on_error: a sanitizer report fails the test that caused it
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
