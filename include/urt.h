@@ -14,6 +14,15 @@
  *    and is expected to return. Nothing is unwound behind its back.
  *  - No urt call is async-signal-safe. After fork() the child must not use
  *    the parent's runtimes; it may create its own.
+ *  - Signal masks: worker threads block SIGHUP, SIGINT, SIGQUIT, SIGPIPE
+ *    and SIGTERM, and blocking-pool threads (spawn_blocking,
+ *    block_in_place) block every signal. A child process started from a
+ *    task or a blocking job (fork/exec, posix_spawn, system) inherits that
+ *    mask, so e.g. SIGTERM would not end it: reset the mask in the child
+ *    (posix_spawnattr_setsigmask with an empty set and
+ *    POSIX_SPAWN_SETSIGMASK, or sigprocmask before exec).
+ *  - Library messages (watchdog, shutdown, destroy) go to stderr without
+ *    ever blocking: when stderr is a full pipe they are dropped and counted.
  *
  * Where a call may be made (the "Context:" of each description):
  *  - "in a task": code running as a urt task, a fiber on a worker thread.
@@ -78,17 +87,24 @@ typedef void *(*urt_fn)(void *arg);
 
 typedef struct urt_config {
     unsigned workers;               /* 0: one per online CPU (at most 1024) */
-    unsigned ring_entries;          /* SQ entries; 0: library default (256) */
+    unsigned ring_entries;          /* SQ entries; 0: library default (256); values below 8 are
+                                       raised to 8 and the kernel rounds up to a power of two,
+                                       so an op and its linked timeout always fit together */
     size_t   stack_size;            /* task stack; 0: default (256 KiB virtual); 16 KiB .. 1 GiB */
     unsigned event_interval;        /* 0: default (61) */
     unsigned global_queue_interval; /* 0: adaptive (aims at 200 us between inject checks) */
     unsigned max_blocking_threads;  /* 0: default (512) */
     unsigned flags;                 /* URT_CONFIG_* bits */
-    /* Hooks, may be NULL. on_task_spawn runs on the spawning thread inside
-     * urt_spawn*, before the task can run; on_task_terminate runs on the
-     * thread the task ends on, after fn returned. t is borrowed for the
-     * call; data is hook_data. They must be quick and must not wait (a
-     * blocking urt_join there returns -EDEADLK). */
+    /* Hooks, may be NULL. on_task_spawn runs inside urt_spawn*, before the
+     * task can run, on the spawning thread: in the spawning task when a task
+     * spawns (urt_current() is its runtime then), else on the plain thread.
+     * on_task_terminate runs after fn returned (or when the task ended
+     * without running), on the thread it ends on: its worker thread outside
+     * any task, or the pool thread of a blocking task. t is borrowed for the
+     * call; data is hook_data. They must be quick and must not suspend or
+     * block: every urt call that would wait (urt_join, urt_sleep, I/O, the
+     * sync primitives when they would wait, urt_block_in_place,
+     * urt_runtime_block_on / shutdown) returns -EDEADLK there instead. */
     void (*on_task_spawn)(urt_task *t, void *data);
     void (*on_task_terminate)(urt_task *t, void *data);
     void *hook_data;
@@ -141,22 +157,30 @@ URT_API int urt_runtime_block_on(urt_runtime *rt, urt_fn fn, void *arg, void **r
  * allocated (urt_runtime_stats still works); free it with
  * urt_runtime_destroy. Blocking tasks already running cannot be
  * interrupted and are waited for, like tasks that ignore cancellation.
- * Context: a plain thread; -EDEADLK from a worker thread.
+ * Context: a plain thread that is not part of rt: -EDEADLK (at once) from
+ * a worker thread, a blocking task of rt, inside urt_block_in_place or in a
+ * hook.
  * Returns 0; -EINVAL (rt NULL); -ETIMEDOUT when some task (or blocking job)
- * had not ended 5 s after cancellation (its thread and memory are left
- * alone, reported on stderr, and never freed). Idempotent: later calls return the first call's result (make
- * them from one thread at a time).
+ * had not ended cfg.cancel_wait_ns (default 5 s) after cancellation: it is
+ * named on stderr, its worker goes on serving it (a cancelled task that
+ * keeps calling is slowed down to a call per millisecond or so, it does not
+ * spin), and its memory is left alone. Idempotent: later calls return the
+ * first call's result (make them from one thread at a time).
  */
 URT_API int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns);
 
 /*
  * urt_runtime_shutdown(rt, 0) if that has not been done (tasks still running
- * are cancelled), then free rt and everything it owns. Task handles that
- * were never joined or detached are reported on stderr and die with it.
- * rt NULL: nothing. After a shutdown that returned -ETIMEDOUT the memory is
- * left allocated on purpose (a worker may still be using it).
- * Context: a plain thread; from a worker thread it prints a message to
- * stderr and does nothing.
+ * are cancelled), then free rt and everything it owns. Plain threads still
+ * blocked in urt_join or urt_runtime_block_on get their result (-ECANCELED
+ * for a cancelled task) and are done with rt before it is freed. Task
+ * handles that were never joined or detached are freed, and counted and
+ * named on stderr. rt NULL: nothing. After a shutdown that returned
+ * -ETIMEDOUT, destroy looks again: if the stuck tasks have ended by now it
+ * frees everything, else the memory is left allocated on purpose (a worker
+ * may still be using it) and a line says so.
+ * Context: a plain thread; from inside rt (a worker, a blocking task, a
+ * hook) it prints a message to stderr and does nothing.
  * Ownership: rt and every handle of its tasks are invalid afterwards.
  */
 URT_API void urt_runtime_destroy(urt_runtime *rt);
@@ -195,7 +219,10 @@ typedef struct urt_spawn_opts {
  * handle the caller owns: give it up with a urt_join that consumes it or
  * with urt_detach, exactly once. *t is NULL on failure.
  * Returns 0; -EINVAL (fn NULL; rt NULL outside a task); -ESHUTDOWN (rt is
- * shutting down); -ENOMEM. On failure fn is never called.
+ * shutting down); -ENOMEM. On failure neither fn nor opts->on_drop is
+ * called (arg is still the caller's). Once 0 is returned, exactly one of
+ * fn(arg) and opts->on_drop(arg) runs (unless a shutdown gives up on a
+ * runtime before the task's turn comes).
  *
  * urt_spawn_ex: the same, with options (opts NULL: as urt_spawn). opts is
  * read during the call only; its name is copied. -EINVAL also for a
@@ -210,15 +237,23 @@ URT_API int urt_spawn_ex(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg,
  * Wait for t (a task or a blocking task) to end.
  * Context: any thread. In a task it suspends the task (urt_op_timeout
  * applies); on a plain thread or inside urt_block_in_place it blocks the
- * thread (no timeout). From a worker thread outside a task: -EDEADLK.
- * Ownership: on 0 or -ECANCELED for the task, t is consumed (freed; do not
- * use it again). ret may be NULL, else *ret gets fn's return value.
- * Returns 0 when fn ran to the end. -ECANCELED when t was cancelled: t is
- * consumed and *ret is fn's return value if fn ran to the end, NULL if it
- * never started. If the *joiner* is cancelled (or its urt_op_timeout
- * expires), returns -ECANCELED (-ETIMEDOUT) and t stays owned by the
- * caller: join again or detach. -EINVAL (t NULL); -EDEADLK (joining
- * yourself, or a blocking join on a worker thread).
+ * thread (no timeout). In a hook, or on a worker thread outside a task:
+ * -EDEADLK.
+ * Ownership: urt_join always consumes t, whatever it returns (t NULL
+ * aside): do not use t again. When the join gives up (the joiner was
+ * cancelled, its timeout passed, -EDEADLK) t is detached: the task runs on
+ * and is freed when it ends. ret may be NULL, else *ret gets fn's return
+ * value (NULL if fn never ran).
+ * Returns 0: fn ran to the end (a cancel that came after it ended changes
+ * nothing; a blocking task that ran joins as 0 even if a shutdown came
+ * meanwhile). -ECANCELED with urt_cancelled() false: the task was cancelled
+ * before it finished, or never ran. -ENOMEM: it never ran because no stack
+ * could be mapped for it (tried again for about a second first). The
+ * joiner gave up: -ECANCELED with urt_cancelled() true (the joiner was
+ * cancelled), -ETIMEDOUT (its urt_op_timeout passed). -EINVAL (t NULL);
+ * -EDEADLK (joining yourself; a blocking join on a worker thread; a hook).
+ * Checked builds (URT_CHECKED) abort with a message when t was already
+ * joined or detached.
  */
 URT_API int  urt_join(urt_task *t, void **ret);
 /*
@@ -226,8 +261,9 @@ URT_API int  urt_join(urt_task *t, void **ret);
  * -ECANCELED (held back while it has urt_cancel_shield on); urt_cancelled()
  * turns true for it. Nothing is unwound: the task decides when to return.
  * A blocking task that has not started yet never runs; one that runs
- * cannot see the request and runs to the end. Cancelling a task that has
- * ended, or twice, does nothing.
+ * cannot see the request and runs to the end (its join then says 0).
+ * Cancelling a task that has ended, or twice, does nothing: the result of
+ * one that ended stands.
  * Context: any thread. t is borrowed: the caller still joins or detaches it.
  * Returns 0, or -EINVAL (t NULL).
  */
@@ -247,10 +283,12 @@ URT_API void urt_detach(urt_task *t);
 URT_API void urt_yield(void);
 /*
  * Suspend the calling task for at least ns nanoseconds (CLOCK_MONOTONIC,
- * never early). urt_op_timeout does not shorten it.
+ * never early). urt_op_timeout does not shorten it. A length whose end
+ * would overflow (UINT64_MAX, say) sleeps until cancelled.
  * Context: in a task; inside urt_block_in_place it sleeps the thread.
  * Returns 0; -ECANCELED (cancelled, before or while sleeping); -EPERM (not
- * in a task); -EBUSY (no submission queue entry free in the ring).
+ * in a task); -EDEADLK (in a hook); -EBUSY (no submission queue entry free
+ * in the ring).
  */
 URT_API int  urt_sleep(uint64_t ns);
 /*
@@ -319,7 +357,9 @@ URT_API uint64_t urt_now(void);
  * Context: any thread; rt NULL only in a task (its runtime).
  * Ownership, handle and errors as for urt_spawn: *t (t NULL: detached) is
  * joined with urt_join like any task; arg must stay valid while fn uses it.
- * Returns 0; -EINVAL; -ESHUTDOWN; -ENOMEM.
+ * Returns 0; -EINVAL; -ESHUTDOWN; -ENOMEM; -EAGAIN (the pool has no thread
+ * and none can be started: RLIMIT_NPROC, memory; fn is never called). When
+ * a thread exists but no new one can start, the job waits for it.
  */
 URT_API int urt_spawn_blocking(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg);
 
@@ -335,7 +375,9 @@ URT_API int urt_spawn_blocking(urt_runtime *rt, urt_task **t, urt_fn fn, void *a
  * Context: in a task; nested calls, and calls outside a task, run fn inline.
  * Ownership: arg is handed to fn untouched; ret may be NULL, else *ret gets
  * fn's return value.
- * Returns 0 (fn ran), or -EINVAL (fn NULL; fn not called).
+ * Returns 0 (fn ran), -EINVAL (fn NULL), -EAGAIN (no pool thread was idle
+ * and none could be started: RLIMIT_NPROC, memory; the task goes on on its
+ * worker), -EDEADLK (in a hook). fn is not called on an error.
  */
 URT_API int urt_block_in_place(urt_fn fn, void *arg, void **ret);
 
@@ -357,6 +399,10 @@ URT_API int urt_block_in_place(urt_fn fn, void *arg, void **ret);
  *    had from the ring (rare).
  *  - Buffers and addresses are borrowed until the call returns (the task's
  *    stack is fine). fd is borrowed: only urt_close closes it.
+ *  - Lengths above 0x7ffff000 (what the kernel moves in one call) are
+ *    clamped to it by every call, never truncated; the count returned says
+ *    what was moved.
+ *  - In a hook: -EDEADLK.
  */
 
 /* Accept a connection on listening socket fd, as accept4(2). addr and len
@@ -367,7 +413,8 @@ URT_API int     urt_accept(int fd, struct sockaddr *addr, socklen_t *len, int fl
 /* Connect socket fd to addr (len bytes), as connect(2). 0, -EINVAL (addr
  * NULL), or -errno (-ECONNREFUSED ...). */
 URT_API int     urt_connect(int fd, const struct sockaddr *addr, socklen_t len);
-/* Receive up to len bytes into buf (NULL only with len 0), as recv(2).
+/* Receive up to len bytes into buf (NULL only with len 0), as recv(2)
+ * (at most 0x7ffff000 per call).
  * Returns the count (0: the peer closed), -EINVAL, or -errno. */
 URT_API ssize_t urt_recv(int fd, void *buf, size_t len, int flags);
 /* Send up to len bytes from buf (NULL only with len 0), as send(2) with
@@ -383,11 +430,14 @@ URT_API ssize_t urt_read(int fd, void *buf, size_t len, int64_t off);
  * at the file position, as write(2). At most 0x7ffff000 bytes per call.
  * Returns the count written (may be short), -EINVAL, or -errno. */
 URT_API ssize_t urt_write(int fd, const void *buf, size_t len, int64_t off);
-/* Cancel every operation pending on fd in the calling worker's ring (other
- * tasks of this worker waiting on fd get -ECANCELED), then close fd; runs
- * to the end in a cancelled task and ignores urt_op_timeout. Outside a task
- * (and inside urt_block_in_place) it is close(2). fd is consumed even when
- * an error is returned. Returns 0, -EBADF (fd < 0), -EBUSY, or -errno. */
+/* End every operation pending on fd on every worker's ring (tasks on any
+ * worker waiting on fd, urt_rx and listeners included, get -ECANCELED),
+ * wait until they have ended, then close fd: the fd number is not freed
+ * (and cannot be reused) while an op on it runs. Runs to the end in a
+ * cancelled task and ignores urt_op_timeout. Outside a task (and inside
+ * urt_block_in_place, and in a hook) it is close(2), which ends nothing on
+ * the rings. fd is consumed even when an error is returned. Returns 0,
+ * -EBADF (fd < 0), or -errno of the close. */
 URT_API int     urt_close(int fd);
 
 /* Send all len bytes of buf, calling urt_send until done. Returns len, or
