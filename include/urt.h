@@ -239,10 +239,10 @@ URT_API int urt_spawn_ex(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg,
  * applies); on a plain thread or inside urt_block_in_place it blocks the
  * thread (no timeout). In a hook, or on a worker thread outside a task:
  * -EDEADLK.
- * Ownership: urt_join always consumes t, whatever it returns (t NULL
- * aside): do not use t again. When the join gives up (the joiner was
- * cancelled, its timeout passed, -EDEADLK) t is detached: the task runs on
- * and is freed when it ends. ret may be NULL, else *ret gets fn's return
+ * Ownership: urt_join consumes t whatever it returns, except -EINVAL and
+ * -EDEADLK (calls that could never wait leave t to the caller): do not use
+ * t again. When the join gives up (the joiner was cancelled or its timeout
+ * passed) t is detached: the task runs on and is freed when it ends. ret may be NULL, else *ret gets fn's return
  * value (NULL if fn never ran).
  * Returns 0: fn ran to the end (a cancel that came after it ended changes
  * nothing; a blocking task that ran joins as 0 even if a shutdown came

@@ -424,8 +424,9 @@ static int join_finish(urt_task *t, void **ret)
     return res;
 }
 
-/* urt_join consumes its handle whatever it returns: the target of a join
- * that gives up is detached (it runs on and is freed when it ends). */
+/* urt_join consumes its handle whatever it returns (but -EINVAL and
+ * -EDEADLK, calls that could never wait): the target of a join that gives
+ * up is detached (it runs on and is freed when it ends). */
 static int join_give_up(urt_task *t, int why)
 {
     handle_release(t);
@@ -439,7 +440,7 @@ int urt_join(urt_task *t, void **ret)
     CHECK_HANDLE(t, "urt_join");
     urt_task *cur = urt__cur_task();
     if (cur == t || urt__in_hook())
-        return join_give_up(t, -EDEADLK);
+        return -EDEADLK;   /* could never wait: t is left alone, as for -EINVAL */
     if (at_load_acquire(&t->state) & TS_COMPLETE)
         return join_finish(t, ret);
     urt_waiter w;
@@ -483,7 +484,7 @@ int urt_join(urt_task *t, void **ret)
         return join_finish(t, ret);   /* it ended: its result, even if we were cancelled meanwhile */
     }
     if (urt__cur_worker())
-        return join_give_up(t, -EDEADLK);   /* a worker thread outside a task must not block */
+        return -EDEADLK;   /* a worker thread outside a task must not block; t left alone */
     /* A plain thread blocks. `blocked` tells destroy that we still touch the
      * runtime; raised before the waiter is published (the completer, and so
      * shutdown, then sees it), dropped after our last touch. */

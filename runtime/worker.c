@@ -521,6 +521,7 @@ static void after_switch(urt_worker *w, urt_task *t)
 {
     urt_runtime *rt = w->rt;
     uint32_t s;
+    int e;
     switch (t->switch_reason) {
     case SW_DONE:
         fiber_destroy(&t->fiber);
@@ -546,7 +547,11 @@ static void after_switch(urt_worker *w, urt_task *t)
         break;
     }
     case SW_BIP:
-        if ((t->bip_err = pool_submit_bip(rt, t)) < 0) {
+        /* bip_err is written only on failure: on success a pool thread may
+         * already run the fiber, which reads it */
+        e = pool_submit_bip(rt, t);
+        if (e < 0) {
+            t->bip_err = e;
             /* no pool thread: resume it here; it returns the error */
             s = at_load_relaxed(&t->state);
             /* acq_rel: publishes the saved context, as a park does */

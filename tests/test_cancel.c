@@ -195,11 +195,8 @@ static void *fail_everything(void *arg)
     a->send_res = urt_send(a->fds[0], buf, 1, 0);
     a->notify_res = urt_notify_wait(a->gate);
     urt_task *t = NULL;
-    if (urt_spawn(NULL, &t, quick, NULL) == 0) {
-        a->join_res = urt_join(t, NULL);
-        if (a->join_res != 0)
-            urt_detach(t);   /* the joiner gave up: the handle is still ours */
-    }
+    if (urt_spawn(NULL, &t, quick, NULL) == 0)
+        a->join_res = urt_join(t, NULL);   /* consumes t even when the joiner gives up */
     a->close_res = urt_close(a->fds[0]);
     return NULL;
 }
