@@ -7,8 +7,9 @@
  *
  * Tasks:
  *   root      (urt_runtime_block_on) starts the others, prints "listening
- *             on ...", waits on `stop`, then cancels and joins the
- *             acceptor, the signal task and the stats task, and returns;
+ *             on ..." (retrying every 10 ms while stdout is full), waits on
+ *             `stop`, then cancels and joins the acceptor, the signal task
+ *             and the stats task, and returns;
  *             main then calls urt_runtime_shutdown(rt, 2 s), which gives the
  *             connections the grace period and then cancels them.
  *   signals   urt_read on a signalfd for SIGINT/SIGTERM/SIGUSR1 (blocked
@@ -39,6 +40,14 @@
  * counters summed over the workers since the start; t_ns is CLOCK_MONOTONIC
  * (urt_now). bench/compare takes the difference of two such lines.
  *
+ * Output: no worker ever blocks on stdout or stderr (a pipe nobody reads
+ * would stop that worker and every connection on it). Each line goes out
+ * in one non-blocking write or not at all: lines that find the stream full
+ * are dropped and counted, and the next line that gets out on that stream
+ * comes after a line saying how many were dropped (see log_put). Only
+ * main() writes blocking: its error lines before the runtime starts, and
+ * the exit totals line, which waits at most 0.5 s for room.
+ *
  * Memory per connection is the task stack plus, in plain mode, a 16 KiB
  * buffer; a peer that never reads blocks only its own task in
  * urt_send_all. In pooled mode such a connection also keeps up to
@@ -67,6 +76,8 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <urt.h>
@@ -79,6 +90,8 @@
 #define BACKOFF_MIN_NS   (10 * NS_PER_MS)
 #define BACKOFF_MAX_NS   (1 * NS_PER_SEC)
 #define MAX_WORKERS      1024u
+#define READY_RETRY_NS   (10 * NS_PER_MS)
+#define EXIT_LINE_WAIT_MS 500
 
 enum mode { MODE_PLAIN, MODE_POOLED };
 
@@ -129,6 +142,186 @@ static struct ratelimit rl_maxconns, rl_nofile, rl_accept_err, rl_conn_err;
 
 static const char *prog = "urt-echo";
 
+/* ---- output that never blocks a worker -------------------------------------
+ *
+ * A line goes out in one write of at most LOG_MAX (PIPE_BUF) bytes, which a
+ * pipe takes whole or not at all, or is dropped:
+ *   1. the sink's kind is found on its first use: a pipe, FIFO or socket is
+ *      written with pwritev2(RWF_NOWAIT) (-EAGAIN: full), which needs no
+ *      O_NONBLOCK on the file description (that would change it for every
+ *      other process sharing it); a regular file, tty or device, or a
+ *      kernel that answers EOPNOTSUPP, gets poll(POLLOUT, 0) and then one
+ *      write(2), serialised by log_poll_busy so two threads cannot both use
+ *      the room one poll saw (a thread that finds it taken drops its line);
+ *   2. a line that cannot go out is added to the sink's `dropped`;
+ *   3. the next line that goes out takes `dropped` (exchange) and is
+ *      preceded, in the same write, by a line saying how many were dropped
+ *      (if that write fails too the count goes back, plus the new line).
+ */
+#define LOG_MAX    PIPE_BUF
+#define LOG_NOTICE 160   /* room kept for the dropped-lines notice */
+
+enum sink_kind { SINK_UNKNOWN, SINK_NOWAIT, SINK_POLL };
+
+struct log_sink {
+    int fd;
+    const char *name;
+    int kind;           /* enum sink_kind: relaxed atomic, set by the first write */
+    uint64_t dropped;   /* lines dropped since the last notice: atomic */
+};
+
+static struct log_sink log_out = {STDOUT_FILENO, "stdout", SINK_UNKNOWN, 0};
+static struct log_sink log_err = {STDERR_FILENO, "stderr", SINK_UNKNOWN, 0};
+static int log_poll_busy;   /* test-and-set lock of the SINK_POLL path; never waited for */
+
+static enum sink_kind sink_kind(struct log_sink *k)
+{
+    int kind = __atomic_load_n(&k->kind, __ATOMIC_RELAXED);
+    if (kind != SINK_UNKNOWN)
+        return (enum sink_kind)kind;
+    struct stat st;
+    kind = SINK_POLL;
+    if (fstat(k->fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+        kind = SINK_NOWAIT;
+    __atomic_store_n(&k->kind, kind, __ATOMIC_RELAXED);
+    return (enum sink_kind)kind;
+}
+
+/* One non-blocking write of p[0 .. len): the count written, 0 when the sink
+ * is full (nothing written), or -errno. */
+static ssize_t sink_write(struct log_sink *k, const char *p, size_t len)
+{
+    if (sink_kind(k) == SINK_NOWAIT) {
+        struct iovec v = {.iov_base = (void *)p, .iov_len = len};
+        ssize_t n = pwritev2(k->fd, &v, 1, -1, RWF_NOWAIT);
+        if (n >= 0)
+            return n;
+        if (errno == EAGAIN)
+            return 0;
+        if (errno != EOPNOTSUPP && errno != EINVAL && errno != ENOSYS)
+            return -errno;
+        /* no RWF_NOWAIT for this file here: poll from now on */
+        __atomic_store_n(&k->kind, SINK_POLL, __ATOMIC_RELAXED);
+    }
+    if (__atomic_exchange_n(&log_poll_busy, 1, __ATOMIC_ACQUIRE))   /* pairs with the release below */
+        return 0;
+    ssize_t r = 0;
+    struct pollfd pfd = {.fd = k->fd, .events = POLLOUT};
+    int ready = poll(&pfd, 1, 0);
+    if (ready < 0)
+        r = -errno;
+    else if (ready == 1 && (pfd.revents & (POLLERR | POLLNVAL)))
+        r = -EPIPE;
+    else if (ready == 1 && (pfd.revents & POLLOUT)) {
+        r = write(k->fd, p, len);
+        if (r < 0)
+            r = errno == EAGAIN ? 0 : -errno;
+    }
+    __atomic_store_n(&log_poll_busy, 0, __ATOMIC_RELEASE);   /* pairs with the exchange above */
+    return r;
+}
+
+static uint64_t count_lines(const char *p, size_t len)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += p[i] == '\n';
+    return n ? n : 1;
+}
+
+/* Write text (whole lines, at most LOG_MAX - LOG_NOTICE bytes; longer is cut)
+ * to k in one non-blocking write, after the notice of the lines dropped
+ * before it. Returns true if it went out; if not and count is set, its
+ * lines are added to the dropped ones. */
+static bool log_put(struct log_sink *k, const char *text, size_t len, bool count)
+{
+    char buf[LOG_MAX];
+    if (len > LOG_MAX - LOG_NOTICE)
+        len = LOG_MAX - LOG_NOTICE;
+    uint64_t dropped = __atomic_exchange_n(&k->dropped, 0, __ATOMIC_RELAXED);
+    size_t off = 0;
+    if (dropped) {
+        int n = snprintf(buf, LOG_NOTICE, "%s: %llu line%s dropped on %s before this one: it was full\n", prog,
+                         (unsigned long long)dropped, dropped == 1 ? "" : "s", k->name);
+        off = n > 0 && n < LOG_NOTICE ? (size_t)n : 0;
+    }
+    memcpy(buf + off, text, len);
+    if (len && text[len - 1] != '\n')
+        buf[off + len - 1] = '\n';   /* a cut line still ends its line */
+    /* a short write (none on a pipe at this size) still counts as out */
+    bool out = sink_write(k, buf, off + len) > 0;
+    uint64_t back = 0;
+    if (!out || !off)
+        back += dropped;   /* not reported (not written, or the notice did not fit) */
+    if (!out && count)
+        back += count_lines(text, len);
+    if (back)
+        __atomic_fetch_add(&k->dropped, back, __ATOMIC_RELAXED);
+    return out;
+}
+
+/* Text of many lines: in pieces of whole lines that each fit one log_put. */
+static void log_text(struct log_sink *k, const char *text, size_t len)
+{
+    while (len) {
+        size_t piece = len < LOG_MAX - LOG_NOTICE ? len : LOG_MAX - LOG_NOTICE;
+        if (piece < len) {
+            const char *nl = memrchr(text, '\n', piece);
+            if (nl)
+                piece = (size_t)(nl - text) + 1;
+        }
+        log_put(k, text, piece, true);
+        text += piece;
+        len -= piece;
+    }
+}
+
+/* For main() only (a plain thread, not a worker): wait up to wait_ms for
+ * room, then drop. */
+static void log_put_wait(struct log_sink *k, const char *text, size_t len, int wait_ms)
+{
+    uint64_t end = urt_now() + (uint64_t)wait_ms * NS_PER_MS;
+    while (!log_put(k, text, len, false)) {
+        uint64_t now = urt_now();
+        if (now >= end) {
+            __atomic_fetch_add(&k->dropped, count_lines(text, len), __ATOMIC_RELAXED);
+            return;
+        }
+        struct pollfd pfd = {.fd = k->fd, .events = POLLOUT};
+        int ms = (int)((end - now + NS_PER_MS - 1) / NS_PER_MS);
+        if (poll(&pfd, 1, ms) < 0 && errno != EINTR)
+            return;
+        if (pfd.revents & (POLLERR | POLLNVAL))
+            return;   /* nobody will ever read it */
+    }
+}
+
+static void vlog_line(struct log_sink *k, const char *fmt, va_list ap)
+{
+    char line[LOG_MAX];
+    int n = snprintf(line, sizeof(line), "%s: ", prog);
+    if (n < 0)
+        return;
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    if (m < 0)
+        return;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    line[len++] = '\n';
+    log_put(k, line, len, true);
+}
+
+/* "urt-echo: ..." on stderr, never blocking. */
+static void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_msg(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_line(&log_err, fmt, ap);
+    va_end(ap);
+}
+
 static void rl_log(struct ratelimit *rl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void rl_log(struct ratelimit *rl, const char *fmt, ...)
@@ -149,10 +342,9 @@ static void rl_log(struct ratelimit *rl, const char *fmt, ...)
     if (n < 0)
         return;
     if (left_out)
-        fprintf(stderr, "%s: %s (and %llu more like it since the last report)\n", prog, line,
-                (unsigned long long)left_out);
+        log_msg("%s (and %llu more like it since the last report)", line, (unsigned long long)left_out);
     else
-        fprintf(stderr, "%s: %s\n", prog, line);
+        log_msg("%s", line);
 }
 
 /* Errors that mean the peer went away: the connection ends without a word. */
@@ -291,7 +483,7 @@ static void *acceptor_task(void *arg)
     if (!s->opt.single_accept) {
         int err = urt_listener_open(&l, s->listen_fd, SOCK_CLOEXEC);
         if (err < 0) {
-            fprintf(stderr, "%s: urt_listener_open: %s; accepting with urt_accept\n", prog, strerror(-err));
+            log_msg("urt_listener_open: %s; accepting with urt_accept", strerror(-err));
             l = NULL;
         }
     }
@@ -342,7 +534,7 @@ static void *acceptor_task(void *arg)
         case EINVAL:
         case ENOTSOCK:
         case EFAULT:
-            fprintf(stderr, "%s: accept on the listen socket failed: %s; stopping\n", prog, strerror(-fd));
+            log_msg("accept on the listen socket failed: %s; stopping", strerror(-fd));
             fatal_stop(s);
             goto out;
         default:
@@ -362,16 +554,19 @@ out:
 
 /* ---- signals -------------------------------------------------------------- */
 
-static void print_totals(struct server *s, const char *when);
+static size_t format_totals(struct server *s, const char *when, char *line, size_t cap);
 
 /* True when the signal asks the server to stop; SIGUSR1 prints the totals. */
 static bool take_signal(struct server *s, const struct signalfd_siginfo *si)
 {
     if (si->ssi_signo == SIGUSR1) {
-        print_totals(s, "signal");
+        char line[512];
+        size_t len = format_totals(s, "signal", line, sizeof(line));
+        if (len)
+            log_put(&log_out, line, len, true);
         return false;
     }
-    fprintf(stderr, "%s: %s, shutting down (%llu connections open, %.1f s grace)\n", prog,
+    log_msg("%s, shutting down (%llu connections open, %.1f s grace)",
             si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM",
             (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED), (double)GRACE_NS / NS_PER_SEC);
     return true;
@@ -393,7 +588,7 @@ static void *signal_task(void *arg)
         if (n == -EINTR)
             continue;
         /* io_uring refused the read: look at the signalfd now and then instead */
-        fprintf(stderr, "%s: reading the signalfd through io_uring: %s; polling it every 100 ms\n", prog,
+        log_msg("reading the signalfd through io_uring: %s; polling it every 100 ms",
                 n < 0 ? strerror((int)-n) : "short read");
         for (;;) {
             if (urt_sleep(100 * NS_PER_MS) == -ECANCELED)
@@ -410,20 +605,6 @@ stop:
 }
 
 /* ---- stats ---------------------------------------------------------------- */
-
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len) {
-        ssize_t n = urt_write(fd, p, len, -1);
-        if (n < 0)
-            return (int)n;
-        if (n == 0)
-            return -EIO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 struct sample {
     uint64_t polls, steals, parks, wakes_tx, wakes_rx, sqes, cqes, enters, msgs, bytes;
@@ -448,10 +629,11 @@ static void take_samples(struct server *s, urt_worker_stats *ws, struct sample *
     }
 }
 
-/* One machine-readable line on stdout with the counters summed over the
- * workers since the start: on SIGUSR1 and once more on exit. t_ns is
- * CLOCK_MONOTONIC. A plain write(2): it may run outside the runtime. */
-static void print_totals(struct server *s, const char *when)
+/* The machine-readable line (into line[0 .. cap), newline included) with
+ * the counters summed over the workers since the start: for SIGUSR1 and
+ * once more on exit. t_ns is CLOCK_MONOTONIC. Returns its length, 0 if it
+ * could not be made. */
+static size_t format_totals(struct server *s, const char *when, char *line, size_t cap)
 {
     struct sample sum = {0};
     unsigned nw = s->nworkers;
@@ -460,7 +642,7 @@ static void print_totals(struct server *s, const char *when)
     if (!ws || !cur) {
         free(ws);
         free(cur);
-        return;
+        return 0;
     }
     take_samples(s, ws, cur);
     for (unsigned i = 0; i < nw; i++) {
@@ -477,8 +659,7 @@ static void print_totals(struct server *s, const char *when)
     }
     free(ws);
     free(cur);
-    char line[512];
-    int len = snprintf(line, sizeof(line),
+    int len = snprintf(line, cap,
                        "totals when=%s t_ns=%llu workers=%u conns=%llu accepted=%llu msgs=%llu bytes=%llu "
                        "enters=%llu sqes=%llu cqes=%llu polls=%llu parks=%llu steals=%llu wakes_sent=%llu\n",
                        when, (unsigned long long)urt_now(), nw,
@@ -488,21 +669,9 @@ static void print_totals(struct server *s, const char *when)
                        (unsigned long long)sum.sqes, (unsigned long long)sum.cqes, (unsigned long long)sum.polls,
                        (unsigned long long)sum.parks, (unsigned long long)sum.steals,
                        (unsigned long long)sum.wakes_tx);
-    if (len <= 0)
-        return;
-    if ((size_t)len >= sizeof(line))
-        len = (int)sizeof(line) - 1;
-    const char *p = line;
-    size_t left = (size_t)len;
-    while (left) {
-        ssize_t n = write(STDOUT_FILENO, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        p += n;
-        left -= (size_t)n;
-    }
+    if (len <= 0 || (size_t)len >= cap)
+        return 0;   /* cannot happen at 512 bytes: 14 numbers of at most 20 digits */
+    return (size_t)len;
 }
 
 static void *stats_task(void *arg)
@@ -515,7 +684,7 @@ static void *stats_task(void *arg)
     size_t cap = 512 + (size_t)nw * 160;
     char *text = malloc(cap);
     if (!ws || !prev || !cur || !text) {
-        fprintf(stderr, "%s: --stats: out of memory\n", prog);
+        log_msg("--stats: out of memory");
         goto out;
     }
     uint64_t period = (uint64_t)(s->opt.stats_s * (double)NS_PER_SEC);
@@ -557,13 +726,7 @@ static void *stats_task(void *arg)
         }
         if (len >= cap)
             len = cap - 1;
-        int err = write_all(STDOUT_FILENO, text, len);
-        if (err == -ECANCELED)
-            break;
-        if (err < 0) {
-            fprintf(stderr, "%s: --stats: writing stdout: %s; no more stats\n", prog, strerror(-err));
-            break;
-        }
+        log_text(&log_out, text, len);   /* dropped, not waited for, when stdout is full */
         struct sample *t = prev;
         prev = cur;
         cur = t;
@@ -600,9 +763,8 @@ static void *root_task(void *arg)
     urt_task *acc = NULL, *sig = NULL, *st = NULL;
     int err;
     if (s->opt.mode == MODE_POOLED && (err = pooled_probe()) < 0) {
-        fprintf(stderr, "%s: --mode pooled needs urt_rx (multishot receive into provided buffers), "
-                        "which fails here: urt_rx_open: %s\n",
-                prog, strerror(-err));
+        log_msg("--mode pooled needs urt_rx (multishot receive into provided buffers), "
+                "which fails here: urt_rx_open: %s", strerror(-err));
         s->exit_code = 1;
         return NULL;
     }
@@ -612,13 +774,26 @@ static void *root_task(void *arg)
     if (err == 0 && s->opt.stats_s > 0)
         err = urt_spawn_ex(NULL, &st, stats_task, s, &(urt_spawn_opts){.name = "stats"});
     if (err < 0) {
-        fprintf(stderr, "%s: cannot start a task: %s\n", prog, strerror(-err));
+        log_msg("cannot start a task: %s", strerror(-err));
         s->exit_code = 1;
     } else {
-        printf("listening on %s (mode=%s, workers=%u)\n", s->addr_text,
-               s->opt.mode == MODE_POOLED ? "pooled" : "plain", s->nworkers);
-        fflush(stdout);
-        urt_notify_wait(s->stop);
+        char line[sizeof(s->addr_text) + 64];
+        int len = snprintf(line, sizeof(line), "listening on %s (mode=%s, workers=%u)\n", s->addr_text,
+                           s->opt.mode == MODE_POOLED ? "pooled" : "plain", s->nworkers);
+        bool stopped = false;
+        /* scripts wait for this line: while stdout is full, try again every
+         * 10 ms (a wait on `stop` with a timeout) instead of dropping it */
+        while (len > 0 && !log_put(&log_out, line, (size_t)len, false)) {
+            uint64_t old = urt_op_timeout(READY_RETRY_NS);
+            int r = urt_notify_wait(s->stop);
+            urt_op_timeout(old);
+            if (r != -ETIMEDOUT) {
+                stopped = true;
+                break;
+            }
+        }
+        if (!stopped)
+            urt_notify_wait(s->stop);
     }
     urt_task *tasks[] = {acc, sig, st};   /* the acceptor first: stop accepting */
     for (size_t i = 0; i < sizeof(tasks) / sizeof(tasks[0]); i++) {
@@ -1010,14 +1185,20 @@ int main(int argc, char **argv)
 
     err = urt_runtime_block_on(s->rt, root_task, s, NULL);
     if (err < 0) {
-        fprintf(stderr, "%s: urt_runtime_block_on: %s\n", prog, strerror(-err));
+        char line[256];
+        int n = snprintf(line, sizeof(line), "%s: urt_runtime_block_on: %s\n", prog, strerror(-err));
+        if (n > 0)
+            log_put_wait(&log_err, line, (size_t)n, EXIT_LINE_WAIT_MS);
         s->exit_code = 1;
     }
     /* connections get the grace period, then -ECANCELED */
     err = urt_runtime_shutdown(s->rt, GRACE_NS);
     if (err < 0)
         s->exit_code = 1;
-    print_totals(s, "exit");
+    char line[512];
+    size_t len = format_totals(s, "exit", line, sizeof(line));
+    if (len)
+        log_put_wait(&log_out, line, len, EXIT_LINE_WAIT_MS);
     urt_runtime_destroy(s->rt);
     urt_notify_destroy(s->stop);
     free(s->counts);
