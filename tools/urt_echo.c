@@ -4,18 +4,21 @@
  *   urt-echo [--addr HOST:PORT] [--workers N] [--mode plain|pooled]
  *            [--max-conns N] [--stats SECONDS] [--spin-us US|none] [--pin]
  *            [--accept single|multishot] [--rx-buffers N] [--rx-buffer-size B]
+ *            [--idle-timeout MS] [--send-timeout MS]
  *
  * Tasks:
  *   root      (urt_runtime_block_on) starts the others, prints "listening
  *             on ..." (retrying every 10 ms while stdout is full), waits on
  *             `stop`, then cancels and joins the acceptor, the signal task
- *             and the stats task, and returns;
- *             main then calls urt_runtime_shutdown(rt, 2 s), which gives the
- *             connections the grace period and then cancels them.
+ *             and the stats task, waits (at most 100 ms) until every
+ *             connection task the acceptor spawned has started, and
+ *             returns; main then calls urt_runtime_shutdown(rt, 0), whose
+ *             cancellation tells every connection to stop (see conn).
  *   signals   urt_read on a signalfd for SIGINT/SIGTERM/SIGUSR1 (blocked
  *             in every thread: main blocks them before the runtime starts
- *             its threads); SIGINT or SIGTERM signals `stop`, SIGUSR1
- *             prints the totals line (below).
+ *             its threads); SIGINT or SIGTERM sets the end of the grace
+ *             period (now + 2 s) and signals `stop`, SIGUSR1 prints the
+ *             totals line (below).
  *   acceptor  urt_accept in a loop (--accept single, the default) or
  *             urt_listener (--accept multishot; urt_accept if
  *             urt_listener_open fails); spawns one detached task per
@@ -24,12 +27,25 @@
  *             descriptors (EMFILE/ENFILE) it backs off 10 ms .. 1 s and
  *             keeps going; a broken listen socket signals `stop` with exit
  *             status 1.
- *   conn      plain:  urt_recv into a 16 KiB buffer, urt_send_all it back;
- *             pooled: urt_rx_recv a provided buffer, urt_send_all it back,
+ *   conn      plain:  urt_recv into a 16 KiB buffer, urt_send it all back;
+ *             pooled: urt_rx_recv a provided buffer, urt_send it all back,
  *                     urt_buf_release.
+ *             The receive runs under urt_op_timeout(--idle-timeout), each
+ *             send under urt_op_timeout(--send-timeout).
  *             Ends on 0 (everything received was already sent back: the
- *             echo of a half-closed peer is complete), on a peer error, or
- *             on -ECANCELED; then closes the socket.
+ *             echo of a half-closed peer is complete), on a peer error, on
+ *             the idle timeout (closed: the peer reads EOF), or on the
+ *             send timeout (the peer stopped reading: closed with a reset,
+ *             which frees the data its socket still held at once).
+ *             On -ECANCELED (the shutdown) it drains, with
+ *             urt_cancel_shield on and every call bounded by what is left
+ *             of the grace period: it takes the count of bytes the kernel
+ *             had received on the socket (TCP_INFO), receives and sends
+ *             back the ones it has not echoed yet (nothing that came
+ *             later), urt_shutdown(SHUT_WR)s, then reads and drops what
+ *             the peer still sends until the peer's EOF. Then, and on
+ *             every other end, it closes the socket; a socket closed with
+ *             nothing unread in it ends with a FIN, not a reset.
  *   stats     every --stats seconds, per-worker rates from
  *             urt_runtime_stats and the echo counters.
  *
@@ -38,7 +54,9 @@
  *   totals when=W t_ns=T workers=N conns=C accepted=A msgs=M bytes=B
  *          enters=E sqes=S cqes=Q polls=P parks=K steals=X wakes_sent=Y
  * counters summed over the workers since the start; t_ns is CLOCK_MONOTONIC
- * (urt_now). bench/compare takes the difference of two such lines.
+ * (urt_now). msgs counts received chunks sent back whole, bytes the bytes
+ * the kernel took from the sends (never more than was actually sent).
+ * bench/compare takes the difference of two such lines.
  *
  * Output: no worker ever blocks on stdout or stderr (a pipe nobody reads
  * would stop that worker and every connection on it). Each line goes out
@@ -49,12 +67,12 @@
  * the exit totals line, which waits at most 0.5 s for room.
  *
  * Memory per connection is the task stack plus, in plain mode, a 16 KiB
- * buffer; a peer that never reads blocks only its own task in
- * urt_send_all. In pooled mode such a connection also keeps up to
- * URT_RX_MAX_HELD of its worker's provided buffers (--rx-buffers sizes the
- * pool). Error lines that a peer or the system can repeat (too many
- * connections, out of descriptors, odd socket errors) go to stderr at most
- * once a second each, with a count of the ones left out.
+ * buffer; a peer that never reads blocks only its own task in its send
+ * (until --send-timeout, if set). In pooled mode such a connection also
+ * keeps up to URT_RX_MAX_HELD of its worker's provided buffers
+ * (--rx-buffers sizes the pool). Error lines that a peer or the system can
+ * repeat (too many connections, out of descriptors, odd socket errors) go
+ * to stderr at most once a second each, with a count of the ones left out.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -62,9 +80,10 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>   /* TCP_NODELAY, and struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -73,6 +92,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -90,7 +110,9 @@
 #define BACKOFF_MIN_NS   (10 * NS_PER_MS)
 #define BACKOFF_MAX_NS   (1 * NS_PER_SEC)
 #define MAX_WORKERS      1024u
+#define MAX_TIMEOUT_MS   (365ul * 24 * 3600 * 1000)   /* --idle-timeout, --send-timeout: a year */
 #define READY_RETRY_NS   (10 * NS_PER_MS)
+#define START_WAIT_NS    (100 * NS_PER_MS)
 #define EXIT_LINE_WAIT_MS 500
 
 enum mode { MODE_PLAIN, MODE_POOLED };
@@ -105,6 +127,7 @@ struct options {
     bool pin;
     bool single_accept;
     unsigned rx_buffers, rx_buffer_size;
+    uint64_t idle_ns, send_ns;   /* --idle-timeout, --send-timeout; 0: none */
 };
 
 /* One per worker, each on its own cache line. Written only by tasks running
@@ -132,7 +155,11 @@ struct server {
     struct worker_count *counts;
     urt_notify *stop;
     int exit_code;           /* written before `stop` is signalled */
+    uint64_t stop_deadline;  /* end of the grace period (urt_now), 0 until stopping: written once by
+                                begin_stop before `stop` is signalled, read by the draining
+                                connections (release / acquire) */
     uint64_t active;         /* connections with a task: atomic */
+    uint64_t unstarted;      /* connection tasks spawned that have not run yet: atomic */
     uint64_t accepted;       /* atomic */
     uint64_t refused;        /* closed at once over --max-conns: atomic */
 };
@@ -366,92 +393,263 @@ static bool peer_gone(long err)
     }
 }
 
-static void count_echo(struct server *s, size_t bytes)
+static struct worker_count *my_count(struct server *s)
 {
     int w = urt_worker_id();
     if (w < 0 || (unsigned)w >= s->nworkers)
-        return;
-    struct worker_count *c = &s->counts[w];
-    __atomic_store_n(&c->msgs, __atomic_load_n(&c->msgs, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->bytes, __atomic_load_n(&c->bytes, __ATOMIC_RELAXED) + bytes, __ATOMIC_RELAXED);
+        return NULL;
+    return &s->counts[w];
+}
+
+static void count_add(uint64_t *c, uint64_t n)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
 
 /* ---- connections ---------------------------------------------------------- */
 
+/* How a connection ended: decides how its socket is closed. */
+enum conn_end {
+    END_EOF,       /* the peer closed and got everything back */
+    END_ERROR,     /* a peer or socket error */
+    END_IDLE,      /* nothing received for --idle-timeout */
+    END_STALLED,   /* a send made no progress for --send-timeout: reset */
+    END_DRAINED,   /* stopping: echoed, half-closed, and the peer closed */
+    END_GRACE,     /* stopping: the grace period ran out first */
+};
+
+struct conn {
+    struct server *s;
+    int fd;
+    char *buf;            /* plain: CONN_BUF_SIZE bytes on the heap */
+    urt_rx *rx;           /* pooled */
+    urt_buf b;            /* pooled: the buffer in hand (b.data NULL: none) */
+    const char *data;     /* the chunk in hand: data[0 .. len), of which done went back */
+    size_t len, done;
+    uint64_t rcvd;        /* bytes taken from the socket */
+    uint64_t deadline;    /* stopping: end of the grace period; 0 before */
+    uint64_t target;      /* stopping: echo until rcvd reaches it */
+};
+
+/* The op timeout for the next call: per_call (0: none), cut to what is left
+ * of the grace period once stopping. False when the grace period is over. */
+static bool call_timeout(const struct conn *c, uint64_t per_call, uint64_t *out)
+{
+    uint64_t t = per_call;
+    if (c->deadline) {
+        uint64_t now = urt_now();
+        if (now >= c->deadline)
+            return false;
+        if (t == 0 || c->deadline - now < t)
+            t = c->deadline - now;
+    }
+    *out = t;
+    return true;
+}
+
+static void drop_chunk(struct conn *c)
+{
+    if (c->b.data)
+        urt_buf_release(&c->b);
+    c->data = NULL;
+    c->len = c->done = 0;
+}
+
+/* Take the next chunk (at most max bytes in plain mode; a pooled chunk comes
+ * as it is), under urt_op_timeout(timeout). > 0: the chunk is in hand; 0:
+ * the peer closed; -errno. */
+static ssize_t conn_recv(struct conn *c, size_t max, uint64_t timeout)
+{
+    drop_chunk(c);
+    uint64_t old = urt_op_timeout(timeout);
+    ssize_t n;
+    if (c->rx) {
+        n = urt_rx_recv(c->rx, &c->b);
+        if (n > 0)
+            c->data = c->b.data;
+    } else {
+        n = urt_recv(c->fd, c->buf, max, 0);
+        c->data = c->buf;
+    }
+    urt_op_timeout(old);
+    if (n > 0) {
+        c->len = (size_t)n;
+        c->rcvd += (uint64_t)n;
+    }
+    return n;
+}
+
+/* Send the rest of the chunk in hand back; every byte the kernel takes is
+ * counted at once, the chunk as a message when it is all out. 0, or the
+ * -errno of the send that stopped: -ECANCELED (told to stop: c->done says
+ * how far it got), -ETIMEDOUT (no progress for --send-timeout, or the grace
+ * period is over), a peer error. */
+static int send_chunk(struct conn *c)
+{
+    struct worker_count *wc = my_count(c->s);
+    while (c->done < c->len) {
+        uint64_t to;
+        if (!call_timeout(c, c->s->opt.send_ns, &to))
+            return -ETIMEDOUT;
+        uint64_t old = urt_op_timeout(to);
+        ssize_t n = urt_send(c->fd, c->data + c->done, c->len - c->done, 0);
+        urt_op_timeout(old);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            return -EPIPE;
+        c->done += (size_t)n;
+        if (wc)
+            count_add(&wc->bytes, (uint64_t)n);
+    }
+    if (wc && c->len)
+        count_add(&wc->msgs, 1);
+    drop_chunk(c);   /* a pooled buffer goes back at once: an idle connection holds none */
+    return 0;
+}
+
+static enum conn_end failed(const char *what, long err)
+{
+    if (!peer_gone(err))
+        rl_log(&rl_conn_err, "%s: %s", what, strerror((int)-err));
+    return END_ERROR;
+}
+
+/* Bytes the kernel has received on c's socket so far, read or not. */
+static uint64_t received_total(const struct conn *c)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+        len >= offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
+        return ti.tcpi_bytes_received;
+    /* an older kernel: what is still in the socket (in pooled mode chunks
+     * the receive already took but nobody asked for are missed) */
+    int inq = 0;
+    if (ioctl(c->fd, SIOCINQ, &inq) < 0 || inq < 0)
+        inq = 0;
+    return c->rcvd + (uint64_t)inq;
+}
+
+/* Told to stop (cancelled by the shutdown): send back what had been
+ * received, half-close, wait for the peer to close; all of it within the
+ * grace period, cancellation held back. */
+static enum conn_end drain(struct conn *c)
+{
+    struct server *s = c->s;
+    urt_cancel_shield(true);   /* for the rest of the task */
+    uint64_t d = __atomic_load_n(&s->stop_deadline, __ATOMIC_ACQUIRE);   /* pairs with begin_stop */
+    c->deadline = d ? d : urt_now() + GRACE_NS;
+    c->target = received_total(c);
+    int r = send_chunk(c);
+    while (r == 0 && c->rcvd < c->target) {
+        uint64_t to, want = c->target - c->rcvd;
+        if (!call_timeout(c, 0, &to))
+            return END_GRACE;
+        ssize_t n = conn_recv(c, want < CONN_BUF_SIZE ? (size_t)want : CONN_BUF_SIZE, to);
+        if (n == 0)
+            break;   /* the peer half-closed: nothing more comes */
+        if (n < 0)
+            return n == -ETIMEDOUT ? END_GRACE : failed("recv", n);
+        if (c->rcvd > c->target)
+            c->len -= (size_t)(c->rcvd - c->target);   /* pooled: came after the stop */
+        r = send_chunk(c);
+    }
+    if (r == -ETIMEDOUT)
+        return urt_now() >= c->deadline ? END_GRACE : END_STALLED;
+    if (r < 0)
+        return failed("send", r);
+    drop_chunk(c);
+    r = urt_shutdown(c->fd, SHUT_WR);
+    if (r < 0)
+        return failed("shutdown", r);
+    /* read and drop until the peer's EOF: closing with data unread would
+     * reset the connection, and the peer might lose the end of its echo */
+    for (;;) {
+        uint64_t to;
+        if (!call_timeout(c, s->opt.idle_ns, &to))
+            return END_GRACE;
+        ssize_t n = conn_recv(c, CONN_BUF_SIZE, to);
+        if (n == 0)
+            return END_DRAINED;
+        if (n == -ETIMEDOUT)
+            return urt_now() >= c->deadline ? END_GRACE : END_IDLE;
+        if (n < 0)
+            return failed("recv", n);
+    }
+}
+
+static enum conn_end serve(struct conn *c)
+{
+    for (;;) {
+        ssize_t n = conn_recv(c, CONN_BUF_SIZE, c->s->opt.idle_ns);
+        if (n == -ECANCELED)
+            return drain(c);
+        if (n == -ETIMEDOUT)
+            return END_IDLE;
+        if (n == 0)
+            return END_EOF;
+        if (n < 0)
+            return failed(c->rx ? "urt_rx_recv" : "recv", n);
+        int r = send_chunk(c);
+        if (r == -ECANCELED)
+            return drain(c);
+        if (r == -ETIMEDOUT)
+            return END_STALLED;
+        if (r < 0)
+            return failed("send", r);
+    }
+}
+
 /* The buffer is on the heap, not the stack: stack-clash probing would touch
  * all of it at once, while heap pages are touched only when data comes. */
-static void echo_plain(struct server *s, int fd)
-{
-    char *buf = malloc(CONN_BUF_SIZE);
-    if (!buf) {
-        rl_log(&rl_conn_err, "out of memory for a connection buffer: closing it");
-        return;
-    }
-    for (;;) {
-        ssize_t n = urt_recv(fd, buf, CONN_BUF_SIZE, 0);
-        if (n <= 0) {
-            if (n < 0 && !peer_gone(n))
-                rl_log(&rl_conn_err, "recv: %s", strerror((int)-n));
-            break;
-        }
-        ssize_t r = urt_send_all(fd, buf, (size_t)n, 0);
-        if (r < 0) {
-            if (!peer_gone(r))
-                rl_log(&rl_conn_err, "send: %s", strerror((int)-r));
-            break;
-        }
-        count_echo(s, (size_t)n);
-    }
-    free(buf);
-}
-
-static void echo_pooled(struct server *s, int fd)
-{
-    urt_rx *rx;
-    int err = urt_rx_open(&rx, fd);
-    if (err < 0) {
-        if (!peer_gone(err))
-            rl_log(&rl_conn_err, "urt_rx_open: %s", strerror(-err));
-        return;
-    }
-    for (;;) {
-        urt_buf b;
-        ssize_t n = urt_rx_recv(rx, &b);
-        if (n <= 0) {
-            if (n < 0 && !peer_gone(n))
-                rl_log(&rl_conn_err, "urt_rx_recv: %s", strerror((int)-n));
-            break;
-        }
-        ssize_t r = urt_send_all(fd, b.data, b.len, 0);
-        urt_buf_release(&b);
-        if (r < 0) {
-            if (!peer_gone(r))
-                rl_log(&rl_conn_err, "send: %s", strerror((int)-r));
-            break;
-        }
-        count_echo(s, (size_t)n);
-    }
-    urt_rx_close(rx);
-}
-
 static void *conn_task(void *arg)
 {
     struct server *s = &srv;
-    int fd = (int)(intptr_t)arg;
-    if (s->opt.mode == MODE_POOLED)
-        echo_pooled(s, fd);
-    else
-        echo_plain(s, fd);
-    urt_close(fd);
+    __atomic_fetch_sub(&s->unstarted, 1, __ATOMIC_RELEASE);   /* pairs with the acquire in root_task */
+    struct conn c = {.s = s, .fd = (int)(intptr_t)arg};
+    enum conn_end end = END_ERROR;
+    if (s->opt.mode == MODE_POOLED) {
+        int err = urt_rx_open(&c.rx, c.fd);
+        if (err < 0)
+            failed("urt_rx_open", err);
+        else
+            end = serve(&c);
+    } else if (!(c.buf = malloc(CONN_BUF_SIZE))) {
+        rl_log(&rl_conn_err, "out of memory for a connection buffer: closing it");
+    } else {
+        end = serve(&c);
+    }
+    drop_chunk(&c);
+    if (c.rx)
+        urt_rx_close(c.rx);
+    free(c.buf);
+    if (end == END_STALLED) {
+        /* the peer does not read: reset, so its unsent data is freed now
+         * instead of lingering in the kernel after the close */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    urt_close(c.fd);
     __atomic_fetch_sub(&s->active, 1, __ATOMIC_RELAXED);
     return NULL;
 }
 
 /* ---- acceptor ------------------------------------------------------------- */
 
-static void fatal_stop(struct server *s)
+/* Start the shutdown: the grace period ends GRACE_NS from now. Called once,
+ * by the signal task or by the acceptor on a fatal error (the acceptor is
+ * cancelled before it could call it a second time after a signal: the
+ * first deadline stays). */
+static void begin_stop(struct server *s, int exit_code)
 {
-    s->exit_code = 1;
+    uint64_t none = 0;
+    if (exit_code)
+        s->exit_code = exit_code;
+    /* publishes the deadline to the draining connections (acquire in drain) */
+    __atomic_compare_exchange_n(&s->stop_deadline, &none, urt_now() + GRACE_NS, false, __ATOMIC_RELEASE,
+                                __ATOMIC_RELAXED);
     urt_notify_signal(s->stop);
 }
 
@@ -466,9 +664,11 @@ static void start_conn(struct server *s, int fd)
         return;
     }
     __atomic_fetch_add(&s->active, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->unstarted, 1, __ATOMIC_RELAXED);
     urt_spawn_opts so = {.name = "conn", .flags = URT_TASK_SPREAD};
     int err = urt_spawn_ex(NULL, NULL, conn_task, (void *)(intptr_t)fd, &so);
     if (err < 0) {
+        __atomic_fetch_sub(&s->unstarted, 1, __ATOMIC_RELAXED);
         __atomic_fetch_sub(&s->active, 1, __ATOMIC_RELAXED);
         close(fd);
         if (err != -ESHUTDOWN)
@@ -535,7 +735,7 @@ static void *acceptor_task(void *arg)
         case ENOTSOCK:
         case EFAULT:
             log_msg("accept on the listen socket failed: %s; stopping", strerror(-fd));
-            fatal_stop(s);
+            begin_stop(s, 1);
             goto out;
         default:
             rl_log(&rl_accept_err, "accept: %s", strerror(-fd));
@@ -566,7 +766,7 @@ static bool take_signal(struct server *s, const struct signalfd_siginfo *si)
             log_put(&log_out, line, len, true);
         return false;
     }
-    log_msg("%s, shutting down (%llu connections open, %.1f s grace)",
+    log_msg("%s, shutting down: the %llu open connections get back what they sent, then a FIN (%.1f s grace)",
             si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM",
             (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED), (double)GRACE_NS / NS_PER_SEC);
     return true;
@@ -600,7 +800,7 @@ static void *signal_task(void *arg)
         }
     }
 stop:
-    urt_notify_signal(s->stop);
+    begin_stop(s, 0);
     return NULL;
 }
 
@@ -802,6 +1002,12 @@ static void *root_task(void *arg)
         urt_cancel(tasks[i]);
         urt_join(tasks[i], NULL);
     }
+    /* the connections learn to stop from the shutdown's cancellation, which
+     * a task that has not run yet would never see (it would end unrun with
+     * its socket open): give those a moment to start */
+    for (uint64_t waited = 0; __atomic_load_n(&s->unstarted, __ATOMIC_ACQUIRE) > 0 && waited < START_WAIT_NS;
+         waited += NS_PER_MS)
+        urt_sleep(NS_PER_MS);   /* acquire pairs with the release in conn_task */
     if (s->listen_fd >= 0) {
         close(s->listen_fd);
         s->listen_fd = -1;
@@ -832,12 +1038,18 @@ static void usage(FILE *f)
             "                        multishot: urt_listener (one multishot accept)\n"
             "  --rx-buffers N        pooled: provided buffers per worker (power of two; default 4096)\n"
             "  --rx-buffer-size B    pooled: bytes per buffer (default 4096)\n"
+            "  --idle-timeout MS     close a connection that received nothing for MS ms (0: never)\n"
+            "  --send-timeout MS     reset a connection whose send made no progress for MS ms, as\n"
+            "                        a peer that stopped reading (0: never)\n"
             "  --help                this text\n"
             "\n"
             "Prints \"listening on ADDR (mode=M, workers=N)\" on stdout once ready. SIGINT or\n"
-            "SIGTERM stops accepting, gives open connections %.0f s, then closes them; exit 0.\n"
+            "SIGTERM stops accepting and reading; each open connection gets back what the server\n"
+            "had received, then a FIN, and is closed when the peer closes, or after %.0f s; exit 0.\n"
             "SIGUSR1 prints a line \"totals when=signal t_ns=... msgs=... enters=... ...\" (counters\n"
-            "since the start, summed over the workers); the same line with when=exit ends the run.\n",
+            "since the start, summed over the workers); the same line with when=exit ends the run.\n"
+            "Output never stalls the server: lines that find stdout or stderr full are dropped,\n"
+            "and the next line that gets out says how many.\n",
             prog, (double)GRACE_NS / NS_PER_SEC);
 }
 
@@ -865,6 +1077,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"accept", required_argument, NULL, 'A'},
         {"rx-buffers", required_argument, NULL, 'B'},
         {"rx-buffer-size", required_argument, NULL, 'S'},
+        {"idle-timeout", required_argument, NULL, 'I'},
+        {"send-timeout", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -945,6 +1159,15 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return 2;
             }
             o->rx_buffer_size = (unsigned)v;
+            break;
+        case 'I':
+        case 'T':
+            if (!parse_ulong(optarg, MAX_TIMEOUT_MS, &v)) {
+                fprintf(stderr, "%s: --%s-timeout: expected milliseconds (0: none), got '%s'\n", prog,
+                        c == 'I' ? "idle" : "send", optarg);
+                return 2;
+            }
+            *(c == 'I' ? &o->idle_ns : &o->send_ns) = (uint64_t)v * NS_PER_MS;
             break;
         case 'h':
             usage(stdout);
@@ -1191,8 +1414,9 @@ int main(int argc, char **argv)
             log_put_wait(&log_err, line, (size_t)n, EXIT_LINE_WAIT_MS);
         s->exit_code = 1;
     }
-    /* connections get the grace period, then -ECANCELED */
-    err = urt_runtime_shutdown(s->rt, GRACE_NS);
+    /* No grace here: the cancellation is what tells each connection to
+     * stop; it then drains within the grace period by itself (drain). */
+    err = urt_runtime_shutdown(s->rt, 0);
     if (err < 0)
         s->exit_code = 1;
     char line[512];
