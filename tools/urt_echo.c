@@ -602,6 +602,16 @@ static enum conn_end serve(struct conn *c)
     }
 }
 
+/* A connection task that ended without running (no stack could be had, or
+ * the shutdown came first): its socket is still ours to close. */
+static void conn_dropped(void *arg)
+{
+    struct server *s = &srv;
+    close((int)(intptr_t)arg);
+    __atomic_fetch_sub(&s->unstarted, 1, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&s->active, 1, __ATOMIC_RELAXED);
+}
+
 /* The buffer is on the heap, not the stack: stack-clash probing would touch
  * all of it at once, while heap pages are touched only when data comes. */
 static void *conn_task(void *arg)
@@ -665,7 +675,7 @@ static void start_conn(struct server *s, int fd)
     }
     __atomic_fetch_add(&s->active, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->unstarted, 1, __ATOMIC_RELAXED);
-    urt_spawn_opts so = {.name = "conn", .flags = URT_TASK_SPREAD};
+    urt_spawn_opts so = {.name = "conn", .flags = URT_TASK_SPREAD, .on_drop = conn_dropped};
     int err = urt_spawn_ex(NULL, NULL, conn_task, (void *)(intptr_t)fd, &so);
     if (err < 0) {
         __atomic_fetch_sub(&s->unstarted, 1, __ATOMIC_RELAXED);
@@ -1389,6 +1399,7 @@ int main(int argc, char **argv)
         .flags = s->opt.pin ? URT_CONFIG_PIN_WORKERS : 0,
         .rx_buffers = s->opt.rx_buffers,
         .rx_buffer_size = s->opt.rx_buffer_size,
+        .cancel_wait_ns = GRACE_NS + NS_PER_SEC,   /* longer than a connection's drain */
     };
     int err = urt_runtime_create(&s->rt, &cfg);
     if (err < 0) {
