@@ -461,13 +461,17 @@ URT_API int     urt_shutdown(int fd, int how);
  */
 typedef struct urt_listener urt_listener;
 /*
- * Open a listener on listen_fd, which must be bound and listening. flags:
+ * Open a listener on listen_fd, which must be a socket that listens
+ * (listen(2) done; checked at once with SO_ACCEPTCONN). flags:
  * SOCK_CLOEXEC / SOCK_NONBLOCK for the accepted sockets.
  * Context: in a task (not inside urt_block_in_place: -EPERM).
  * Ownership: listen_fd stays the caller's (urt_listener_close does not close
  * it; close it after). On success *out is a new listener the caller owns
  * and frees with urt_listener_close; on failure *out is set to NULL.
- * Returns 0, -EINVAL (out NULL, listen_fd < 0, other flags), -EPERM, -ENOMEM.
+ * Returns 0, -EINVAL (out NULL, listen_fd < 0, other flags, or a socket
+ * that is not listening: unbound, not yet listen(2)ed, a datagram socket),
+ * -ENOTSOCK (listen_fd is not a socket), -EBADF (not an open descriptor),
+ * -EPERM, -ENOMEM.
  */
 URT_API int urt_listener_open(urt_listener **out, int listen_fd, int flags);
 /*

@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "runtime/runtime.h"
@@ -224,6 +225,14 @@ int urt_listener_open(urt_listener **out, int listen_fd, int flags)
     int err = 0;
     if (!net_task(&err))
         return err;
+    /* refuse now what the accept would refuse later: not a socket, or one
+     * that does not listen (unbound, not yet listen(2)ed, or not a stream) */
+    int listening = 0;
+    socklen_t optlen = sizeof(listening);
+    if (getsockopt(listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0)
+        return errno == ENOTSOCK || errno == EBADF ? -errno : -EINVAL;
+    if (!listening)
+        return -EINVAL;
     urt_listener *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
