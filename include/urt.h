@@ -497,13 +497,21 @@ URT_API int urt_listener_close(urt_listener *l);
  * Pooled receive: a multishot recv on fd that takes buffers from a ring of
  * provided buffers owned by the calling task's worker (config rx_buffers x
  * rx_buffer_size). An idle connection holds no buffer. Each received chunk
- * comes as a urt_buf that the caller owns until urt_buf_release, which gives
- * the buffer back to its ring (released on another thread, it travels home).
- * At most URT_RX_MAX_HELD buffers are held per urt_rx (queued + handed out):
- * past that the receive pauses until the caller releases some, so one peer
- * that floods cannot drain the ring for the others (data already waiting
- * in the socket when the receive is armed can overshoot the cap: the kernel
- * takes what is there in one go). Use an urt_rx from the task that opened it.
+ * (at most rx_buffer_size bytes) comes as a urt_buf that the caller owns
+ * until urt_buf_release, which gives the buffer back to its ring (released
+ * on another thread, it travels home).
+ * At most URT_RX_MAX_HELD buffers are held per urt_rx (queued + handed out),
+ * and urt_rx_recv hands out at most URT_RX_MAX_HELD chunks that were not
+ * released: past that the receive pauses until the caller releases some,
+ * so N connections whose tasks do not read hold at most N x URT_RX_MAX_HELD
+ * buffers and cannot drain the ring for the others. Each receive is armed
+ * with a byte limit of what still fits under the cap (kernel 6.17+; on older
+ * kernels, or with URT_NO_RECV_LIMIT set in the environment, it is armed
+ * without). Bytes the kernel delivers past the cap all the same (posted
+ * before the pause took effect) are copied out of their buffer, which goes
+ * straight back to the ring, and come, in order, as chunks in heap memory
+ * once the caller has released some; to the caller every chunk looks the
+ * same. Use an urt_rx from the task that opened it.
  */
 #define URT_RX_MAX_HELD 4
 typedef struct urt_rx urt_rx;

@@ -18,13 +18,29 @@
  *   - a receive that ends with -ENOBUFS (ring empty) waits on the pool's
  *     starved list and re-arms once buffers come back; the data stays in the
  *     socket meanwhile, nothing is lost;
- *   - one urt_rx holds at most URT_RX_MAX_HELD buffers (queued + handed
- *     out): at the cap its multishot is cancelled; the next urt_rx_recv after
- *     the caller released some re-arms it. When fewer than 1/8 of the
- *     buffers are left, a receiver whose owner is not waiting for data
- *     pauses as soon as it has something queued. Data already waiting in
- *     the socket when the receive is armed can overshoot the cap: the kernel
- *     takes what is there in one go.
+ *   - one urt_rx holds at most URT_RX_MAX_HELD pool buffers (queued +
+ *     handed out), and urt_rx_recv hands out at most that many chunks
+ *     without a release. Three rules make the cap hold:
+ *       1. each arm asks for no more than fits: a multishot recv with a byte
+ *          limit (sqe->optlen, IORING_RECV_MSHOT_LIM, kernel 6.17+) of
+ *          room x rx_buffer_size, room = cap - held. Data already waiting in
+ *          the socket fills whole buffers, so the kernel itself ends the
+ *          receive at the cap instead of taking what is there in one go;
+ *       2. at the cap (or when the limit is reached) the multishot ends; the
+ *          next urt_rx_recv after the caller released some re-arms it;
+ *       3. a CQE that still arrives with no room (posted before the cancel
+ *          took effect: small chunks under the byte limit, or a kernel
+ *          without it) does not keep its buffer: its bytes are copied to the
+ *          rx's spill (heap) and the buffer goes straight back to the ring.
+ *          The spill is handed out, in order, as heap chunks (_bid
+ *          RX_BID_HEAP, freed by urt_buf_release) once the caller released
+ *          something, and no receive is armed while it holds bytes.
+ *     Whether the kernel takes the limit is learnt from the first limited
+ *     receive (older kernels refuse the SQE with -EINVAL; the receive is
+ *     then armed again without it); URT_NO_RECV_LIMIT in the environment
+ *     turns it off. When fewer than 1/8 of the buffers are left, a receiver
+ *     whose owner is not waiting for data pauses as soon as it has
+ *     something queued.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -37,6 +53,17 @@
 enum { MR_LISTENER = 1, MR_RX = 2 };
 
 #define LQ_PAUSE 64   /* queued fds at which the multishot accept pauses */
+
+/* urt_buf._bid of a chunk in heap memory (from the spill), not a pool buffer */
+#define RX_BID_HEAP UINT32_MAX
+
+/* Does the kernel take a byte limit on a multishot recv? Process-wide; any
+ * worker may write it: UNKNOWN becomes YES (a limited receive delivered
+ * data) or NO (one was refused with -EINVAL, or URT_NO_RECV_LIMIT), and a
+ * YES is never changed. Relaxed: a stale value costs one refused SQE, or
+ * one receive armed without the limit (rule 3 still holds the cap). */
+enum { RECV_LIM_UNKNOWN = 0, RECV_LIM_YES = 1, RECV_LIM_NO = 2 };
+static _Atomic uint32_t recv_limit;
 
 struct urt_listener {
     uint8_t kind;                  /* MR_LISTENER; first field of every record */
@@ -65,10 +92,13 @@ struct urt_rx {
     rx_pool *pool;
     int fd;
     bool armed, cancel_sent, eof, closing, starving;
+    bool lim;                      /* the armed receive has a byte limit */
     int err;
-    rx_chunk *q;                   /* ring of received chunks; grows past the cap only for
-                                      CQEs already posted when the pause took effect */
+    rx_chunk *q;                   /* ring of received chunks (pool buffers), never more
+                                      than URT_RX_MAX_HELD: past it, CQEs go to the spill */
     unsigned qh, qn, qcap;
+    char *spill;                   /* bytes received with no room (rule 3), after q's */
+    size_t spill_off, spill_len, spill_cap;   /* [spill_off, spill_len) still to hand out */
     urt_task *waiter;
     struct urt_rx *starved_next;
 };
@@ -134,6 +164,59 @@ static rx_chunk rx_pop(urt_rx *rx)
     rx->qh = (rx->qh + 1) % rx->qcap;
     rx->qn--;
     return c;
+}
+
+/* Append n bytes to the spill; false when memory ran out. */
+static bool spill_add(urt_rx *rx, const void *data, size_t n)
+{
+    if (rx->spill_len + n > rx->spill_cap) {
+        size_t ncap = rx->spill_cap ? rx->spill_cap : 4096;
+        while (ncap < rx->spill_len + n)
+            ncap *= 2;
+        char *ns = realloc(rx->spill, ncap);
+        if (!ns)
+            return false;
+        rx->spill = ns;
+        rx->spill_cap = ncap;
+    }
+    memcpy(rx->spill + rx->spill_len, data, n);
+    rx->spill_len += n;
+    return true;
+}
+
+static void spill_free(urt_rx *rx)
+{
+    free(rx->spill);
+    rx->spill = NULL;
+    rx->spill_off = rx->spill_len = rx->spill_cap = 0;
+}
+
+/* Hand out n bytes at mem (heap, the caller's from now on) as a chunk of rx. */
+static ssize_t rx_give_heap(urt_rx *rx, urt_buf *buf, void *mem, size_t n)
+{
+    buf->data = mem;
+    buf->len = n;
+    buf->_rx = rx;
+    buf->_bid = RX_BID_HEAP;
+    at_fadd_relaxed(&rx->held, 1);   /* only rx's worker adds: held stays <= the cap */
+    at_fadd_relaxed(&rx->refs, 1);   /* the buffer's */
+    return (ssize_t)n;
+}
+
+/* The next chunk of the spill, at most one buffer's size, as a heap chunk. */
+static ssize_t spill_take(urt_rx *rx, urt_buf *buf)
+{
+    size_t n = rx->spill_len - rx->spill_off;
+    if (n > rx->pool->bufs.size)
+        n = rx->pool->bufs.size;
+    void *mem = malloc(n);
+    if (!mem)
+        return -ENOMEM;
+    memcpy(mem, rx->spill + rx->spill_off, n);
+    rx->spill_off += n;
+    if (rx->spill_off == rx->spill_len)
+        spill_free(rx);
+    return rx_give_heap(rx, buf, mem, n);
 }
 
 static urt_task *net_task(int *err)
@@ -329,6 +412,8 @@ static rx_pool *pool_get(urt_worker *w, int *err)
         return NULL;
     }
     pthread_mutex_init(&p->ret_lock, NULL);
+    if (getenv("URT_NO_RECV_LIMIT"))
+        at_store_relaxed(&recv_limit, RECV_LIM_NO);
     p->avail = n;
     p->owner = w->id;
     w->rxp = p;
@@ -408,6 +493,13 @@ static void rx_arm(urt_rx *rx)
     io_uring_prep_recv_multishot(sqe, rx->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = rx->pool->bufs.bgid;
+    /* rule 1: no more than the room under the cap (held < cap here; it only
+     * drops meanwhile, on other threads) */
+    rx->lim = at_load_relaxed(&recv_limit) != RECV_LIM_NO;
+    if (rx->lim) {
+        uint32_t room = URT_RX_MAX_HELD - at_load_relaxed(&rx->held);
+        sqe->file_index = room * rx->pool->bufs.size;   /* sqe->optlen in newer headers */
+    }
     io_uring_sqe_set_data64(sqe, rec_data(rx));
     at_fadd_relaxed(&rx->refs, 1);   /* the ring's */
     rx->armed = true;
@@ -420,13 +512,24 @@ static void rx_cqe(urt_rx *rx, int32_t res, uint32_t flags)
     rx_pool *p = rx->pool;
     if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+        bool kept = false;
         p->avail--;
-        if (res > 0 && !rx->closing && rx_push(rx, (rx_chunk){(uint16_t)bid, (uint32_t)res})) {
-            at_fadd_relaxed(&rx->held, 1);
-        } else {
-            buf_home(p, bid);   /* closing, an empty buffer, or no memory */
-            if (res > 0 && !rx->closing)
-                rx->err = -ENOMEM;
+        if (rx->lim && at_load_relaxed(&recv_limit) == RECV_LIM_UNKNOWN)
+            at_store_relaxed(&recv_limit, RECV_LIM_YES);
+        if (res > 0 && !rx->closing) {
+            if (!rx->spill_len && at_load_relaxed(&rx->held) < URT_RX_MAX_HELD) {
+                kept = rx_push(rx, (rx_chunk){(uint16_t)bid, (uint32_t)res});
+                if (kept)
+                    at_fadd_relaxed(&rx->held, 1);
+                else
+                    rx->err = -ENOMEM;
+            } else if (!spill_add(rx, ring_bufs_addr(&p->bufs, bid), (size_t)res)) {
+                rx->err = -ENOMEM;   /* rule 3: no room, the bytes go to the spill */
+            }
+        }
+        if (!kept) {
+            buf_home(p, bid);   /* spilled, closing, an empty buffer, or no memory */
+            wake_starved(p);
         }
     }
     if (res == 0) {
@@ -435,14 +538,19 @@ static void rx_cqe(urt_rx *rx, int32_t res, uint32_t flags)
         if (res == -ENOBUFS) {
             if (!p->avail)
                 starve_push(p, rx);
+        } else if (res == -EINVAL && rx->lim && !(flags & IORING_CQE_F_BUFFER) &&
+                   at_load_relaxed(&recv_limit) != RECV_LIM_YES) {
+            /* a kernel without the byte limit refused the SQE: the next
+             * urt_rx_recv arms again without it */
+            at_store_relaxed(&recv_limit, RECV_LIM_NO);
         } else if (!(res == -ECANCELED && rx->cancel_sent)) {
             rx->err = res;
         }
     }
-    /* at the cap, or when buffers run short while the owner is busy elsewhere
-     * (not consuming): pause the receive; the data waits in the socket */
+    /* at the cap, spilling, or when buffers run short while the owner is busy
+     * elsewhere (not consuming): pause the receive; the data waits in the socket */
     if ((flags & IORING_CQE_F_MORE) && !rx->cancel_sent &&
-        (at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD ||
+        (at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD || rx->spill_len ||
          (!rx->waiter && rx->qn && p->avail < p->bufs.nbufs / 8))) {
         ring_cancel_data(&rx->w->ring, rec_data(rx));
         rx->cancel_sent = true;
@@ -546,6 +654,11 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             ret = (ssize_t)c.len;
             break;
         }
+        if (rx->spill_len) {
+            /* after q's chunks, before anything newer; no receive is armed meanwhile */
+            ret = at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD ? -ENOBUFS : spill_take(rx, buf);
+            break;
+        }
         if (rx->err) {
             ret = rx->err;
             rx->err = 0;
@@ -598,11 +711,14 @@ void urt_buf_release(urt_buf *buf)
     urt_rx *rx = buf->_rx;
     rx_pool *p = rx->pool;
     unsigned bid = buf->_bid;
+    void *data = buf->data;
     buf->_rx = NULL;
     buf->data = NULL;
     urt_worker *w = urt__cur_worker();
     at_fsub_relaxed(&rx->held, 1);
-    if (w && w == rx->w) {
+    if (bid == RX_BID_HEAP) {
+        free(data);   /* a heap chunk: nothing goes back to the ring */
+    } else if (w && w == rx->w) {
         buf_home(p, bid);
         wake_starved(p);
     } else {
@@ -645,6 +761,7 @@ int urt_rx_close(urt_rx *rx)
         buf_home(rx->pool, rx_pop(rx).bid);
         at_fsub_relaxed(&rx->held, 1);
     }
+    spill_free(rx);
     wake_starved(rx->pool);
     rec_unref(rx);
     return 0;
