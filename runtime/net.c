@@ -71,6 +71,7 @@ struct urt_listener {
     urt_worker *w;
     int fd, flags;
     bool armed, closing;
+    bool tracked;                  /* the armed accept is counted in fdtrack */
     bool cancel_sent;
     int err;                       /* an error to hand out once */
     int *q;                        /* accepted fds in order; grows past LQ_PAUSE only for
@@ -92,6 +93,7 @@ struct urt_rx {
     rx_pool *pool;
     int fd;
     bool armed, cancel_sent, eof, closing, starving;
+    bool tracked;                  /* the armed receive is counted in fdtrack */
     bool lim;                      /* the armed receive has a byte limit */
     int err;
     rx_chunk *q;                   /* ring of received chunks (pool buffers), never more
@@ -222,6 +224,10 @@ static ssize_t spill_take(urt_rx *rx, urt_buf *buf)
 static urt_task *net_task(int *err)
 {
     urt_task *t = urt__cur_task();
+    if (urt__in_hook()) {
+        *err = -EDEADLK;
+        return NULL;
+    }
     if (!t || t->in_bip || !urt__cur_worker()) {
         *err = -EPERM;
         return NULL;
@@ -243,6 +249,7 @@ static void listener_arm(urt_listener *l)
     l->armed = true;
     l->cancel_sent = false;
     l->w->multi_inflight++;
+    l->tracked = fdt_inc(l->w, l->fd);   /* a urt_close of fd on any worker ends it */
 }
 
 static bool listener_push(urt_listener *l, int fd)
@@ -291,6 +298,8 @@ static void listener_cqe(urt_listener *l, int32_t res, uint32_t flags)
     if (!(flags & IORING_CQE_F_MORE)) {
         l->armed = false;
         l->w->multi_inflight--;
+        if (l->tracked)
+            fdt_dec(l->w, l->fd);
         if (l->waiter)
             task_wake(l->waiter);
         rec_unref(l);
@@ -505,6 +514,7 @@ static void rx_arm(urt_rx *rx)
     rx->armed = true;
     rx->cancel_sent = false;
     rx->w->multi_inflight++;
+    rx->tracked = fdt_inc(rx->w, rx->fd);   /* a urt_close of fd on any worker ends it */
 }
 
 static void rx_cqe(urt_rx *rx, int32_t res, uint32_t flags)
@@ -558,6 +568,8 @@ static void rx_cqe(urt_rx *rx, int32_t res, uint32_t flags)
     if (!(flags & IORING_CQE_F_MORE)) {
         rx->armed = false;
         rx->w->multi_inflight--;
+        if (rx->tracked)
+            fdt_dec(rx->w, rx->fd);
         if (rx->waiter)
             task_wake(rx->waiter);
         rec_unref(rx);

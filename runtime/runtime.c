@@ -367,7 +367,8 @@ void urt_runtime_destroy(urt_runtime *rt)
     urt_runtime_shutdown(rt, 0);
     if (rt->leak_workers) {
         /* look again: what was stuck may have ended since */
-        if (owned_live(rt) != 0 || !join_workers(rt, 100 * MS_NS) || !pool_shutdown(rt, 100 * MS_NS)) {
+        uint64_t wait = rt->cfg.cancel_wait_ns < 1000 * MS_NS ? rt->cfg.cancel_wait_ns : 1000 * MS_NS;
+        if (!wait_live_zero(rt, urt__now() + wait) || !join_workers(rt, wait) || !pool_shutdown(rt, wait)) {
             urt__log("urt: destroy: a task or blocking job still runs; the runtime's memory is left allocated\n");
             return;
         }
