@@ -524,14 +524,19 @@ typedef struct urt_buf {
 /*
  * Open a pooled receive on connected socket fd. Nothing is armed (and no
  * buffer held) until the first urt_rx_recv. The worker's buffer ring is set
- * up on the first urt_rx_open on that worker.
+ * up on the first urt_rx_open on that worker. A worker that cannot register
+ * it (RLIMIT_MEMLOCK too low for a user without CAP_IPC_LOCK, a kernel
+ * without provided-buffer rings) says so once on stderr, in one line naming
+ * the worker and the error (written by its ring, so a stderr that does not
+ * take it never blocks the worker; the line is then dropped), and its
+ * urt_rx receive with a plain recv per urt_rx_recv into a heap buffer of
+ * rx_buffer_size: the calls, the cap and urt_buf_release stay the same.
  * Context: in a task (not inside urt_block_in_place: -EPERM); the urt_rx
  * belongs to that task's worker, like a listener (-EXDEV elsewhere).
  * Ownership: fd stays the caller's (urt_rx_close does not close it; close
  * it after). On success *out is a new urt_rx the caller owns and frees with
  * urt_rx_close; on failure *out is set to NULL.
- * Returns 0, -EINVAL (out NULL, fd < 0), -EPERM, -ENOMEM, or the -errno of
- * setting up the buffer ring (a kernel without provided-buffer rings).
+ * Returns 0, -EINVAL (out NULL, fd < 0), -EPERM, -ENOMEM.
  */
 URT_API int     urt_rx_open(urt_rx **out, int fd);
 /*

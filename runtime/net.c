@@ -41,8 +41,17 @@
  *     turns it off. When fewer than 1/8 of the buffers are left, a receiver
  *     whose owner is not waiting for data pauses as soon as it has
  *     something queued.
+ *
+ * A worker whose buffer ring cannot be registered (RLIMIT_MEMLOCK for a user
+ * without CAP_IPC_LOCK, a kernel without provided-buffer rings) gets a pool
+ * with no ring (bufs.br NULL) and says so once on stderr, through a write
+ * on its ring (a full pipe never blocks the worker; the line is a record
+ * like the others, MR_NOTE, freed by its CQE or cancelled at exit). Its
+ * urt_rx receive with one urt_recv per urt_rx_recv into a heap buffer of
+ * rx_buffer_size, handed out as a heap chunk; the cap counts them the same.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -50,7 +59,7 @@
 
 #include "runtime/runtime.h"
 
-enum { MR_LISTENER = 1, MR_RX = 2 };
+enum { MR_LISTENER = 1, MR_RX = 2, MR_NOTE = 3 };
 
 #define LQ_PAUSE 64   /* queued fds at which the multishot accept pauses */
 
@@ -403,6 +412,33 @@ int urt_listener_close(urt_listener *l)
 
 /* ---- receive buffers ------------------------------------------------------------ */
 
+/* A line for stderr, written by the worker's ring: queued, never waited for. */
+typedef struct net_note {
+    uint8_t kind;                  /* MR_NOTE */
+    char text[224];
+} net_note;
+
+static void note_stderr(urt_worker *w, const char *text)
+{
+    net_note *n = calloc(1, sizeof(*n));
+    if (!n)
+        return;
+    n->kind = MR_NOTE;
+    size_t len = strlen(text);
+    if (len >= sizeof(n->text))
+        len = sizeof(n->text) - 1;
+    memcpy(n->text, text, len);
+    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+    if (!sqe) {
+        free(n);
+        return;
+    }
+    /* offset -1: at the file's position, as write(2) */
+    io_uring_prep_write(sqe, STDERR_FILENO, n->text, (unsigned)len, (uint64_t)-1);
+    io_uring_sqe_set_data64(sqe, rec_data(n));
+    w->multi_inflight++;   /* the worker's exit cancels it if stderr never takes it */
+}
+
 static rx_pool *pool_get(urt_worker *w, int *err)
 {
     if (w->rxp)
@@ -416,9 +452,14 @@ static rx_pool *pool_get(urt_worker *w, int *err)
     unsigned n = rt->cfg.rx_buffers, size = rt->cfg.rx_buffer_size;
     int r = ring_bufs_init(&w->ring, &p->bufs, n, size, 1);
     if (r < 0) {
-        free(p);
-        *err = r;
-        return NULL;
+        /* no buffer ring here: this worker's urt_rx receive with plain recv */
+        char line[200];
+        snprintf(line, sizeof(line),
+                 "urt: worker %u: cannot register its receive buffer ring (%s%s); "
+                 "urt_rx on this worker falls back to plain recv\n",
+                 w->id, strerror(-r), r == -ENOMEM ? ": RLIMIT_MEMLOCK too low?" : "");
+        note_stderr(w, line);
+        n = 0;
     }
     pthread_mutex_init(&p->ret_lock, NULL);
     if (getenv("URT_NO_RECV_LIMIT"))
@@ -583,6 +624,11 @@ void net_multi_cqe(urt_worker *w, void *rec, int32_t res, uint32_t flags)
 {
     if (!rec)
         return;
+    if (((uint8_t *)rec)[0] == MR_NOTE) {
+        w->multi_inflight--;   /* written, failed or cancelled: one CQE either way */
+        free(rec);
+        return;
+    }
     if (((uint8_t *)rec)[0] == MR_LISTENER)
         listener_cqe(rec, res, flags);
     else
@@ -619,6 +665,28 @@ int urt_rx_open(urt_rx **out, int fd)
     return 0;
 }
 
+/* A worker without a buffer ring: one urt_recv per chunk into a heap
+ * buffer. urt_recv does the waiting, cancellation and urt_op_timeout. */
+static ssize_t rx_recv_plain(urt_rx *rx, urt_buf *buf)
+{
+    if (rx->eof)
+        return 0;
+    if (at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD)
+        return -ENOBUFS;
+    size_t size = rx->w->rt->cfg.rx_buffer_size;
+    void *mem = malloc(size);
+    if (!mem)
+        return -ENOMEM;
+    ssize_t n = urt_recv(rx->fd, mem, size, 0);
+    if (n <= 0) {
+        free(mem);
+        if (n == 0)
+            rx->eof = true;
+        return n;
+    }
+    return rx_give_heap(rx, buf, mem, (size_t)n);
+}
+
 static void rx_unstarve(urt_rx *rx)
 {
     if (!rx->starving)
@@ -651,6 +719,8 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
     urt_worker *w = urt__cur_worker();
     if (w != rx->w)
         return -EXDEV;
+    if (!rx->pool->bufs.br)
+        return rx_recv_plain(rx, buf);
     ring_op top;              /* the per-task op timeout, when set */
     bool timer = false;
     struct __kernel_timespec ts;
