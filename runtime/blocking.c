@@ -81,10 +81,7 @@ static void run_bip(urt_task *t, urt_fiber *self)
     urt__overflow_set_current(NULL);
     urt__set_cur(NULL, NULL);
     /* back: fn has returned (SW_BIP_DONE); send the fiber home */
-    uint32_t s = at_load_relaxed(&t->state);
-    /* acq_rel: publishes the saved context to the home worker */
-    while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
-        ;
+    task_set_scheduled(t);
     worker_push_mailbox(t->rt, (unsigned)at_load_relaxed(&t->home), t);
 }
 

@@ -44,9 +44,8 @@
  *
  * A worker whose buffer ring cannot be registered (RLIMIT_MEMLOCK for a user
  * without CAP_IPC_LOCK, a kernel without provided-buffer rings) gets a pool
- * with no ring (bufs.br NULL) and says so once on stderr, through a write
- * on its ring (a full pipe never blocks the worker; the line is a record
- * like the others, MR_NOTE, freed by its CQE or cancelled at exit). Its
+ * with no ring (bufs.br NULL) and says so once on stderr (urt__log: a full
+ * pipe never blocks the worker). Its
  * urt_rx receive with one urt_recv per urt_rx_recv into a heap buffer of
  * rx_buffer_size, handed out as a heap chunk; the cap counts them the same.
  */
@@ -59,7 +58,7 @@
 
 #include "runtime/runtime.h"
 
-enum { MR_LISTENER = 1, MR_RX = 2, MR_NOTE = 3 };
+enum { MR_LISTENER = 1, MR_RX = 2 };
 
 #define LQ_PAUSE 64   /* queued fds at which the multishot accept pauses */
 
@@ -412,33 +411,6 @@ int urt_listener_close(urt_listener *l)
 
 /* ---- receive buffers ------------------------------------------------------------ */
 
-/* A line for stderr, written by the worker's ring: queued, never waited for. */
-typedef struct net_note {
-    uint8_t kind;                  /* MR_NOTE */
-    char text[224];
-} net_note;
-
-static void note_stderr(urt_worker *w, const char *text)
-{
-    net_note *n = calloc(1, sizeof(*n));
-    if (!n)
-        return;
-    n->kind = MR_NOTE;
-    size_t len = strlen(text);
-    if (len >= sizeof(n->text))
-        len = sizeof(n->text) - 1;
-    memcpy(n->text, text, len);
-    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-    if (!sqe) {
-        free(n);
-        return;
-    }
-    /* offset -1: at the file's position, as write(2) */
-    io_uring_prep_write(sqe, STDERR_FILENO, n->text, (unsigned)len, (uint64_t)-1);
-    io_uring_sqe_set_data64(sqe, rec_data(n));
-    w->multi_inflight++;   /* the worker's exit cancels it if stderr never takes it */
-}
-
 static rx_pool *pool_get(urt_worker *w, int *err)
 {
     if (w->rxp)
@@ -453,12 +425,9 @@ static rx_pool *pool_get(urt_worker *w, int *err)
     int r = ring_bufs_init(&w->ring, &p->bufs, n, size, 1);
     if (r < 0) {
         /* no buffer ring here: this worker's urt_rx receive with plain recv */
-        char line[200];
-        snprintf(line, sizeof(line),
-                 "urt: worker %u: cannot register its receive buffer ring (%s%s); "
+        urt__log("urt: worker %u: cannot register its receive buffer ring (%s%s); "
                  "urt_rx on this worker falls back to plain recv\n",
                  w->id, strerror(-r), r == -ENOMEM ? ": RLIMIT_MEMLOCK too low?" : "");
-        note_stderr(w, line);
         n = 0;
     }
     pthread_mutex_init(&p->ret_lock, NULL);
@@ -624,11 +593,6 @@ void net_multi_cqe(urt_worker *w, void *rec, int32_t res, uint32_t flags)
 {
     if (!rec)
         return;
-    if (((uint8_t *)rec)[0] == MR_NOTE) {
-        w->multi_inflight--;   /* written, failed or cancelled: one CQE either way */
-        free(rec);
-        return;
-    }
     if (((uint8_t *)rec)[0] == MR_LISTENER)
         listener_cqe(rec, res, flags);
     else

@@ -251,6 +251,10 @@ void task_wake(urt_task *t);
 int  task_cancel(urt_task *t);                             /* urt_cancel without the handle check */
 void task_complete(urt_task *t, void *ret, int result);   /* any thread */
 void task_suspend(urt_task *t, int reason);                /* from the task's fiber */
+/* RUNNING -> SCHEDULED (a pending NOTIFIED folded in) for a task that has
+ * switched out and is about to be queued by the caller: a yield, the end of
+ * a block_in_place, a first run put off. acq_rel: publishes its context. */
+void task_set_scheduled(urt_task *t);
 bool task_cancel_pending(urt_task *t);                     /* cancelled and not shielded */
 int  owned_insert(urt_runtime *rt, urt_task *t);           /* -ESHUTDOWN once shutdown closed the list */
 void owned_close(urt_runtime *rt);                         /* shutdown: refuse every later insert */

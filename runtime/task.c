@@ -158,6 +158,16 @@ static void own_unlink(own_shard *s, urt_task *t)
     t->own_prev = t->own_next = NULL;
 }
 
+/* Undo owned_insert for a task that was never queued (no one else saw it). */
+static void owned_withdraw(urt_runtime *rt, urt_task *t)
+{
+    own_shard *s = &rt->shards[t->shard];
+    pthread_mutex_lock(&s->lock);
+    own_unlink(s, t);
+    at_store_relaxed(&s->count, at_load_relaxed(&s->count) - 1);
+    pthread_mutex_unlock(&s->lock);
+}
+
 void owned_close(urt_runtime *rt)
 {
     /* Every insert takes the shard lock and looks at `closed`: after this
@@ -287,6 +297,15 @@ void task_wake(urt_task *t)
         schedule(t);
 }
 
+void task_set_scheduled(urt_task *t)
+{
+    uint32_t s = at_load_relaxed(&t->state);
+    /* acq_rel: publishes the fiber's saved context to the next runner, and
+     * pairs with task_wake's CAS (a wake meanwhile only set NOTIFIED) */
+    while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
+        ;
+}
+
 void task_suspend(urt_task *t, int reason)
 {
     t->switch_reason = (uint8_t)reason;
@@ -362,11 +381,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         int err = pool_submit_blocking(rt, t);
         if (err < 0) {
             /* nothing will ever run it: take it back; fn is never called */
-            own_shard *s = &rt->shards[t->shard];
-            pthread_mutex_lock(&s->lock);
-            own_unlink(s, t);
-            at_store_relaxed(&s->count, at_load_relaxed(&s->count) - 1);
-            pthread_mutex_unlock(&s->lock);
+            owned_withdraw(rt, t);
             free(t);
             return err;
         }

@@ -529,10 +529,7 @@ static void after_switch(urt_worker *w, urt_task *t)
         task_complete(t, t->ret, 0);
         break;
     case SW_YIELD:
-        s = at_load_relaxed(&t->state);
-        /* acq_rel: publishes the fiber's saved context to the next runner */
-        while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
-            ;
+        task_set_scheduled(t);
         qf_push(&w->defer, &t->node);
         break;
     case SW_PARK: {
@@ -553,10 +550,7 @@ static void after_switch(urt_worker *w, urt_task *t)
         if (e < 0) {
             t->bip_err = e;
             /* no pool thread: resume it here; it returns the error */
-            s = at_load_relaxed(&t->state);
-            /* acq_rel: publishes the saved context, as a park does */
-            while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
-                ;
+            task_set_scheduled(t);
             runq_push(w, t);
         }
         break;
@@ -595,10 +589,7 @@ static void run_task(urt_worker *w, urt_task *t)
                 task_complete(t, NULL, -ENOMEM);
                 return;
             }
-            s = at_load_relaxed(&t->state);
-            /* acq_rel: as a park; the task has not run, nothing to publish but the state */
-            while (!at_cas_acqrel(&t->state, &s, (s & ~(TS_RUNNING | TS_NOTIFIED)) | TS_SCHEDULED))
-                ;
+            task_set_scheduled(t);
             if (qf_empty(&w->nomem))
                 w->nomem_last = now;
             qf_push(&w->nomem, &t->node);
