@@ -231,6 +231,12 @@ static void drain_defer(urt_worker *w)
     qf_append(&w->runq, &w->defer);
 }
 
+/* Anything in the mailbox (woken tasks) or the control mailbox (close requests)? */
+static inline bool mail_waiting(urt_worker *w)
+{
+    return !mb_is_empty(&w->mb) || !mb_is_empty(&w->ctl);
+}
+
 static void drain_mailbox(urt_worker *w)
 {
     if (!mb_is_empty(&w->ctl))
@@ -308,13 +314,13 @@ static void retry_bells(urt_worker *w)
 }
 
 /* Tasks whose stack could not be mapped wait in nomem; every STACK_RETRY_NS
- * (or at once with `now`) they go back to the run queue for another try. */
-static void retry_stacks(urt_worker *w, bool now)
+ * they go back to the run queue for another try. */
+static void retry_stacks(urt_worker *w)
 {
     if (qf_empty(&w->nomem))
         return;
     uint64_t t = urt__now();
-    if (!now && t - w->nomem_last < STACK_RETRY_NS)
+    if (t - w->nomem_last < STACK_RETRY_NS)
         return;
     w->nomem_last = t;
     q_node *n;
@@ -328,11 +334,11 @@ static void maintenance(urt_worker *w)
     worker_submit(w);
     ring_reap(&w->ring, &handlers, w);
     drain_defer(w);
-    if (!mb_is_empty(&w->mb) || !mb_is_empty(&w->ctl))
+    if (mail_waiting(w))
         drain_mailbox(w);
     net_pool_drain(w);
     retry_bells(w);
-    retry_stacks(w, false);
+    retry_stacks(w);
     uint64_t now = urt__now();
     uint64_t polls = at_load_relaxed(&w->stats.polls);
     uint64_t dt = now - w->maint_ns, dp = polls - w->maint_polls;
@@ -374,7 +380,7 @@ static urt_task *next_task(urt_worker *w)
     w->lifo_polls = 0;
     if ((t = pop_local(w)))
         return t;
-    if (!mb_is_empty(&w->mb) || !mb_is_empty(&w->ctl)) {
+    if (mail_waiting(w)) {
         drain_mailbox(w);
         if ((t = pop_local(w)))
             return t;
@@ -384,8 +390,7 @@ static urt_task *next_task(urt_worker *w)
 
 static bool has_local_work(urt_worker *w)
 {
-    return w->lifo || !qf_empty(&w->runq) || !lq_is_empty(&w->lq) || !mb_is_empty(&w->mb) ||
-           !mb_is_empty(&w->ctl);
+    return w->lifo || !qf_empty(&w->runq) || !lq_is_empty(&w->lq) || mail_waiting(w);
 }
 
 static uint64_t xorshift(uint64_t *s)
@@ -499,9 +504,9 @@ static void park(urt_worker *w)
     if (!idle_unpark_worker_by_id(&rt->idle, w->id))
         w->searching = true;   /* a notifier chose us and counted us as searching */
     ring_reap(&w->ring, &handlers, w);
-    if (!mb_is_empty(&w->mb) || !mb_is_empty(&w->ctl))
+    if (mail_waiting(w))
         drain_mailbox(w);
-    retry_stacks(w, false);
+    retry_stacks(w);
 }
 
 /* ---- running a task ------------------------------------------------------------------ */
