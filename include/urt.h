@@ -283,14 +283,63 @@ URT_API void urt_detach(urt_task *t);
 URT_API void urt_yield(void);
 /*
  * Suspend the calling task for at least ns nanoseconds (CLOCK_MONOTONIC,
- * never early). urt_op_timeout does not shorten it. A length whose end
- * would overflow (UINT64_MAX, say) sleeps until cancelled.
+ * never early): urt_sleep_until(urt_now() + ns), the sum saturating, so a
+ * length whose end would overflow (UINT64_MAX, say) sleeps until
+ * cancelled. urt_op_timeout does not shorten it; urt_deadline does
+ * (-ETIMEDOUT).
  * Context: in a task; inside urt_block_in_place it sleeps the thread.
- * Returns 0; -ECANCELED (cancelled, before or while sleeping); -EPERM (not
- * in a task); -EDEADLK (in a hook); -EBUSY (no submission queue entry free
- * in the ring).
+ * Returns 0; -ECANCELED (cancelled, before or while sleeping); -ETIMEDOUT
+ * (the task's urt_deadline came first); -EPERM (not in a task); -EDEADLK
+ * (in a hook); -EBUSY (no submission queue entry free in the ring).
  */
 URT_API int  urt_sleep(uint64_t ns);
+/*
+ * Suspend the calling task until urt_now() >= deadline_ns (absolute,
+ * CLOCK_MONOTONIC; never early). A time already past returns at once; a
+ * time past about 292 years of uptime sleeps until cancelled.
+ * Context: in a task; inside urt_block_in_place it sleeps the thread.
+ * Returns 0; -ETIMEDOUT (the task's urt_deadline comes first: it returns at
+ * that deadline); -ECANCELED; -EPERM (not in a task); -EDEADLK (in a
+ * hook); -EBUSY (no submission queue entry free).
+ */
+URT_API int  urt_sleep_until(uint64_t deadline_ns);
+/*
+ * Set an absolute deadline (urt_now() time; 0: none) for every following
+ * suspending call of the calling task: I/O, urt_rx_recv,
+ * urt_listener_accept, urt_join, urt_group_next, the sync primitives and
+ * the sleeps. A call that would pass it returns -ETIMEDOUT at the deadline
+ * (at once when it has passed already, before it starts anything); with an
+ * urt_op_timeout too, the earlier bound wins. urt_close ignores it.
+ * Context: in a task; elsewhere it does nothing and returns 0.
+ * Returns the previous deadline, which the caller restores (library code
+ * must not leave it changed).
+ */
+URT_API uint64_t urt_deadline(uint64_t deadline_ns);
+/*
+ * A periodic timer for one task: urt_interval_init sets the first tick one
+ * period from now; each urt_interval_tick sleeps until the next tick. A
+ * caller that is late gets the due tick at once, and the ticks that also
+ * passed meanwhile are skipped (never a burst of catch-up ticks): ticks
+ * stay on the grid of init time + k * period.
+ * The struct is the caller's; its fields may be read (next_ns: the next
+ * tick, urt_now() time).
+ */
+typedef struct urt_interval {
+    uint64_t next_ns, period_ns;
+} urt_interval;
+/*
+ * Start iv with a period of period_ns (> 0, else urt_interval_tick gives
+ * -EINVAL). Context: any thread; iv NULL does nothing.
+ */
+URT_API void urt_interval_init(urt_interval *iv, uint64_t period_ns);
+/*
+ * Wait for iv's next tick. Context: as urt_sleep_until.
+ * Returns the number of ticks skipped because the caller was late (0 when
+ * on time); -EINVAL (iv NULL or period 0); else as urt_sleep_until. A late
+ * tick in a task yields once, so a loop of late ticks cannot starve the
+ * worker.
+ */
+URT_API int  urt_interval_tick(urt_interval *iv);
 /*
  * Whether the calling task has been asked to stop (urt_cancel, or a
  * shutdown). Once true it stays true, also while urt_cancel_shield is on.
@@ -325,7 +374,8 @@ URT_API uint64_t urt_self_id(void);
  * none): the I/O calls (not urt_close), urt_rx_recv, urt_join, and the
  * waits of urt_notify and the other sync primitives; not urt_sleep, not
  * urt_listener_accept. Each call gets the whole timeout anew (urt_send_all
- * per send). A call that runs out returns -ETIMEDOUT.
+ * per send). A call that runs out returns -ETIMEDOUT. With a urt_deadline
+ * too, the earlier bound wins.
  * Context: in a task; elsewhere it does nothing and returns 0.
  * Returns the previous value, which the caller restores (library code must
  * not leave it changed).

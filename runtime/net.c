@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include "runtime/runtime.h"
+#include "runtime/time.h"
 
 enum { MR_LISTENER = 1, MR_RX = 2 };
 
@@ -73,8 +74,16 @@ enum { MR_LISTENER = 1, MR_RX = 2 };
 enum { RECV_LIM_UNKNOWN = 0, RECV_LIM_YES = 1, RECV_LIM_NO = 2 };
 static _Atomic uint32_t recv_limit;
 
+/* What every multishot record starts with: the ring calls m.cqe for each of
+ * its CQEs; kind tells the two records apart. */
+typedef struct net_rec {
+    ring_multi m;
+    uint8_t kind;
+} net_rec;
+
 struct urt_listener {
-    uint8_t kind;                  /* MR_LISTENER; first field of every record */
+    ring_multi m;                  /* net_rec: first */
+    uint8_t kind;                  /* MR_LISTENER */
     _Atomic uint32_t refs;
     urt_worker *w;
     int fd, flags;
@@ -94,6 +103,7 @@ typedef struct rx_chunk {
 } rx_chunk;
 
 struct urt_rx {
+    ring_multi m;                  /* net_rec: first */
     uint8_t kind;                  /* MR_RX */
     _Atomic uint32_t refs;
     _Atomic uint32_t held;         /* buffers queued or handed out; released on any thread */
@@ -137,7 +147,7 @@ static void wait_disarmed(urt_worker *w, bool *armed, urt_task **waiter)
 
 static void rec_unref(void *rec)
 {
-    bool listener = ((uint8_t *)rec)[0] == MR_LISTENER;
+    bool listener = ((net_rec *)rec)->kind == MR_LISTENER;
     _Atomic uint32_t *refs = listener ? &((urt_listener *)rec)->refs : &((urt_rx *)rec)->refs;
     /* acq_rel: the last owner sees every write made under the other refs */
     if (at_fsub_acqrel(refs, 1) == 1) {
@@ -286,8 +296,9 @@ static int listener_pop(urt_listener *l)
     return fd;
 }
 
-static void listener_cqe(urt_listener *l, int32_t res, uint32_t flags)
+static void listener_cqe(ring_multi *m, int32_t res, uint32_t flags)
 {
+    urt_listener *l = (urt_listener *)m;
     if (res >= 0) {
         if (l->closing)
             close(res);   /* nobody will take it */
@@ -342,6 +353,7 @@ int urt_listener_open(urt_listener **out, int listen_fd, int flags)
         free(l);
         return -ENOMEM;
     }
+    l->m.cqe = listener_cqe;
     l->kind = MR_LISTENER;
     at_store_relaxed(&l->refs, 1);
     l->w = urt__cur_worker();
@@ -362,22 +374,36 @@ int urt_listener_accept(urt_listener *l)
         return err;
     if (urt__cur_worker() != l->w)
         return -EXDEV;   /* only on the worker that opened it */
+    ring_op top;
+    struct __kernel_timespec ts;
+    bool timer = false;
+    int ret;
     for (;;) {
         if (l->qn) {
-            int fd = listener_pop(l);
+            ret = listener_pop(l);
             if (!l->armed && l->qn < LQ_PAUSE / 4 && !l->err)
                 listener_arm(l);   /* paused: resume while some are still queued */
-            return fd;
+            break;
         }
         if (l->err) {
-            int e = l->err;
+            ret = l->err;
             l->err = 0;
-            return e;
+            break;
         }
-        if (task_cancel_pending(t))
-            return -ECANCELED;
+        if (task_cancel_pending(t)) {
+            ret = -ECANCELED;
+            break;
+        }
+        if (timer ? top.done : task_deadline_passed(t)) {
+            ret = -ETIMEDOUT;   /* urt_deadline (the op timeout does not apply here) */
+            break;
+        }
         if (!l->armed)
             listener_arm(l);   /* the kernel ended it (an error, or a full CQ): again */
+        if (!timer && t->deadline && !(timer = task_timer_start(t, &top, &ts, false))) {
+            ret = -EBUSY;
+            break;
+        }
         l->waiter = t;
         __atomic_store_n(&t->wait_what, "accept", __ATOMIC_RELAXED);
         __atomic_store_n(&t->wait_fd, l->fd, __ATOMIC_RELAXED);
@@ -385,6 +411,9 @@ int urt_listener_accept(urt_listener *l)
         __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
         l->waiter = NULL;
     }
+    if (timer)
+        task_timer_finish(t, &top);
+    return ret;
 }
 
 int urt_listener_close(urt_listener *l)
@@ -527,8 +556,9 @@ static void rx_arm(urt_rx *rx)
     rx->tracked = fdt_inc(rx->w, rx->fd);   /* a urt_close of fd on any worker ends it */
 }
 
-static void rx_cqe(urt_rx *rx, int32_t res, uint32_t flags)
+static void rx_cqe(ring_multi *m, int32_t res, uint32_t flags)
 {
+    urt_rx *rx = (urt_rx *)m;
     rx_pool *p = rx->pool;
     if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
@@ -589,15 +619,6 @@ static void rx_cqe(urt_rx *rx, int32_t res, uint32_t flags)
         task_wake(rx->waiter);
 }
 
-void net_multi_cqe(urt_worker *w, void *rec, int32_t res, uint32_t flags)
-{
-    if (!rec)
-        return;
-    if (((uint8_t *)rec)[0] == MR_LISTENER)
-        listener_cqe(rec, res, flags);
-    else
-        rx_cqe(rec, res, flags);
-}
 
 int urt_rx_open(urt_rx **out, int fd)
 {
@@ -620,6 +641,7 @@ int urt_rx_open(urt_rx **out, int fd)
         free(rx);
         return -ENOMEM;
     }
+    rx->m.cqe = rx_cqe;
     rx->kind = MR_RX;
     at_store_relaxed(&rx->refs, 1);
     rx->w = w;
@@ -733,7 +755,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             else
                 starve_push(rx->pool, rx);
         }
-        if (!timer && t->op_timeout && !(timer = task_timer_start(t, &top, &ts))) {
+        if (!timer && task_bound(t, true) && !(timer = task_timer_start(t, &top, &ts, true))) {
             ret = -EBUSY;
             break;
         }

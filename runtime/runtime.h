@@ -98,6 +98,7 @@ struct urt_task {
     void *ret;                    /* written before TS_COMPLETE (release) */
     int result;                   /* 0, -ECANCELED (never ran), -ENOMEM (no stack) */
     uint64_t op_timeout;          /* owner fiber only */
+    uint64_t deadline;            /* urt_deadline, absolute urt__now ns, 0: none; owner fiber only */
     const char *wait_what;        /* for dumps: what it waits on; racy read */
     int wait_fd;
     urt_waiter *_Atomic joiner;   /* JOINER_DONE once complete */
@@ -283,15 +284,16 @@ void worker_notify_parked(urt_runtime *rt);
 void worker_ring_bell(urt_runtime *rt, unsigned target);
 void worker_submit(urt_worker *w);
 
-/* ---- io.c ---- */
-/* The per-task op timeout for a wait that is not a ring op itself (join,
- * notify): a TIMEOUT op whose record lives on the waiter's stack. start
- * returns false when no timeout is set; finish ends it and waits for its CQE. */
-bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts);
+/* ---- time.c ---- */
+/* The time bound of a wait that is not a ring op itself (join, sync, rx,
+ * accept): a TIMEOUT op at the task's bound (its deadline, and its op
+ * timeout when `op_timeout` applies to the wait) whose record lives on the
+ * waiter's stack. start returns false when there is no bound; finish ends
+ * it and waits for its CQE. */
+bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts, bool op_timeout);
 void task_timer_finish(urt_task *t, ring_op *op);
 
 /* ---- net.c ---- */
-void net_multi_cqe(urt_worker *w, void *rec, int32_t res, uint32_t flags);
 void net_pool_drain(urt_worker *w);                   /* buffers released elsewhere come home */
 static inline bool net_pool_has_returns(urt_worker *w);
 void net_pool_destroy(urt_worker *w);

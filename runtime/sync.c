@@ -72,7 +72,7 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
     __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
     ring_op top;
     struct __kernel_timespec ts;
-    bool timer = task_timer_start(t, &top, &ts);
+    bool timer = task_timer_start(t, &top, &ts, true);
     if (timer)
         t->op_pending = true;   /* top's CQE comes to this worker's ring: do not migrate */
     int res;

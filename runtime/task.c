@@ -49,24 +49,6 @@ __attribute__((noinline)) void urt__set_cur(urt_worker *w, urt_task *t)
     tls_task = t;
 }
 
-uint64_t urt__now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void urt__abstime(struct timespec *ts, uint64_t ns_from_now)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    /* saturate: about 290 years is forever, and the sum cannot overflow */
-    if (ns_from_now > (uint64_t)INT64_MAX / 2)
-        ns_from_now = (uint64_t)INT64_MAX / 2;
-    uint64_t ns = (uint64_t)ts->tv_nsec + ns_from_now;
-    ts->tv_sec += (time_t)(ns / 1000000000u);
-    ts->tv_nsec = (long)(ns % 1000000000u);
-}
-
 urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind)
 {
     urt_task *t = malloc(sizeof(*t));
@@ -473,7 +455,7 @@ int urt_join(urt_task *t, void **ret)
         __atomic_store_n(&cur->wait_what, "join", __ATOMIC_RELAXED);
         ring_op top;
         struct __kernel_timespec ts;
-        bool timer = task_timer_start(cur, &top, &ts);
+        bool timer = task_timer_start(cur, &top, &ts, true);
         bool gave_up = false;
         int why = 0;
         while (at_load_acquire(&w.futex) == 0) {
@@ -574,16 +556,6 @@ bool urt_cancel_shield(bool on)
     return old;
 }
 
-uint64_t urt_op_timeout(uint64_t ns)
-{
-    urt_task *t = urt__cur_task();
-    if (!t)
-        return 0;
-    uint64_t old = t->op_timeout;
-    t->op_timeout = ns;
-    return old;
-}
-
 urt_runtime *urt_current(void)
 {
     urt_task *t = urt__cur_task();
@@ -595,8 +567,6 @@ int urt_worker_id(void)
     urt_worker *w = urt__cur_worker();
     return w ? (int)w->id : -1;
 }
-
-uint64_t urt_now(void) { return urt__now(); }
 
 void urt_yield(void)
 {

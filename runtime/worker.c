@@ -51,13 +51,8 @@
 static void h_op_done(void *ctx, ring_op *op);
 static void h_bell(void *ctx, int32_t res);
 static void h_bell_fail(void *ctx, unsigned target, int32_t res);
-static void h_multi(void *ctx, void *rec, int32_t res, uint32_t flags)
-{
-    net_multi_cqe(ctx, rec, res, flags);
-}
 static const ring_handlers handlers = {
     .op_done = h_op_done,
-    .multi = h_multi,
     .bell = h_bell,
     .bell_fail = h_bell_fail,
 };

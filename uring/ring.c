@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -39,6 +40,36 @@ static int try_setup(urt_ring *r, unsigned entries, unsigned flags)
         r->features = p.features;
     }
     return ret;
+}
+
+/* Which opcodes this kernel has, once per ring. URT_RING_NO_OPS takes
+ * opcodes away (a comma-separated list of IORING_OP_* numbers, or "all"), so
+ * tests and users can run the syscall fallbacks on a kernel that has them. */
+static void probe_ops(urt_ring *r)
+{
+    struct io_uring_probe *p = io_uring_get_probe_ring(&r->uring);
+    if (p) {
+        for (unsigned i = 0; i <= p->last_op && i < 256u; i++)
+            if (p->ops[i].flags & IO_URING_OP_SUPPORTED)
+                r->ops[i >> 3] |= (uint8_t)(1u << (i & 7));
+        io_uring_free_probe(p);
+    }
+    const char *no = getenv("URT_RING_NO_OPS");
+    if (!no || !*no)
+        return;
+    if (strcmp(no, "all") == 0) {
+        memset(r->ops, 0, sizeof(r->ops));
+        return;
+    }
+    for (const char *c = no; *c;) {
+        char *end;
+        unsigned long op = strtoul(c, &end, 10);
+        if (end == c)
+            break;
+        if (op < 256)
+            r->ops[op >> 3] &= (uint8_t)~(1u << (op & 7));
+        c = *end == ',' ? end + 1 : end;
+    }
 }
 
 int ring_init(urt_ring *r, unsigned entries, unsigned want)
@@ -65,6 +96,7 @@ int ring_init(urt_ring *r, unsigned entries, unsigned want)
     if (io_uring_register_ring_fd(&r->uring) < 0) {
         /* older kernel: plain fd, nothing lost */
     }
+    probe_ops(r);
     return 0;
 }
 
@@ -96,11 +128,12 @@ bool ring_reserve(urt_ring *r, unsigned n)
     return io_uring_sq_space_left(&r->uring) >= n;
 }
 
-void ring_link_timeout(urt_ring *r, ring_op *op, struct io_uring_sqe *op_sqe, struct __kernel_timespec *ts)
+void ring_link_timeout(urt_ring *r, ring_op *op, struct io_uring_sqe *op_sqe, struct __kernel_timespec *ts,
+                       unsigned flags)
 {
     op_sqe->flags |= IOSQE_IO_LINK;
     struct io_uring_sqe *tsqe = ring_sqe(r);   /* reserved: never NULL, never a flush between */
-    io_uring_prep_link_timeout(tsqe, ts, 0);
+    io_uring_prep_link_timeout(tsqe, ts, flags);
     io_uring_sqe_set_data64(tsqe, ring_tag(op, RING_TAG_OP_TIMER, op->gen));
     op->nleft++;
 }
@@ -172,8 +205,8 @@ unsigned ring_reap(urt_ring *r, const ring_handlers *h, void *ctx)
             break;
         }
         case RING_TAG_MULTI:
-            if (h->multi)
-                h->multi(ctx, p, cqe->res, cqe->flags);
+            if (p)
+                ((ring_multi *)p)->cqe(p, cqe->res, cqe->flags);
             break;
         case RING_TAG_BELL:
             h->bell(ctx, cqe->res);

@@ -33,7 +33,7 @@
 
 enum {
     RING_TAG_OP = 0,        /* one-shot op: exactly one CQE, record = ring_op */
-    RING_TAG_MULTI = 1,     /* multishot: record on the heap, freed after the last CQE */
+    RING_TAG_MULTI = 1,     /* multishot: record (starts with ring_multi) on the heap, freed after the last CQE */
     RING_TAG_IGNORE = 2,    /* linked timeouts, cancel requests */
     RING_TAG_BELL = 3,      /* a doorbell arrived (MSG_RING or eventfd read) */
     RING_TAG_BELL_FAIL = 4, /* our doorbell to worker <index> failed */
@@ -53,9 +53,15 @@ typedef struct ring_op {
     void *owner;            /* opaque: the record's user (the runtime's task) */
 } ring_op;
 
+/* A multishot record (RING_TAG_MULTI) starts with this: the dispatcher calls
+ * its own cqe function for each of its CQEs, so the ring's user needs no
+ * table of record kinds. */
+typedef struct ring_multi {
+    void (*cqe)(struct ring_multi *rec, int32_t res, uint32_t flags);
+} ring_multi;
+
 typedef struct ring_handlers {
     void (*op_done)(void *ctx, ring_op *op);
-    void (*multi)(void *ctx, void *rec, int32_t res, uint32_t flags);
     void (*bell)(void *ctx, int32_t res);
     void (*bell_fail)(void *ctx, unsigned target, int32_t res);
 } ring_handlers;
@@ -67,6 +73,7 @@ typedef struct urt_ring {
     unsigned pending;       /* SQEs prepared, not yet submitted */
     bool taskrun_flag;      /* IORING_SQ_TASKRUN is set by the kernel when work waits */
     uint16_t gen_next;      /* generations for op records, owner only */
+    uint8_t ops[32];        /* IORING_OP_* this kernel has (bitmap, probed at init) */
     /* counters, owner only */
     uint64_t sqes_submitted, enters, cqes_reaped;
 } urt_ring;
@@ -80,6 +87,14 @@ typedef struct urt_ring {
 int  ring_init(urt_ring *r, unsigned entries, unsigned want);
 void ring_exit(urt_ring *r);
 static inline int ring_fd(const urt_ring *r) { return r->uring.ring_fd; }
+/* Does the kernel have opcode op? Probed once per ring (io_uring_get_probe_ring);
+ * the environment variable URT_RING_NO_OPS (IORING_OP_* numbers, comma
+ * separated, or "all") takes opcodes away, to exercise syscall fallbacks.
+ * Only calls that have a fallback ask. */
+static inline bool ring_has_op(const urt_ring *r, unsigned op)
+{
+    return op < 256 && ((r->ops[op >> 3] >> (op & 7)) & 1u);
+}
 
 static inline uint64_t ring_tag(const void *p, unsigned tag, uint16_t gen)
 {
@@ -116,11 +131,12 @@ static inline void ring_op_start(urt_ring *r, ring_op *op, void *owner)
     op->owner = owner;
 }
 
-/* Link a timeout of ts (relative) to the SQE just prepared for op (which
+/* Link a timeout of ts (IORING_TIMEOUT_* flags: relative, or absolute) to the SQE just prepared for op (which
  * gets IOSQE_IO_LINK): its CQE is counted into op, so op is done only when
  * both are in, and op->timer_fired tells whether the timeout expired. The
  * caller reserved the second SQE. */
-void ring_link_timeout(urt_ring *r, ring_op *op, struct io_uring_sqe *op_sqe, struct __kernel_timespec *ts);
+void ring_link_timeout(urt_ring *r, ring_op *op, struct io_uring_sqe *op_sqe, struct __kernel_timespec *ts,
+                       unsigned flags);
 
 /* Submit what is pending (no syscall when nothing is). Returns submitted or -errno. */
 int  ring_submit(urt_ring *r);

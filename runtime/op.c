@@ -1,0 +1,89 @@
+/*
+ * op.c - the one way a task's call becomes an op on its worker's ring and
+ * waits for it (see op.h for how a call uses it).
+ *
+ * An op's record (ring_op) lives on the task's stack in op_wait's caller; the
+ * task becomes runnable only through that op's CQE, so the record outlives
+ * the kernel's use of it:
+ *   1. op_sqe reserves room (two SQEs when a time bound links a
+ *      LINK_TIMEOUT, so a flush never splits the pair) and returns the SQE;
+ *   2. the caller preps it; op_wait tags it with (record, generation) and
+ *      links the bound: the earlier of the task's deadline and now + its op
+ *      timeout, as an absolute CLOCK_MONOTONIC time (time.c);
+ *   3. the task suspends; woken early (cancel), it queues an ASYNC_CANCEL of
+ *      that exact op on its own ring (the op's ring: a task with an op in
+ *      flight never moves) and suspends again until the op's CQE;
+ *   4. the CQE's result is returned: -ECANCELED after a cancel, -ETIMEDOUT
+ *      when the linked timeout fired (the kernel says -ECANCELED; the
+ *      timeout's own CQE, counted into the same record, says -ETIME, so a
+ *      cancel from elsewhere, urt_close say, is never taken for a timeout).
+ * While an op on an fd is in flight the worker counts it (fdtrack.c), so a
+ * urt_close on any worker can end it first.
+ */
+#include "runtime/op.h"
+#include "runtime/time.h"
+
+urt_task *io_task(int *err)
+{
+    urt_task *t = urt__cur_task();
+    if (urt__in_hook()) {
+        *err = -EDEADLK;
+        return NULL;
+    }
+    if (!t) {
+        *err = -EPERM;
+        return NULL;
+    }
+    if (t->in_bip) {
+        *err = IO_PLAIN;
+        return NULL;
+    }
+    if (task_cancel_pending(t)) {
+        *err = task_cancelled_now(t);
+        return NULL;
+    }
+    if (task_deadline_passed(t)) {
+        *err = -ETIMEDOUT;
+        return NULL;
+    }
+    return t;
+}
+
+struct io_uring_sqe *op_sqe(urt_task *t, bool timed)
+{
+    urt_worker *w = urt__cur_worker();
+    if (!ring_reserve(&w->ring, timed && (t->op_timeout || t->deadline) ? 2 : 1))
+        return NULL;
+    return ring_sqe(&w->ring);
+}
+
+int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *what, int fd, bool timed)
+{
+    urt_worker *w = urt__cur_worker();
+    struct __kernel_timespec ts;
+    uint64_t bound = timed ? task_bound(t, true) : 0;
+    ring_op_start(&w->ring, op, t);
+    io_uring_sqe_set_data64(sqe, ring_op_data(op));
+    if (bound) {
+        ts = ns_to_ts(bound);
+        ring_link_timeout(&w->ring, op, sqe, &ts, IORING_TIMEOUT_ABS);
+    }
+    bool tracked = fdt_inc(w, fd);
+    t->op_pending = true;
+    __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->wait_fd, fd, __ATOMIC_RELAXED);
+    while (!op->done) {
+        if (!op->cancel_sent && task_cancel_pending(t))
+            ring_cancel_op(&w->ring, op);   /* w: the op pins the task to this worker */
+        task_suspend(t, SW_PARK);
+    }
+    t->op_pending = false;
+    __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->wait_fd, -1, __ATOMIC_RELAXED);
+    if (tracked)
+        fdt_dec(w, fd);
+    int res = op->res;
+    if (res == -ECANCELED && !op->cancel_sent && op->timer_fired)
+        res = -ETIMEDOUT;
+    return res;
+}
