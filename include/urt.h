@@ -798,6 +798,24 @@ URT_API int urt_runtime_stats(urt_runtime *rt, urt_worker_stats *out, unsigned n
  */
 URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
 
+/* ---- Readiness, sockets, splice and sendfile (runtime/sock.c) -------------- */
+
+
+/* ---- Files (runtime/fs.c) -------------------------------------------------- */
+
+
+/* ---- Child processes (runtime/process.c) ----------------------------------- */
+
+
+/* ---- Task groups (runtime/group.c) ----------------------------------------- */
+
+
+/* ---- More sync primitives (runtime/cond.c, runtime/rwlock.c) --------------- */
+
+
+/* ---- Runtime metrics (runtime/metrics.c) ----------------------------------- */
+
+
 #ifdef __cplusplus
 }
 #endif
