@@ -117,7 +117,17 @@ typedef struct urt_config {
     uint64_t cancel_wait_ns;        /* how long urt_runtime_shutdown waits for cancelled tasks
                                        (and blocking jobs) to end before it gives up on them;
                                        0: default (5 s) */
+    uint64_t hibernate_after_ns;    /* a task waiting this long in urt_rx_recv or
+                                       urt_listener_accept (with no time bound set) has its
+                                       stack hibernated: its live frames are copied to the heap
+                                       and the stack's pages given back, until it wakes; 0:
+                                       default (1 s); URT_HIBERNATE_NEVER: never. While
+                                       hibernated its stack must not be read or written by
+                                       anyone else (share memory through the heap, or spawn
+                                       it with URT_TASK_NO_HIBERNATE) */
 } urt_config;
+
+#define URT_HIBERNATE_NEVER UINT64_MAX
 
 #define URT_SPIN_NONE 0xffffffffu
 
@@ -195,6 +205,10 @@ URT_API void urt_runtime_destroy(urt_runtime *rt);
  * which stay on the worker that first runs them, so they spread over all
  * workers even when one acceptor spawns them all. */
 #define URT_TASK_SPREAD     0x2u
+/* Never hibernate this task's stack (see urt_config.hibernate_after_ns):
+ * for a task that lets other tasks or threads use memory on its stack
+ * while it waits. */
+#define URT_TASK_NO_HIBERNATE 0x8u
 
 typedef struct urt_spawn_opts {
     const char *name;     /* shown in task dumps; copied (up to 31 bytes) */
@@ -773,6 +787,8 @@ typedef struct urt_worker_stats {
     uint64_t busy_ns, watchdog_stalls;
     unsigned ring_flags;                          /* IORING_SETUP_* the ring got */
     uint64_t stack_retries;                       /* first runs put off: no stack could be mapped */
+    uint64_t hibernations, restores;              /* stacks hibernated / brought back */
+    uint64_t hibernated;                          /* tasks of this worker hibernated now */
 } urt_worker_stats;
 
 /*

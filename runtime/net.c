@@ -407,7 +407,9 @@ int urt_listener_accept(urt_listener *l)
         l->waiter = t;
         __atomic_store_n(&t->wait_what, "accept", __ATOMIC_RELAXED);
         __atomic_store_n(&t->wait_fd, l->fd, __ATOMIC_RELAXED);
+        hib_wait_begin(t);   /* l and its queue are on the heap: the wake writes no stack */
         task_suspend(t, SW_PARK);
+        hib_wait_end(t);
         __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
         l->waiter = NULL;
     }
@@ -762,7 +764,9 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
         rx->waiter = t;
         __atomic_store_n(&t->wait_what, "rx", __ATOMIC_RELAXED);
         __atomic_store_n(&t->wait_fd, rx->fd, __ATOMIC_RELAXED);
+        hib_wait_begin(t);   /* rx is on the heap: the wake writes no stack (a timer would) */
         task_suspend(t, SW_PARK);
+        hib_wait_end(t);
         __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
         rx->waiter = NULL;
     }

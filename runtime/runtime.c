@@ -113,6 +113,8 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
         c.watchdog_ns = 1000ull * 1000 * 1000;
     if (c.cancel_wait_ns == 0)
         c.cancel_wait_ns = CANCEL_WAIT_NS;
+    if (c.hibernate_after_ns == 0)
+        c.hibernate_after_ns = 1000ull * 1000 * 1000;
 
     urt_runtime *rt = aligned_alloc(URT_CACHELINE, (sizeof(*rt) + URT_CACHELINE - 1) / URT_CACHELINE * URT_CACHELINE);
     if (!rt)
@@ -424,6 +426,9 @@ int urt_runtime_stats(urt_runtime *rt, urt_worker_stats *out, unsigned n)
         o->enters = at_load_relaxed(&w->r_enters);
         o->ring_flags = at_load_relaxed(&w->ring_flags);
         o->stack_retries = at_load_relaxed(&s->stack_retries);
+        o->hibernations = at_load_relaxed(&s->hibernations);
+        o->restores = at_load_relaxed(&s->restores);
+        o->hibernated = at_load_relaxed(&s->hibernated);
     }
     return (int)rt->nworkers;
 }

@@ -111,6 +111,12 @@ struct urt_task {
     /* block_in_place */
     urt_fn bip_fn;
     void *bip_arg, *bip_ret;
+    /* hibernation (hibernate.c), home worker only */
+    void *hib_img;                /* the live frames while hibernated, else NULL */
+    char *hib_from;               /* where they go back: [hib_from, stack.hi) */
+    uint64_t hib_since;           /* when the current hibernatable wait began */
+    struct urt_task *hib_prev, *hib_next;   /* in the home worker's list of such waits */
+    bool hib_listed;
     /* owned-task list, under the shard lock */
     struct urt_task *own_prev, *own_next;
     unsigned shard;
@@ -130,6 +136,7 @@ typedef struct worker_stats {
     _Atomic uint64_t parks, wakes_sent, wakes_received;
     _Atomic uint64_t busy_ns, watchdog_stalls;
     _Atomic uint64_t stack_retries;
+    _Atomic uint64_t hibernations, restores, hibernated;   /* hibernated: now */
 } worker_stats;
 
 #define STAT_ADD(w, f, n) at_store_relaxed(&(w)->stats.f, at_load_relaxed(&(w)->stats.f) + (n))
@@ -168,6 +175,7 @@ typedef struct urt_worker {
     struct rx_pool *rxp;           /* provided buffers for urt_rx, made on first use */
     unsigned multi_inflight;       /* multishot records the ring still holds */
     close_part *close_pending;     /* urt_close parts waiting for our ops on their fd to end */
+    urt_task *hib_head, *hib_tail; /* tasks in a hibernatable wait, oldest first (hibernate.c) */
     pthread_t thread;
     bool joined;                   /* shutdown/destroy joined the thread */
     int init_err;
@@ -298,6 +306,15 @@ void net_pool_drain(urt_worker *w);                   /* buffers released elsewh
 static inline bool net_pool_has_returns(urt_worker *w);
 void net_pool_destroy(urt_worker *w);
 void worker_kick(urt_runtime *rt, unsigned target);   /* ring target's doorbell if it sleeps */
+
+/* ---- hibernate.c ---- */
+/* Around the suspension of a wait whose wake path writes no stack memory
+ * (owner fiber, on its home worker): the wait may be hibernated meanwhile. */
+void hib_wait_begin(urt_task *t);
+void hib_wait_end(urt_task *t);
+void hib_scan(urt_worker *w, uint64_t now);   /* maintenance: hibernate waits older than the threshold */
+void hib_restore(urt_worker *w, urt_task *t); /* before the fiber resumes */
+void hib_drop(urt_task *t);                   /* a task freed while hibernated: its image goes */
 
 /* ---- fdtrack.c ---- */
 bool fdt_inc(urt_worker *w, int fd);                 /* owner: an op on fd starts; false: not tracked */

@@ -94,6 +94,8 @@ void task_unref(urt_task *t)
 {
     /* acq_rel: the last owner sees every write made under the other refs */
     if (at_fsub_acqrel(&t->refs, 1) == 1) {
+        if (t->hib_img)
+            hib_drop(t);
 #if URT_CHECKED
         at_store_relaxed(&t->magic, DEAD_MAGIC);
         urt__quarantine(t, sizeof(*t));
@@ -335,7 +337,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     CHECK_RT(rt, kind == TK_BLOCKING ? "urt_spawn_blocking" : "urt_spawn");
     if (o && o->stack_size && (o->stack_size < URT_STACK_MIN || o->stack_size > URT_STACK_MAX))
         return -EINVAL;
-    if (o && (o->flags & ~(URT_TASK_MIGRATABLE | URT_TASK_SPREAD)))
+    if (o && (o->flags & ~(URT_TASK_MIGRATABLE | URT_TASK_SPREAD | URT_TASK_NO_HIBERNATE)))
         return -EINVAL;
     if (at_load_acquire(&rt->closing))
         return -ESHUTDOWN;

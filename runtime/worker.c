@@ -350,6 +350,8 @@ static void maintenance(urt_worker *w)
     }
     w->maint_ns = now;
     w->maint_polls = polls;
+    if (w->hib_head)
+        hib_scan(w, now);
     publish_ring_stats(w);
 }
 
@@ -502,6 +504,8 @@ static void park(urt_worker *w)
     if (mail_waiting(w))
         drain_mailbox(w);
     retry_stacks(w);
+    if (w->hib_head)
+        hib_scan(w, w->maint_ns);   /* an idle worker wakes at least once a second */
 }
 
 /* ---- running a task ------------------------------------------------------------------ */
@@ -603,6 +607,8 @@ static void run_task(urt_worker *w, urt_task *t)
         at_store_relaxed(&t->home, (int)w->id);
     } else if (t->flags & URT_TASK_MIGRATABLE) {
         at_store_relaxed(&t->home, (int)w->id);
+    } else if (t->hib_img) {
+        hib_restore(w, t);   /* its live frames back in place before it resumes */
     }
     t->resumer = &w->sched;
     w->cur = t;

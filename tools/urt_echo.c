@@ -128,6 +128,7 @@ struct options {
     bool single_accept;
     unsigned rx_buffers, rx_buffer_size;
     uint64_t idle_ns, send_ns;   /* --idle-timeout, --send-timeout; 0: none */
+    uint64_t hibernate_ns;       /* --hibernate-after; 0: the library's default */
 };
 
 /* One per worker, each on its own cache line. Written only by tasks running
@@ -1051,6 +1052,8 @@ static void usage(FILE *f)
             "  --idle-timeout MS     close a connection that received nothing for MS ms (0: never)\n"
             "  --send-timeout MS     reset a connection whose send made no progress for MS ms, as\n"
             "                        a peer that stopped reading (0: never)\n"
+            "  --hibernate-after MS  hibernate the stack of a connection idle this long (default\n"
+            "                        1000; 0: never)\n"
             "  --help                this text\n"
             "\n"
             "Prints \"listening on ADDR (mode=M, workers=N)\" on stdout once ready. SIGINT or\n"
@@ -1089,6 +1092,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"rx-buffer-size", required_argument, NULL, 'S'},
         {"idle-timeout", required_argument, NULL, 'I'},
         {"send-timeout", required_argument, NULL, 'T'},
+        {"hibernate-after", required_argument, NULL, 'H'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1169,6 +1173,13 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return 2;
             }
             o->rx_buffer_size = (unsigned)v;
+            break;
+        case 'H':
+            if (!parse_ulong(optarg, MAX_TIMEOUT_MS, &v)) {
+                fprintf(stderr, "%s: --hibernate-after: expected milliseconds (0: never), got '%s'\n", prog, optarg);
+                return 2;
+            }
+            o->hibernate_ns = v ? (uint64_t)v * NS_PER_MS : URT_HIBERNATE_NEVER;
             break;
         case 'I':
         case 'T':
@@ -1400,6 +1411,7 @@ int main(int argc, char **argv)
         .rx_buffers = s->opt.rx_buffers,
         .rx_buffer_size = s->opt.rx_buffer_size,
         .cancel_wait_ns = GRACE_NS + NS_PER_SEC,   /* longer than a connection's drain */
+        .hibernate_after_ns = s->opt.hibernate_ns,
     };
     int err = urt_runtime_create(&s->rt, &cfg);
     if (err < 0) {

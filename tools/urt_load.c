@@ -240,7 +240,7 @@ typedef struct options {
     size_t size;
     double duration, warmup, timeout, pace;
     uint64_t messages;          /* 0: run for duration */
-    bool duration_set, idle, verbose;
+    bool duration_set, idle, idle_talk, verbose;
 } options;
 
 typedef struct conn {
@@ -478,6 +478,25 @@ out:
 static void conn_idle(load *lg, conn *c, int fd, bool *settled)
 {
     uint8_t b;
+    if (lg->o.idle_talk) {
+        /* one 4-byte echo first: the server's connection has run and
+         * touched its stack, as a real client's would */
+        uint8_t msg[4] = {'p', 'i', 'n', 'g'}, back[4];
+        size_t got = 0;
+        ssize_t n = urt_send_all(fd, msg, sizeof(msg), 0);
+        while (n > 0 && got < sizeof(back) && (n = urt_recv(fd, back + got, sizeof(back) - got, 0)) > 0)
+            got += (size_t)n;
+        if (n <= 0) {
+            if (n == 0)
+                c->err[E_CLOSED]++;
+            else
+                count_error(lg, c, n);
+            settle(lg, settled);
+            return;
+        }
+        if (memcmp(msg, back, sizeof(msg)) != 0)
+            c->mismatches++;
+    }
     settle(lg, settled);
     uint64_t old = urt_op_timeout(0);   /* wait until cancelled or closed */
     ssize_t n = urt_recv(fd, &b, 1, 0);
@@ -762,6 +781,7 @@ static void usage(FILE *f)
         "  --pace MS          pause between batches (default 0)\n"
         "  --idle             open the connections, send nothing, hold them for --duration\n"
         "                     (default 10 s) or until SIGINT/SIGTERM\n"
+        "  --idle-talk        as --idle, but each connection first echoes 4 bytes once\n"
         "  --verbose          per-worker connection counts and runtime counters\n"
         "  --help\n"
         "Also the flags of the common echo benchmark client: -a/--address = --addr,\n"
@@ -830,7 +850,7 @@ static int resolve(load *lg)
 static int parse_args(options *o, int argc, char **argv)
 {
     enum { O_ADDR = 256, O_CONNS, O_SIZE, O_DEPTH, O_DURATION, O_MESSAGES, O_WARMUP, O_WORKERS,
-           O_TIMEOUT, O_BATCH, O_PACE, O_IDLE, O_VERBOSE, O_HELP };
+           O_TIMEOUT, O_BATCH, O_PACE, O_IDLE, O_IDLE_TALK, O_VERBOSE, O_HELP };
     static const struct option longs[] = {
         {"addr", required_argument, NULL, O_ADDR},
         {"address", required_argument, NULL, O_ADDR},
@@ -847,6 +867,7 @@ static int parse_args(options *o, int argc, char **argv)
         {"batch", required_argument, NULL, O_BATCH},
         {"pace", required_argument, NULL, O_PACE},
         {"idle", no_argument, NULL, O_IDLE},
+        {"idle-talk", no_argument, NULL, O_IDLE_TALK},
         {"verbose", no_argument, NULL, O_VERBOSE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -894,6 +915,9 @@ static int parse_args(options *o, int argc, char **argv)
             break;
         case O_IDLE:
             o->idle = true;
+            break;
+        case O_IDLE_TALK:
+            o->idle = o->idle_talk = true;
             break;
         case O_VERBOSE:
             o->verbose = true;

@@ -1,0 +1,138 @@
+/*
+ * hibernate.c - stack hibernation: an idle connection costs its live frames,
+ * not its stack's pages.
+ *
+ * A fiber that waits long for something that may take minutes (a pooled
+ * receive, a listener accept) still holds every stack page it ever touched.
+ * Its home worker, during maintenance, hibernates such a fiber once it has
+ * waited cfg.hibernate_after_ns: the live part of its stack, from the saved
+ * stack pointer (less the red zone) up to the top, is copied into a
+ * right-sized heap block and the stack's pages are given back with
+ * MADV_DONTNEED. The mapping stays the task's, so pointers into the stack
+ * stay valid; when the task is next run (run_task), the image is copied
+ * back to the same addresses before the fiber resumes.
+ *
+ * Rule: nothing may write into (or read from) a hibernated stack. So only
+ * waits whose wake path touches no stack memory call hib_wait_begin: the
+ * pooled receive and the listener accept keep their records on the heap
+ * and wake the task through its header. A wait with a ring op in flight
+ * (t->op_pending: an op record or a timer on the stack, the kernel may
+ * write it) is never hibernated, nor a migratable task, a task spawned with
+ * URT_TASK_NO_HIBERNATE, or one inside urt_block_in_place.
+ *
+ * Threads: everything here runs on the task's home worker thread. Only a
+ * non-migratable task may hibernate and such a task, once it has run, runs
+ * only there; a wake from another thread (a cancel) just queues it to that
+ * worker, which restores it before running it.
+ */
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "runtime/runtime.h"
+
+#define RED_ZONE 128           /* below the saved sp that the ABI lets a leaf use (x86-64) */
+#define SCAN_MAX 256           /* hibernations per scan: a scan stays well under a millisecond */
+
+static void list_unlink(urt_worker *w, urt_task *t)
+{
+    if (t->hib_prev)
+        t->hib_prev->hib_next = t->hib_next;
+    else
+        w->hib_head = t->hib_next;
+    if (t->hib_next)
+        t->hib_next->hib_prev = t->hib_prev;
+    else
+        w->hib_tail = t->hib_prev;
+    t->hib_prev = t->hib_next = NULL;
+    t->hib_listed = false;
+}
+
+void hib_wait_begin(urt_task *t)
+{
+    urt_worker *w = urt__cur_worker();
+    if (!w || t->in_bip || t->op_pending || (t->flags & (URT_TASK_MIGRATABLE | URT_TASK_NO_HIBERNATE)) ||
+        w->rt->cfg.hibernate_after_ns == URT_HIBERNATE_NEVER)
+        return;
+    /* maint_ns: the worker's coarse clock, read at every maintenance and
+     * wake-up; exact enough for a threshold of about a second */
+    t->hib_since = w->maint_ns;
+    t->hib_next = NULL;
+    t->hib_prev = w->hib_tail;
+    if (w->hib_tail)
+        w->hib_tail->hib_next = t;
+    else
+        w->hib_head = t;
+    w->hib_tail = t;
+    t->hib_listed = true;
+}
+
+void hib_wait_end(urt_task *t)
+{
+    if (t->hib_listed)
+        list_unlink(urt__cur_worker(), t);
+}
+
+/* A copy that sanitizers do not see: the live frames hold ASan's poisoned
+ * red zones, and the words are the fiber's own (the switch that suspended it
+ * ordered them before us). volatile keeps the compiler from making it a
+ * memcpy call, which ASan would check. */
+__attribute__((no_sanitize_address, no_sanitize_thread, noinline)) static void raw_copy(void *dst, const void *src,
+                                                                                        size_t n)
+{
+    volatile uint64_t *d = dst;
+    const volatile uint64_t *s = src;
+    for (size_t i = 0; i < n / 8; i++)
+        d[i] = s[i];
+}
+
+static bool hibernate(urt_worker *w, urt_task *t)
+{
+    char *lo = t->stack.lo, *hi = t->stack.hi;
+    char *from = (char *)((uintptr_t)((char *)t->fiber.sp - RED_ZONE) & ~(uintptr_t)15);
+    if (from < lo)
+        from = lo;
+    size_t len = (size_t)(hi - from);
+    void *img = malloc(len);
+    if (!img)
+        return false;   /* no memory for the image: it keeps its pages */
+    raw_copy(img, from, len);
+    if (madvise(lo, (size_t)(hi - lo), MADV_DONTNEED) != 0) {
+        free(img);
+        return false;
+    }
+    t->hib_img = img;
+    t->hib_from = from;
+    STAT_INC(w, hibernations);
+    STAT_INC(w, hibernated);
+    return true;
+}
+
+void hib_scan(urt_worker *w, uint64_t now)
+{
+    uint64_t after = w->rt->cfg.hibernate_after_ns;
+    unsigned done = 0;
+    urt_task *t;
+    while ((t = w->hib_head) && now - t->hib_since >= after && done < SCAN_MAX) {
+        list_unlink(w, t);
+        /* woken already (queued to run here): leave it as it is */
+        if (at_load_acquire(&t->state) & (TS_SCHEDULED | TS_RUNNING | TS_COMPLETE))
+            continue;
+        if (hibernate(w, t))
+            done++;
+    }
+}
+
+void hib_restore(urt_worker *w, urt_task *t)
+{
+    raw_copy(t->hib_from, t->hib_img, (size_t)((char *)t->stack.hi - t->hib_from));
+    free(t->hib_img);
+    t->hib_img = NULL;
+    STAT_INC(w, restores);
+    STAT_ADD(w, hibernated, (uint64_t)-1);
+}
+
+void hib_drop(urt_task *t)
+{
+    free(t->hib_img);
+    t->hib_img = NULL;
+}

@@ -1,0 +1,315 @@
+/*
+ * test_hibernate.c - a task that waits long in a pooled receive or a
+ * listener accept has its stack hibernated (pages given back, live frames
+ * kept on the heap) and resumes with every byte of its stack as it was;
+ * waits whose wake path may write the stack, and tasks that opt out, are
+ * never hibernated.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <urt.h>
+
+#include "tests/support/urt_test.h"
+
+#define MS (1000ull * 1000)
+#define DEEP 16384   /* bytes of stack each waiter fills with its pattern */
+
+static urt_runtime *rt_hib(unsigned workers, uint64_t after)
+{
+    urt_config c;
+    memset(&c, 0, sizeof(c));
+    c.workers = workers;
+    c.hibernate_after_ns = after;
+    return rt_new_cfg(&c);
+}
+
+static uint64_t stat_sum(urt_runtime *rt, int which)
+{
+    urt_worker_stats st[8];
+    int n = urt_runtime_stats(rt, st, 8);
+    uint64_t s = 0;
+    for (int i = 0; i < n && i < 8; i++)
+        s += which == 0 ? st[i].hibernated : which == 1 ? st[i].hibernations : st[i].restores;
+    return s;
+}
+
+/* Wait until `n` tasks are hibernated, at most ~5 s. */
+static bool await_hibernated(urt_runtime *rt, uint64_t n)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (stat_sum(rt, 0) >= n)
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+/* Pages of [lo, hi) resident in memory. */
+static size_t resident_pages(const void *lo, const void *hi)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)lo & ~(uintptr_t)(pg - 1), b = ((uintptr_t)hi + pg - 1) & ~(uintptr_t)(pg - 1);
+    size_t n = (b - a) / (size_t)pg;
+    unsigned char vec[n];
+    if (mincore((void *)a, b - a, vec) != 0)
+        return (size_t)-1;
+    size_t r = 0;
+    for (size_t i = 0; i < n; i++)
+        r += vec[i] & 1;
+    return r;
+}
+
+typedef struct waiter {
+    int fd;
+    unsigned seed;
+    uint64_t flags;
+    bool use_timeout;
+    char *deep_lo, *deep_hi;   /* the pattern's range on its stack (atomic: read by the test thread) */
+    ssize_t got;
+    char byte;
+    bool intact;
+} waiter;
+
+/* Fill DEEP bytes of this frame with a pattern, wait in urt_rx_recv, check
+ * the pattern after the wake. noinline: the array is a live frame. */
+__attribute__((noinline)) static void wait_with_pattern(waiter *wt)
+{
+    volatile char deep[DEEP];
+    for (size_t i = 0; i < DEEP; i++)
+        deep[i] = (char)(i * 7 + wt->seed);
+    __atomic_store_n(&wt->deep_hi, (char *)deep + DEEP, __ATOMIC_RELEASE);
+    __atomic_store_n(&wt->deep_lo, (char *)deep, __ATOMIC_RELEASE);
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, wt->fd) != 0) {
+        wt->got = -999;
+        return;
+    }
+    if (wt->use_timeout)
+        urt_op_timeout(10000 * MS);
+    urt_buf b;
+    wt->got = urt_rx_recv(rx, &b);
+    if (wt->got > 0) {
+        wt->byte = *(char *)b.data;
+        urt_buf_release(&b);
+    }
+    urt_rx_close(rx);
+    bool ok = true;
+    for (size_t i = 0; i < DEEP; i++)
+        ok &= deep[i] == (char)(i * 7 + wt->seed);
+    wt->intact = ok;
+}
+
+static void *rx_waiter(void *arg)
+{
+    wait_with_pattern(arg);
+    return NULL;
+}
+
+Test(hibernate, an_idle_pooled_receive_gives_its_pages_back_and_resumes_intact, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(nw) {
+        urt_runtime *rt = rt_hib(nw, 20 * MS);
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        waiter wt = {.fd = sv[0], .seed = 3};
+        urt_task *t;
+        cr_assert_eq(urt_spawn(rt, &t, rx_waiter, &wt), 0);
+        await_waiting(rt, t, "rx");
+        cr_assert(await_hibernated(rt, 1), "%u workers: the waiting task was never hibernated", nw);
+        size_t res = resident_pages(__atomic_load_n(&wt.deep_lo, __ATOMIC_ACQUIRE),
+                                    __atomic_load_n(&wt.deep_hi, __ATOMIC_ACQUIRE));
+        cr_assert_leq(res, 1, "%zu of the pattern's pages are still resident after hibernation", res);
+        cr_assert_eq(send(sv[1], "k", 1, 0), 1);
+        cr_assert_eq(urt_join(t, NULL), 0);
+        cr_assert_eq(wt.got, 1);
+        cr_assert_eq(wt.byte, 'k');
+        cr_assert(wt.intact, "the stack's contents changed across hibernation");
+        cr_assert_eq(stat_sum(rt, 0), 0, "no task is left hibernated");
+        cr_assert_geq(stat_sum(rt, 2), 1, "the wake restored the stack");
+        close(sv[0]);
+        close(sv[1]);
+        urt_runtime_destroy(rt);
+    }
+}
+
+Test(hibernate, a_thousand_hibernated_receivers_each_wake_once_with_their_own_stack, .timeout = 120)
+{
+#if defined(URT_TSAN) || defined(URT_ASAN)
+    enum { N = 200 };
+#else
+    enum { N = 1000 };
+#endif
+    urt_runtime *rt = rt_hib(2, 20 * MS);
+    static int sv[N][2];
+    static waiter wt[N];
+    static urt_task *t[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+        wt[i] = (waiter){.fd = sv[i][0], .seed = (unsigned)i};
+        cr_assert_eq(urt_spawn(rt, &t[i], rx_waiter, &wt[i]), 0);
+    }
+    cr_assert(await_hibernated(rt, N), "only %llu of %d hibernated", (unsigned long long)stat_sum(rt, 0), N);
+    for (int i = 0; i < N; i++) {
+        char c = (char)('a' + i % 26);
+        cr_assert_eq(send(sv[i][1], &c, 1, 0), 1);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(urt_join(t[i], NULL), 0);
+        cr_assert_eq(wt[i].got, 1, "task %d got %zd", i, wt[i].got);
+        cr_assert_eq(wt[i].byte, (char)('a' + i % 26), "task %d got another task's byte", i);
+        cr_assert(wt[i].intact, "task %d's stack changed", i);
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    cr_assert_eq(stat_sum(rt, 1), stat_sum(rt, 2), "every hibernation was restored");
+    urt_runtime_destroy(rt);
+}
+
+Test(hibernate, a_cancelled_hibernated_task_resumes_and_ends, .timeout = 60)
+{
+    urt_runtime *rt = rt_hib(2, 20 * MS);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    waiter wt = {.fd = sv[0], .seed = 9};
+    urt_task *t;
+    cr_assert_eq(urt_spawn(rt, &t, rx_waiter, &wt), 0);
+    cr_assert(await_hibernated(rt, 1));
+    cr_assert_eq(urt_cancel(t), 0);
+    cr_assert_eq(urt_join(t, NULL), -ECANCELED);
+    cr_assert_eq(wt.got, -ECANCELED);
+    cr_assert(wt.intact);
+    close(sv[0]);
+    close(sv[1]);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- waits and tasks that must not hibernate -------------------------------------------- */
+
+static void *notify_waiter(void *arg)
+{
+    urt_notify_wait(arg);
+    return NULL;
+}
+
+static void *sleeper(void *arg)
+{
+    urt_sleep(60000 * MS);
+    return arg;
+}
+
+Test(hibernate, timed_waits_sync_waits_sleeps_and_opted_out_tasks_keep_their_stacks, .timeout = 60)
+{
+    urt_runtime *rt = rt_hib(2, 10 * MS);
+    int sv[3][2];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+    waiter timed = {.fd = sv[0][0], .use_timeout = true};   /* a timer record on its stack */
+    waiter optout = {.fd = sv[1][0]};
+    waiter migr = {.fd = sv[2][0]};
+    urt_task *t[6];
+    urt_spawn_opts no = {.flags = URT_TASK_NO_HIBERNATE}, mg = {.flags = URT_TASK_MIGRATABLE};
+    urt_notify *n;
+    cr_assert_eq(urt_notify_create(&n), 0);
+    cr_assert_eq(urt_spawn(rt, &t[0], rx_waiter, &timed), 0);
+    cr_assert_eq(urt_spawn_ex(rt, &t[1], rx_waiter, &optout, &no), 0);
+    cr_assert_eq(urt_spawn_ex(rt, &t[2], rx_waiter, &migr, &mg), 0);
+    cr_assert_eq(urt_spawn(rt, &t[3], notify_waiter, n), 0);
+    cr_assert_eq(urt_spawn(rt, &t[4], sleeper, NULL), 0);
+    for (int i = 0; i < 3; i++)
+        await_waiting(rt, t[i], "rx");
+    await_waiting(rt, t[3], "notify");
+    await_waiting(rt, t[4], "sleep");
+    usleep(300 * 1000);   /* 30 thresholds; an idle worker scans at least once a second */
+    usleep(1200 * 1000);
+    cr_assert_eq(stat_sum(rt, 1), 0, "a wait that may write its stack, or an opted-out task, was hibernated");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(send(sv[i][1], "x", 1, 0), 1);
+    urt_notify_signal(n);
+    urt_cancel(t[4]);
+    for (int i = 0; i < 5; i++)
+        urt_join(t[i], NULL);
+    cr_assert(timed.intact && optout.intact && migr.intact);
+    urt_notify_destroy(n);
+    for (int i = 0; i < 3; i++) {
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    urt_runtime_destroy(rt);
+}
+
+Test(hibernate, never_means_never, .timeout = 30)
+{
+    urt_runtime *rt = rt_hib(1, URT_HIBERNATE_NEVER);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    waiter wt = {.fd = sv[0]};
+    urt_task *t;
+    cr_assert_eq(urt_spawn(rt, &t, rx_waiter, &wt), 0);
+    await_waiting(rt, t, "rx");
+    usleep(1300 * 1000);
+    cr_assert_eq(stat_sum(rt, 1), 0);
+    cr_assert_eq(send(sv[1], "x", 1, 0), 1);
+    cr_assert_eq(urt_join(t, NULL), 0);
+    close(sv[0]);
+    close(sv[1]);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- listener accept -------------------------------------------------------------------- */
+
+typedef struct acc {
+    int lfd, fd;
+    bool intact;
+} acc;
+
+__attribute__((noinline)) static void accept_with_pattern(acc *a)
+{
+    volatile char deep[DEEP];
+    for (size_t i = 0; i < DEEP; i++)
+        deep[i] = (char)(i * 13);
+    urt_listener *l;
+    a->fd = urt_listener_open(&l, a->lfd, 0) == 0 ? urt_listener_accept(l) : -999;
+    urt_listener_close(l);
+    bool ok = true;
+    for (size_t i = 0; i < DEEP; i++)
+        ok &= deep[i] == (char)(i * 13);
+    a->intact = ok;
+}
+
+static void *acceptor(void *arg)
+{
+    accept_with_pattern(arg);
+    return NULL;
+}
+
+Test(hibernate, an_idle_listener_accept_hibernates_and_accepts_after_waking, .timeout = 60)
+{
+    urt_runtime *rt = rt_hib(2, 20 * MS);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(lfd, 8), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+    acc ac = {.lfd = lfd, .fd = -1};
+    urt_task *t;
+    cr_assert_eq(urt_spawn(rt, &t, acceptor, &ac), 0);
+    cr_assert(await_hibernated(rt, 1), "the accepting task was never hibernated");
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(urt_join(t, NULL), 0);
+    cr_assert_geq(ac.fd, 0, "accept gave %d", ac.fd);
+    cr_assert(ac.intact);
+    close(ac.fd);
+    close(c);
+    close(lfd);
+    urt_runtime_destroy(rt);
+}
