@@ -4,8 +4,8 @@
 # server on a free loopback port, drives it with urt-load (depth 1 by
 # default), stops it with SIGTERM and waits for it. Prints a table and writes
 # a CSV. Then the memory point: the server's RSS per idle connection, from
-# its VmRSS before and after urt-load --idle opens N connections that send
-# nothing.
+# its VmRSS before and after urt-load --idle-talk opens N connections that
+# echo 4 bytes once and then send nothing (so each connection has run).
 #
 #   bench/echo.sh [--duration S] [--warmup S] [--conns 1,50,500,5000]
 #                 [--sizes 64,4096] [--depth D] [--modes plain,pooled]
@@ -285,7 +285,7 @@ done
 # ---- memory per idle connection ----------------------------------------------------
 if [ "$memory" -eq 1 ]; then
     echo
-    echo "server RSS per idle connection ($idle_conns connections that send nothing)"
+    echo "server RSS per idle connection ($idle_conns connections that echoed 4 bytes once, then sent nothing)"
     printf '%-7s %14s %14s %16s %13s\n' mode "RSS before" "RSS after" "per connection" "held/opened"
     hold="$(awk -v n="$idle_conns" 'BEGIN { printf "%d", 60 + n / 200 }')"
     for mode in "${modes[@]}"; do
@@ -301,7 +301,7 @@ if [ "$memory" -eq 1 ]; then
         fds_before="$(open_fds "$server_pid")"
         # small, paced batches: nothing tells an idle client that the server
         # has accepted, so it must not get far ahead of the accept loop
-        args=(--addr "$server_addr" --conns "$idle_conns" --idle --duration "$hold" --batch 32 --pace 1)
+        args=(--addr "$server_addr" --conns "$idle_conns" --idle-talk --duration "$hold" --batch 32 --pace 1)
         [ -z "$load_workers" ] || args+=(--workers "$load_workers")
         "${load_pin[@]}" "$load_bin" "${args[@]}" >"$tmp/idle.out" 2>"$tmp/idle.err" </dev/null &
         load_pid=$!
@@ -324,7 +324,7 @@ if [ "$memory" -eq 1 ]; then
                 [ "$still" -ge 10 ] && break
                 sleep 0.1
             done
-            sleep 1
+            sleep 2.5   # past urt's hibernation threshold (1 s) and the next idle scan
             after="$(vmrss_kb "$server_pid")"
             accepted=$(( $(open_fds "$server_pid") - fds_before ))
         fi

@@ -109,10 +109,15 @@ static bool hibernate(urt_worker *w, urt_task *t)
 
 void hib_scan(urt_worker *w, uint64_t now)
 {
+    w->hib_more = false;
     uint64_t after = w->rt->cfg.hibernate_after_ns;
     unsigned done = 0;
     urt_task *t;
-    while ((t = w->hib_head) && now - t->hib_since >= after && done < SCAN_MAX) {
+    while ((t = w->hib_head) && now - t->hib_since >= after) {
+        if (done == SCAN_MAX) {
+            w->hib_more = true;   /* the rest soon: the worker parks briefly, not for a second */
+            return;
+        }
         list_unlink(w, t);
         /* woken already (queued to run here): leave it as it is */
         if (at_load_acquire(&t->state) & (TS_SCHEDULED | TS_RUNNING | TS_COMPLETE))

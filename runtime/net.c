@@ -11,8 +11,13 @@
  * by that one thread only: the task's fiber and the worker's CQE dispatch.
  *
  * Receive buffers (rx_pool, one per worker, made on first use):
- *   - the kernel takes a buffer per CQE with IORING_CQE_F_BUFFER (avail--);
- *   - urt_buf_release on the home worker puts it straight back (avail++);
+ *   - the kernel holds `stock` of them (avail: how many it holds now) and
+ *     takes one per CQE with IORING_CQE_F_BUFFER; the others wait on a
+ *     free stack, most recently used on top, so the resident pages follow
+ *     the buffers in flight, not the pool's size; stock doubles each time
+ *     the kernel runs dry (POOL_STOCK_MIN first, at most rx_buffers);
+ *   - urt_buf_release on the home worker puts it straight back (to the
+ *     kernel while it holds fewer than stock, else on the free stack);
  *     released elsewhere, its id goes on the pool's return list (mutex) and
  *     the home worker is kicked; it drains the list in its loop;
  *   - a receive that ends with -ENOBUFS (ring empty) waits on the pool's
@@ -60,6 +65,13 @@
 #include "runtime/time.h"
 
 enum { MR_LISTENER = 1, MR_RX = 2 };
+
+/* Buffers the kernel holds at first; doubled each time it runs dry, up to
+ * cfg.rx_buffers. The others wait on a free stack, so the pages that become
+ * resident follow the most buffers ever in flight, not the pool's size (the
+ * kernel takes buffers in ring order: given all of them, a single
+ * connection would touch every one in turn). */
+#define POOL_STOCK_MIN 64u
 
 #define LQ_PAUSE 64   /* queued fds at which the multishot accept pauses */
 
@@ -453,18 +465,25 @@ static rx_pool *pool_get(urt_worker *w, int *err)
         return NULL;
     }
     unsigned n = rt->cfg.rx_buffers, size = rt->cfg.rx_buffer_size;
-    int r = ring_bufs_init(&w->ring, &p->bufs, n, size, 1);
+    p->stock = n < POOL_STOCK_MIN ? n : POOL_STOCK_MIN;
+    p->free = malloc((size_t)n * sizeof(*p->free));
+    int r = p->free ? ring_bufs_init(&w->ring, &p->bufs, n, size, 1, p->stock) : -ENOMEM;
     if (r < 0) {
         /* no buffer ring here: this worker's urt_rx receive with plain recv */
         urt__log("urt: worker %u: cannot register its receive buffer ring (%s%s); "
                  "urt_rx on this worker falls back to plain recv\n",
                  w->id, strerror(-r), r == -ENOMEM ? ": RLIMIT_MEMLOCK too low?" : "");
         n = 0;
+        p->stock = 0;
     }
+    /* the buffers the kernel was not given wait on the free stack, lowest
+     * ids (the first to be used again) on top */
+    for (unsigned i = n; i > p->stock; i--)
+        p->free[p->nfree++] = (uint16_t)(i - 1);
     pthread_mutex_init(&p->ret_lock, NULL);
     if (getenv("URT_NO_RECV_LIMIT"))
         at_store_relaxed(&recv_limit, RECV_LIM_NO);
-    p->avail = n;
+    p->avail = p->stock;
     p->owner = w->id;
     w->rxp = p;
     return p;
@@ -483,10 +502,21 @@ static void starve_push(rx_pool *p, urt_rx *rx)
     p->starved_tail = rx;
 }
 
+/* Give the kernel buffers from the free stack (most recently used first)
+ * until it holds `stock`. */
+static void pool_refill(rx_pool *p)
+{
+    while (p->avail < p->stock && p->nfree) {
+        ring_bufs_put(&p->bufs, p->free[--p->nfree]);
+        p->avail++;
+    }
+}
+
 /* Wake the receivers that waited longest, one per free buffer: waking them
  * all for one buffer would have most re-arm into -ENOBUFS again. */
 static void wake_starved(rx_pool *p)
 {
+    pool_refill(p);
     unsigned n = p->avail;
     while (p->starved && n) {
         urt_rx *rx = p->starved;
@@ -502,8 +532,12 @@ static void wake_starved(rx_pool *p)
 
 static void buf_home(rx_pool *p, unsigned bid)
 {
-    ring_bufs_put(&p->bufs, bid);
-    p->avail++;
+    if (p->avail < p->stock) {
+        ring_bufs_put(&p->bufs, bid);
+        p->avail++;
+    } else {
+        p->free[p->nfree++] = (uint16_t)bid;
+    }
 }
 
 void net_pool_drain(urt_worker *w)
@@ -526,6 +560,7 @@ void net_pool_destroy(urt_worker *w)
     if (!p)
         return;
     ring_bufs_fini(&w->ring, &p->bufs);
+    free(p->free);
     pthread_mutex_destroy(&p->ret_lock);
     free(p->ret);
     free(p);
@@ -566,6 +601,8 @@ static void rx_cqe(ring_multi *m, int32_t res, uint32_t flags)
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         bool kept = false;
         p->avail--;
+        if (p->avail < p->stock / 2)
+            pool_refill(p);
         if (rx->lim && at_load_relaxed(&recv_limit) == RECV_LIM_UNKNOWN)
             at_store_relaxed(&recv_limit, RECV_LIM_YES);
         if (res > 0 && !rx->closing) {
@@ -588,6 +625,10 @@ static void rx_cqe(ring_multi *m, int32_t res, uint32_t flags)
         rx->eof = true;
     } else if (res < 0) {
         if (res == -ENOBUFS) {
+            /* the kernel ran dry: it gets more to hold from now on */
+            if (p->stock < p->bufs.nbufs)
+                p->stock = p->stock * 2 < p->bufs.nbufs ? p->stock * 2 : p->bufs.nbufs;
+            pool_refill(p);
             if (!p->avail)
                 starve_push(p, rx);
         } else if (res == -EINVAL && rx->lim && !(flags & IORING_CQE_F_BUFFER) &&
@@ -603,7 +644,7 @@ static void rx_cqe(ring_multi *m, int32_t res, uint32_t flags)
      * elsewhere (not consuming): pause the receive; the data waits in the socket */
     if ((flags & IORING_CQE_F_MORE) && !rx->cancel_sent &&
         (at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD || rx->spill_len ||
-         (!rx->waiter && rx->qn && p->avail < p->bufs.nbufs / 8))) {
+         (!rx->waiter && rx->qn && p->avail + p->nfree < p->bufs.nbufs / 8))) {
         ring_cancel_data(&rx->w->ring, rec_data(rx));
         rx->cancel_sent = true;
     }
@@ -752,6 +793,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
                 break;
             }
             net_pool_drain(w);
+            pool_refill(rx->pool);
             if (rx->pool->avail)
                 rx_arm(rx);
             else

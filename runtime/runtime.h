@@ -176,6 +176,7 @@ typedef struct urt_worker {
     unsigned multi_inflight;       /* multishot records the ring still holds */
     close_part *close_pending;     /* urt_close parts waiting for our ops on their fd to end */
     urt_task *hib_head, *hib_tail; /* tasks in a hibernatable wait, oldest first (hibernate.c) */
+    bool hib_more;                 /* the last scan stopped with more due */
     pthread_t thread;
     bool joined;                   /* shutdown/destroy joined the thread */
     int init_err;
@@ -362,6 +363,9 @@ void urt__abstime(struct timespec *ts, uint64_t ns_from_now);
 typedef struct rx_pool {
     ring_bufs bufs;
     unsigned avail;                /* owner: buffers the kernel holds */
+    unsigned stock;                /* owner: how many it should hold (net.c) */
+    uint16_t *free;                /* owner: the other free buffers, a stack: last freed on top */
+    unsigned nfree;
     struct urt_rx *starved;        /* owner: receivers waiting for buffers, FIFO */
     struct urt_rx *starved_tail;
     pthread_mutex_t ret_lock;

@@ -490,7 +490,7 @@ static void park(urt_worker *w)
         !net_pool_has_returns(w) && !at_load_seqcst(&rt->stop)) {
         STAT_INC(w, parks);
         arm_eventfd(w);   /* a reap above may have consumed the armed read */
-        ring_submit_and_wait(&w->ring, qf_empty(&w->nomem) ? PARK_SAFETY_NS : STACK_RETRY_NS);
+        ring_submit_and_wait(&w->ring, qf_empty(&w->nomem) && !w->hib_more ? PARK_SAFETY_NS : STACK_RETRY_NS);
     }
     at_store_relaxed(&w->sleeping, 0);
     /* release: pairs with the CAS in worker_ring_bell; a doorbell sent from

@@ -324,7 +324,7 @@ void ring_cancel_data(urt_ring *r, uint64_t user_data)
     io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
 }
 
-int ring_bufs_init(urt_ring *r, ring_bufs *b, unsigned nbufs, unsigned size, uint16_t bgid)
+int ring_bufs_init(urt_ring *r, ring_bufs *b, unsigned nbufs, unsigned size, uint16_t bgid, unsigned stocked)
 {
     memset(b, 0, sizeof(*b));
     if (nbufs == 0 || (nbufs & (nbufs - 1)) || nbufs > 32768 || size == 0)
@@ -361,9 +361,11 @@ int ring_bufs_init(urt_ring *r, ring_bufs *b, unsigned nbufs, unsigned size, uin
     b->mask = nbufs - 1;
     b->bgid = bgid;
     io_uring_buf_ring_init(b->br);
-    for (unsigned i = 0; i < nbufs; i++)
+    if (stocked > nbufs)
+        stocked = nbufs;
+    for (unsigned i = 0; i < stocked; i++)
         io_uring_buf_ring_add(b->br, ring_bufs_addr(b, i), size, (unsigned short)i, (int)b->mask, (int)i);
-    io_uring_buf_ring_advance(b->br, (int)nbufs);
+    io_uring_buf_ring_advance(b->br, (int)stocked);
     return 0;
 }
 

@@ -163,7 +163,9 @@ void ring_cancel_data(urt_ring *r, uint64_t user_data);
 void ring_cancel_fd(urt_ring *r, int fd);
 
 /* Provided-buffer ring: nbufs (power of two) buffers of size bytes at mem,
- * registered as group bgid. 0 or -errno. */
+ * registered as group bgid, with buffers 0 .. stocked - 1 given to the
+ * kernel (the caller keeps the others and gives them with ring_bufs_put).
+ * 0 or -errno. */
 typedef struct ring_bufs {
     struct io_uring_buf_ring *br;
     size_t br_bytes;
@@ -171,7 +173,7 @@ typedef struct ring_bufs {
     unsigned nbufs, size, mask;
     uint16_t bgid;
 } ring_bufs;
-int  ring_bufs_init(urt_ring *r, ring_bufs *b, unsigned nbufs, unsigned size, uint16_t bgid);
+int  ring_bufs_init(urt_ring *r, ring_bufs *b, unsigned nbufs, unsigned size, uint16_t bgid, unsigned stocked);
 void ring_bufs_fini(urt_ring *r, ring_bufs *b);
 /* Give buffer bid back to the kernel (owner thread). */
 static inline void ring_bufs_put(ring_bufs *b, unsigned bid)
