@@ -20,6 +20,9 @@
 #include "tests/support/urt_test.h"
 
 #define MS (1000ull * 1000)
+
+static inline void at_fadd_relaxed_u(_Atomic unsigned *p, unsigned v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+static inline unsigned at_load_relaxed_u(_Atomic unsigned *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 #define DEEP 16384   /* bytes of stack each waiter fills with its pattern */
 
 static urt_runtime *rt_hib(unsigned workers, uint64_t after)
@@ -311,5 +314,126 @@ Test(hibernate, an_idle_listener_accept_hibernates_and_accepts_after_waking, .ti
     close(ac.fd);
     close(c);
     close(lfd);
+    urt_runtime_destroy(rt);
+}
+
+/* ---- stress: hibernate and wake at random ----------------------------------------------- */
+
+typedef struct looper {
+    int fd;
+    unsigned seed;
+    _Atomic unsigned got;     /* bytes received */
+    bool intact;
+    int end;                  /* what ended the loop */
+} looper;
+
+__attribute__((noinline)) static void loop_with_pattern(looper *lp)
+{
+    volatile char deep[2048];
+    for (size_t i = 0; i < sizeof(deep); i++)
+        deep[i] = (char)(i ^ lp->seed);
+    urt_rx *rx;
+    if (urt_rx_open(&rx, lp->fd) != 0) {
+        lp->end = -999;
+        return;
+    }
+    for (;;) {
+        urt_buf b;
+        ssize_t n = urt_rx_recv(rx, &b);
+        if (n <= 0) {
+            lp->end = (int)n;
+            break;
+        }
+        at_fadd_relaxed_u(&lp->got, (unsigned)n);
+        urt_buf_release(&b);
+        if (urt_cancelled())
+            break;
+    }
+    urt_rx_close(rx);
+    bool ok = true;
+    for (size_t i = 0; i < sizeof(deep); i++)
+        ok &= deep[i] == (char)(i ^ lp->seed);
+    lp->intact = ok;
+}
+
+static void *looper_task(void *arg)
+{
+    loop_with_pattern(arg);
+    return NULL;
+}
+
+Test(hibernate, stress_thousands_of_tasks_hibernate_and_wake_at_random, .timeout = 300)
+{
+#if defined(URT_TSAN) || defined(URT_ASAN)
+    enum { N = 1000, SENDS = 5000 };
+#else
+    enum { N = 9000, SENDS = 50000 };   /* two fds each: under a 20,000 RLIMIT_NOFILE */
+#endif
+    urt_runtime *rt = rt_hib(2, 1 * MS);
+    static int sv[N][2];
+    static looper lp[N];
+    static urt_task *t[N];
+    static unsigned sent[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+        lp[i] = (looper){.fd = sv[i][0], .seed = (unsigned)i * 2654435761u};
+        cr_assert_eq(urt_spawn(rt, &t[i], looper_task, &lp[i]), 0);
+    }
+    unsigned rng = 12345;
+    for (int k = 0; k < SENDS; k++) {
+        rng = rng * 1103515245u + 12345u;
+        int i = (int)((rng >> 8) % N);
+        cr_assert_eq(send(sv[i][1], "z", 1, 0), 1);
+        sent[i]++;
+        if ((k & 1023) == 0)
+            usleep(2000);   /* let the idle ones hibernate again */
+    }
+    /* every byte arrives exactly once, hibernated or not */
+    for (int i = 0; i < N; i++)
+        for (int spin = 0; at_load_relaxed_u(&lp[i].got) < sent[i] && spin < 10000; spin++)
+            usleep(500);
+    uint64_t hib = stat_sum(rt, 1);
+    /* a third are cancelled while (most likely) hibernated, the rest see EOF */
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0)
+            urt_cancel(t[i]);
+        else
+            shutdown(sv[i][1], SHUT_WR);
+    }
+    for (int i = 0; i < N; i++) {
+        int r = urt_join(t[i], NULL);
+        cr_assert(r == 0 || r == -ECANCELED, "task %d joined %d", i, r);
+        cr_assert_eq(at_load_relaxed_u(&lp[i].got), sent[i], "task %d got %u of %u bytes", i, lp[i].got, sent[i]);
+        cr_assert(lp[i].intact, "task %d's stack changed", i);
+        cr_assert(i % 3 == 0 ? (lp[i].end == -ECANCELED || lp[i].end == 0) : lp[i].end == 0, "task %d ended with %d", i,
+                  lp[i].end);
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    cr_assert_geq(hib, (uint64_t)N / 2, "only %llu hibernations for %d tasks", (unsigned long long)hib, N);
+    cr_assert_eq(stat_sum(rt, 1), stat_sum(rt, 2), "a hibernation was never restored");
+    urt_runtime_destroy(rt);
+}
+
+Test(hibernate, a_shutdown_with_hibernated_tasks_ends_them_all, .timeout = 60)
+{
+    enum { N = 100 };
+    urt_runtime *rt = rt_hib(2, 5 * MS);
+    static int sv[N][2];
+    static looper lp[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+        lp[i] = (looper){.fd = sv[i][0], .seed = (unsigned)i};
+        cr_assert_eq(urt_spawn(rt, NULL, looper_task, &lp[i]), 0);
+    }
+    cr_assert(await_hibernated(rt, N));
+    cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(lp[i].end, -ECANCELED, "task %d ended with %d", i, lp[i].end);
+        cr_assert(lp[i].intact);
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    cr_assert_eq(stat_sum(rt, 0), 0);
     urt_runtime_destroy(rt);
 }
