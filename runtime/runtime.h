@@ -267,6 +267,9 @@ void task_suspend(urt_task *t, int reason);                /* from the task's fi
 void task_set_scheduled(urt_task *t);
 bool task_cancel_pending(urt_task *t);                     /* cancelled and not shielded */
 int  owned_insert(urt_runtime *rt, urt_task *t);           /* -ESHUTDOWN once shutdown closed the list */
+/* Tests only (NULL otherwise): called by a spawn between its check of
+ * rt->closing and its insertion, to hold a shutdown in that window. */
+extern void (*urt__test_spawn_gap)(void);
 void owned_close(urt_runtime *rt);                         /* shutdown: refuse every later insert */
 uint64_t owned_live(urt_runtime *rt);                      /* tasks not yet complete */
 void handle_release(urt_task *t);                          /* a join handle is given up */

@@ -112,6 +112,8 @@ bool task_cancel_pending(urt_task *t)
 
 /* ---- owned-task list ------------------------------------------------------- */
 
+void (*urt__test_spawn_gap)(void);
+
 int owned_insert(urt_runtime *rt, urt_task *t)
 {
     own_shard *s = &rt->shards[t->shard];
@@ -341,6 +343,8 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         return -EINVAL;
     if (at_load_acquire(&rt->closing))
         return -ESHUTDOWN;
+    if (__builtin_expect(urt__test_spawn_gap != NULL, 0))
+        urt__test_spawn_gap();   /* tests: widen the window a shutdown may fall into */
     urt_task *t = task_alloc(rt, fn, arg, o, kind);
     if (!t)
         return -ENOMEM;

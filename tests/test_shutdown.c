@@ -356,6 +356,66 @@ Test(shutdown, spawns_from_plain_threads_racing_shutdown_are_refused_or_joined, 
     }
 }
 
+/* A spawn held (by a test hook inside the library) between its check of
+ * "shutdown has started" and its insertion into the task list while a
+ * shutdown with no live task runs to the end: the spawn must be refused,
+ * or its task must run (or be cancelled) and its join return. Before the
+ * list could be closed the spawn returned 0 and the join never returned. */
+extern void (*urt__test_spawn_gap)(void);
+static _Thread_local bool in_gap_thread;
+static atomic_int gap_entered;
+
+static void hold_in_gap(void)
+{
+    if (!in_gap_thread)
+        return;
+    atomic_store(&gap_entered, 1);
+    usleep(200 * 1000);   /* the shutdown runs meanwhile */
+}
+
+typedef struct gap_spawn {
+    urt_runtime *rt;
+    int spawn_res, join_res;
+    atomic_int done;
+} gap_spawn;
+
+static void *noop(void *arg) { return arg; }
+
+static void *spawn_through_gap(void *arg)
+{
+    gap_spawn *g = arg;
+    in_gap_thread = true;
+    urt_task *t = NULL;
+    g->spawn_res = urt_spawn(g->rt, &t, noop, NULL);
+    if (g->spawn_res == 0)
+        g->join_res = urt_join(t, NULL);
+    atomic_store(&g->done, 1);
+    return NULL;
+}
+
+Test(shutdown, a_spawn_held_across_a_whole_shutdown_is_refused_not_lost, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        gap_spawn g = {.rt = rt, .spawn_res = 1, .join_res = 1};
+        atomic_store(&gap_entered, 0);
+        urt__test_spawn_gap = hold_in_gap;
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, spawn_through_gap, &g), 0);
+        while (!atomic_load(&gap_entered))
+            usleep(100);
+        cr_assert_eq(urt_runtime_shutdown(rt, 0), 0);
+        for (int i = 0; i < 5000 && !atomic_load(&g.done); i++)
+            usleep(1000);
+        cr_assert(atomic_load(&g.done), "%u workers: the spawn or its join never returned", w);
+        pthread_join(th, NULL);
+        urt__test_spawn_gap = NULL;
+        cr_assert(g.spawn_res == -ESHUTDOWN || (g.spawn_res == 0 && (g.join_res == 0 || g.join_res == -ECANCELED)),
+                  "spawn %d, join %d", g.spawn_res, g.join_res);
+        urt_runtime_destroy(rt);
+    }
+}
+
 /* ---- destroy with plain threads still waiting ------------------------------------------------ */
 
 typedef struct blocked {
