@@ -809,10 +809,11 @@ URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
 /* ---- Child processes (runtime/process.c) ----------------------------------- */
 
 /*
- * Start a child process running the program at path, as posix_spawn(3)
- * with argv (NULL-terminated; argv[0] is by custom the program's name) and
- * envp (NULL-terminated; NULL: the caller's environ). path is used as given:
- * the PATH variable is not searched (pass "/bin/sh", not "sh"). actions
+ * Start a child process with a clean signal state, as posix_spawn(3).
+ * It runs the program at path with argv (NULL-terminated; argv[0] is by
+ * custom the program's name) and envp (NULL-terminated; NULL: the caller's
+ * environ). path is used as given: the PATH variable is not searched (pass
+ * "/bin/sh", not "sh"). actions
  * (may be NULL) are applied in the child before the exec: dup2 a pipe onto
  * its stdout, close or open files (posix_spawn_file_actions_*(3)).
  * The child starts with an empty signal mask and every signal's action set
@@ -834,9 +835,9 @@ URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
 URT_API int urt_process_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                               const posix_spawn_file_actions_t *actions);
 /*
- * Wait until child process pid (a child of this process, as urt_process_spawn
- * starts) has ended, and reap it, as waitpid(pid, status, 0). In a task only
- * the task waits: one IORING_OP_WAITID on the worker's ring where the kernel
+ * Wait for child process pid to end and reap it, as waitpid(pid, status, 0).
+ * pid is a child of this process (as urt_process_spawn starts). In a task
+ * only the task waits: one IORING_OP_WAITID on the worker's ring where the kernel
  * has it (Linux 6.7+), else a pidfd of the child polled on the ring. Exactly
  * one waiter reaps a child; a second one waiting on it gets -ECHILD.
  * Context: in a task it suspends, honouring urt_op_timeout, urt_deadline and
