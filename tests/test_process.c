@@ -118,6 +118,63 @@ Test(process, on_a_plain_thread_wait_is_waitpid, .timeout = 60)
     urt_runtime_destroy(rt);
 }
 
+/* Inside block_in_place and in a blocking job the wait is waitpid, on that thread. */
+static void *wait_in_place(void *arg)
+{
+    return (void *)(intptr_t)urt_block_in_place(spawn_and_wait_exit7, arg, NULL);
+}
+
+/* fn(arg) as a blocking job of the calling task's runtime, joined: 0 or -errno */
+static int run_blocking_job(urt_fn fn, void *arg)
+{
+    urt_task *job = NULL;
+    int r = urt_spawn_blocking(NULL, &job, fn, arg);
+    return r ? r : urt_join(job, NULL);
+}
+
+static void *wait_in_job(void *arg)
+{
+    return (void *)(intptr_t)run_blocking_job(spawn_and_wait_exit7, arg);
+}
+
+Test(process, inside_block_in_place_and_in_a_blocking_job_wait_is_waitpid, .timeout = 60)
+{
+    FOR_EACH_CONFIG(rt, w, fb) {
+        urt_fn where[] = {wait_in_place, wait_in_job};
+        for (int i = 0; i < 2; i++) {
+            exit_case c = {.spawn_res = 1, .wait_res = 1, .status = -1};
+            void *ret = (void *)1;
+            cr_assert_eq(urt_runtime_block_on(rt, where[i], &c, &ret), 0);
+            cr_assert_null(ret);
+            cr_assert_eq(c.wait_res, 0, "%s: wait gave %d", i ? "blocking job" : "block_in_place", c.wait_res);
+            cr_assert(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 7, "status %#x", c.status);
+        }
+    }
+}
+
+/* A hook must not wait: urt_process_wait there is -EDEADLK (spawning is fine). */
+static _Atomic int hook_wait_res = 1;
+static void wait_in_hook(urt_task *t, void *data)
+{
+    (void)t;
+    (void)data;
+    atomic_store(&hook_wait_res, urt_process_wait(1, NULL));
+}
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+Test(process, wait_in_a_hook_is_edeadlk, .timeout = 30)
+{
+    urt_config cfg = {.workers = 1, .on_task_terminate = wait_in_hook};
+    urt_runtime *rt = rt_new_cfg(&cfg);
+    cr_assert_eq(urt_runtime_block_on(rt, nothing, NULL, NULL), 0);
+    urt_runtime_destroy(rt);
+    cr_assert_eq(atomic_load(&hook_wait_res), -EDEADLK, "gave %d", atomic_load(&hook_wait_res));
+}
+
 /* ---- signals reach the child (the inherited-mask regression) --------------------------- */
 
 typedef struct sig_case {
@@ -159,8 +216,7 @@ static void *spawn_job(void *arg)
 static void *spawn_from_pool_then_wait(void *arg)
 {
     sig_case *c = arg;
-    urt_task *job = NULL;
-    if (urt_spawn_blocking(NULL, &job, spawn_job, c) != 0 || urt_join(job, NULL) != 0)
+    if (run_blocking_job(spawn_job, c) != 0)
         return (void *)1;
     if (c->spawn_res == 0)
         kill_and_wait(c);
