@@ -18,8 +18,10 @@
  *     child's siginfo into our memory when the child ends, possibly long
  *     after the SQE was submitted: the siginfo lives in urt_process_wait's
  *     frame, which op_wait keeps alive until the op's CQE is in (the task
- *     is runnable only through that CQE). A cancel or timeout ends the op
- *     without reaping the child.
+ *     is runnable only through that CQE). Since the kernel writes into the
+ *     task's stack, this wait must never be one whose stack is hibernated
+ *     (DESIGN.md). A cancel or timeout ends the op without reaping the
+ *     child.
  *   - else: a pidfd of the child (pidfd_open), a non-blocking
  *     waitid(P_PIDFD, WNOHANG) to reap it if it has already ended, and a
  *     one-shot POLL_ADD on the pidfd (readable once the child has ended),
