@@ -18,8 +18,9 @@
  *    and SIGTERM, and blocking-pool threads (spawn_blocking,
  *    block_in_place) block every signal. A child process started from a
  *    task or a blocking job (fork/exec, posix_spawn, system) inherits that
- *    mask, so e.g. SIGTERM would not end it: reset the mask in the child
- *    (posix_spawnattr_setsigmask with an empty set and
+ *    mask, so e.g. SIGTERM would not end it: start children with
+ *    urt_process_spawn, which resets it, or reset the mask in the child
+ *    yourself (posix_spawnattr_setsigmask with an empty set and
  *    POSIX_SPAWN_SETSIGMASK, or sigprocmask before exec).
  *  - Library messages (watchdog, shutdown, destroy) go to stderr without
  *    ever blocking: when stderr is a full pipe they are dropped and counted.
@@ -45,6 +46,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -821,6 +823,54 @@ URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
 
 
 /* ---- Child processes (runtime/process.c) ----------------------------------- */
+
+/*
+ * Start a child process with a clean signal state, as posix_spawn(3).
+ * It runs the program at path with argv (NULL-terminated; argv[0] is by
+ * custom the program's name) and envp (NULL-terminated; NULL: the caller's
+ * environ). path is used as given: the PATH variable is not searched (pass
+ * "/bin/sh", not "sh"). actions
+ * (may be NULL) are applied in the child before the exec: dup2 a pipe onto
+ * its stdout, close or open files (posix_spawn_file_actions_*(3)).
+ * The child starts with an empty signal mask and every signal's action set
+ * back to the default, whatever the calling thread blocks or ignores
+ * (worker and pool threads block signals; a child must not inherit that).
+ * File descriptors without FD_CLOEXEC are inherited, as with posix_spawn
+ * (urt's own descriptors all have it).
+ * Context: any thread: a task, a blocking job, a plain thread, a hook. The
+ * calling thread is held until the child has started the new program (the
+ * spawn is vfork-like: typically well under a millisecond); nothing else is
+ * suspended.
+ * Ownership: path, argv, envp and actions are borrowed for the call. The
+ * child is the caller's: wait for it with urt_process_wait (or waitpid(2)),
+ * or it stays a zombie until the process ends.
+ * Returns 0 with the child's id in *pid; -EINVAL (pid, path or argv NULL);
+ * or -errno from posix_spawn, e.g. -ENOENT or -EACCES when the program
+ * cannot be run, -EAGAIN at the process limit.
+ */
+URT_API int urt_process_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                              const posix_spawn_file_actions_t *actions);
+/*
+ * Wait for child process pid to end and reap it, as waitpid(pid, status, 0).
+ * pid is a child of this process (as urt_process_spawn starts). In a task
+ * only the task waits: one IORING_OP_WAITID on the worker's ring where the kernel
+ * has it (Linux 6.7+), else a pidfd of the child polled on the ring. Exactly
+ * one waiter reaps a child; a second one waiting on it gets -ECHILD.
+ * Context: in a task it suspends, honouring urt_op_timeout, urt_deadline and
+ * cancellation like urt_recv. On a plain thread (a blocking job included)
+ * and inside urt_block_in_place it is waitpid(2), which blocks the thread.
+ * In a hook: -EDEADLK.
+ * Ownership: status (may be NULL) is written only when 0 is returned.
+ * Returns 0 with *status as waitpid gives it (test with WIFEXITED /
+ * WEXITSTATUS, WIFSIGNALED / WTERMSIG / WCOREDUMP); -EINVAL (pid <= 0: no
+ * process groups here); -ECHILD (not a child of this process, or already
+ * reaped; also for every child when SIGCHLD is set to SIG_IGN, which reaps
+ * them behind everyone's back); -ECANCELED (the task was cancelled);
+ * -ETIMEDOUT (its op timeout or deadline passed). After -ECANCELED or
+ * -ETIMEDOUT the child has not been reaped: wait for it again (or it stays
+ * a zombie). -EBUSY: no submission queue entry could be had (rare).
+ */
+URT_API int urt_process_wait(pid_t pid, int *status);
 
 
 /* ---- Task groups (runtime/group.c) ----------------------------------------- */

@@ -15,7 +15,8 @@
  *      flight never moves) and suspends again until the op's CQE;
  *   4. the CQE's result is returned: -ECANCELED after a cancel, -ETIMEDOUT
  *      when the linked timeout fired (the kernel says -ECANCELED; the
- *      timeout's own CQE, counted into the same record, says -ETIME, so a
+ *      timeout's own CQE, counted into the same record, says -ETIME, or 1
+ *      for a WAITID op, and -ECANCELED only when it did not fire, so a
  *      cancel from elsewhere, urt_close say, is never taken for a timeout).
  * While an op on an fd is in flight the worker counts it (fdtrack.c), so a
  * urt_close on any worker can end it first.

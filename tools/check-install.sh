@@ -4,7 +4,8 @@
 #   1. pkg-config:          cc hello.c $(pkg-config --cflags --libs urt)
 #   2. find_package(urt):   urt::urt        (the shared library)
 #   3. find_package(urt):   urt::urt_static (liburt.a + liburing + pthreads)
-# Also checks the installed files, the SONAME and the exported symbols.
+# Also checks the installed files, the SONAME, the exported symbols, and
+# that the man pages render without warnings.
 # Prints one PASS/FAIL line per check; exits 1 if any failed.
 # Usage: tools/check-install.sh [build-dir]   (default: build)
 # Needs cmake, pkg-config, cc and liburing's development files.
@@ -47,6 +48,51 @@ for f in lib/liburt.so lib/liburt.so.0 lib/liburt.a include/urt.h lib/pkgconfig/
          lib/cmake/urt/urtConfig.cmake lib/cmake/urt/urtConfigVersion.cmake lib/cmake/urt/urtTargets.cmake; do
   if [ -e "$prefix/$f" ]; then pass "installed $f"; else : >"$log"; fail "installed $f (missing)"; fi
 done
+# ---- man pages ----------------------------------------------------------------
+# installed from docs/man (generated from urt.h); urt_spawn_ex.3 is a .so link
+# to urt_spawn.3. Rendered with man -l where man works, else groff, with
+# warnings on: any warning fails.
+man3=$prefix/share/man/man3
+for f in urt.3 urt_spawn.3 urt_spawn_ex.3; do
+  if [ -e "$man3/$f" ]; then pass "installed share/man/man3/$f"; else : >"$log"; fail "installed share/man/man3/$f (missing)"; fi
+done
+render=""
+if man --version >/dev/null 2>&1; then
+  render=man
+elif command -v groff >/dev/null 2>&1; then
+  render=groff
+fi
+# render_page PAGE: the page (relative to the man root, so .so links resolve) as text on stdout, warnings on stderr
+render_page() {
+  if [ "$render" = man ]; then
+    (cd "$prefix/share/man" && MANWIDTH=80 MAN_KEEP_FORMATTING= man --warnings -l "$1")
+  else
+    (cd "$prefix/share/man" && groff -man -Tutf8 -ww -P-cbou "$1")   # -P-cbou: plain text, no SGR or overstrike
+  fi
+}
+if [ -z "$render" ]; then
+  echo "check-install: SKIP: rendering the man pages (neither man nor groff is installed: apt-get install groff-base)"
+elif [ -e "$man3/urt_spawn.3" ]; then
+  for page in urt_spawn urt_spawn_ex; do
+    render_page "man3/$page.3" >"$tmp/$page.txt" 2>"$log"
+    if [ -s "$log" ]; then
+      fail "$render renders man3/$page.3 without warnings"
+    elif ! grep -q "urt_spawn_ex" "$tmp/$page.txt" || ! grep -q "SYNOPSIS" "$tmp/$page.txt"; then
+      cp "$tmp/$page.txt" "$log"
+      fail "$render renders man3/$page.3 (no urt_spawn_ex SYNOPSIS in what it printed)"
+    else
+      pass "$render renders man3/$page.3 without warnings"
+    fi
+  done
+  bad=()
+  for f in "$man3"/*.3; do
+    render_page "man3/${f##*/}" >/dev/null 2>"$tmp/warn" || echo "exit $?" >>"$tmp/warn"
+    [ -s "$tmp/warn" ] && { bad+=("${f##*/}"); cat "$tmp/warn"; }
+  done >"$log"
+  n=$(find "$man3" -name '*.3' | wc -l)
+  if [ ${#bad[@]} -eq 0 ]; then pass "$render renders all $n installed man pages without warnings"; else fail "$render warns on ${bad[*]}"; fi
+fi
+
 soname=$(readelf -d "$prefix/lib/liburt.so" 2>/dev/null | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 : >"$log"
 if [ "$soname" = liburt.so.0 ]; then pass "SONAME is liburt.so.0"; else fail "SONAME is '$soname', not liburt.so.0"; fi

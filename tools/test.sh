@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs urt's test suite three times: the normal build, ASan+UBSan, and TSan.
 # Installs its dependencies first, and checks that every public function is
-# documented. After the normal build's tests it installs that build into a
-# temporary prefix and builds a program against it (tools/check-install.sh).
+# documented and that docs/reference.md and the man pages are up to date.
+# After the normal build's tests it installs that build into a temporary
+# prefix and builds a program against it (tools/check-install.sh).
 # Usage: tools/test.sh [normal|address|thread]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/deps.sh g++   # g++: urt.h is also compiled as C++
+bash tools/deps.sh g++ groff-base   # g++: urt.h is also compiled as C++; groff: the install check renders the man pages
 bash tools/check-docs.sh
-python3 tools/gen-api-doc.py --check
+python3 tools/gen-api-doc.py --check   # docs/reference.md and docs/man/man3 are what include/urt.h gives
 builds=("$@")
 [ ${#builds[@]} -eq 0 ] && builds=(normal address thread)
 jobs=$(nproc)

@@ -195,7 +195,12 @@ unsigned ring_reap(urt_ring *r, const ring_handlers *h, void *ctx)
             if ((ud & RING_TAG_MASK) == RING_TAG_OP) {
                 op->res = cqe->res;
                 op->cflags = cqe->flags;
-            } else if (cqe->res == -ETIME) {
+            } else if (cqe->res != -ECANCELED) {
+                /* The linked timeout says -ECANCELED when the op ended
+                 * first (or both were cancelled); anything else means it
+                 * fired: -ETIME, or the result of the kernel's cancel of
+                 * the op where it reports that instead (1, a count, for a
+                 * WAITID op: measured on 6.18). */
                 op->timer_fired = true;
             }
             if (--op->nleft == 0) {

@@ -49,7 +49,7 @@ typedef struct ring_op {
     uint8_t nleft;          /* CQEs still to come: 1, or 2 with a linked timeout */
     bool done;              /* every CQE is in; set by the dispatcher on the owning ring's thread */
     bool cancel_sent;
-    bool timer_fired;       /* the linked timeout expired (its CQE said -ETIME) */
+    bool timer_fired;       /* the linked timeout expired (its CQE said anything but -ECANCELED) */
     void *owner;            /* opaque: the record's user (the runtime's task) */
 } ring_op;
 
