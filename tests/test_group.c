@@ -19,6 +19,23 @@
 
 #define MS 1000000ull
 
+/* Run fn(arg) as a task of a new runtime of `workers` workers; fn returns
+ * NULL, or the number of the step that failed. */
+static void run_steps(unsigned workers, urt_fn fn, void *arg)
+{
+    urt_runtime *rt = rt_new(workers);
+    void *r = (void *)99;
+    cr_assert_eq(urt_runtime_block_on(rt, fn, arg, &r), 0);
+    cr_assert_null(r, "%u workers: step %p failed", workers, r);
+    urt_runtime_destroy(rt);
+}
+
+/* g has nothing left: next says -ECHILD, then destroy. NULL, or `step`. */
+static void *finish_empty(urt_group *g, uintptr_t step)
+{
+    return urt_group_next(g, NULL, NULL) == -ECHILD && urt_group_destroy(g) == 0 ? NULL : (void *)step;
+}
+
 /* ---- every member exactly once ---------------------------------------------- */
 
 static _Atomic uint64_t member_id[MANY];
@@ -62,20 +79,13 @@ static void *collect_all(void *arg)
     }
     if (got != MANY || urt_group_len(g) != 0)
         return (void *)6;
-    if (urt_group_next(g, NULL, NULL) != -ECHILD)
-        return (void *)7;
-    return urt_group_destroy(g) == 0 ? NULL : (void *)8;
+    return finish_empty(g, 7);
 }
 
 Test(group, every_member_is_collected_exactly_once_with_its_id_and_value, .timeout = 120)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        void *r = (void *)99;
-        cr_assert_eq(urt_runtime_block_on(rt, collect_all, NULL, &r), 0);
-        cr_assert_null(r, "%u workers: step %p failed", w, r);
-        urt_runtime_destroy(rt);
-    }
+    FOR_EACH_WORKER_COUNT(w)
+        run_steps(w, collect_all, NULL);
 }
 
 /* ---- empty, cancelled, bad input ---------------------------------------------- */
@@ -105,18 +115,14 @@ static void *empty_and_cancelled(void *arg)
     int r = urt_group_next(g, &v, &id);
     if (r != -ECANCELED || urt_cancelled() || id == 0)
         return (void *)5;
-    if (urt_group_len(g) != 0 || urt_group_next(g, NULL, NULL) != -ECHILD)
+    if (urt_group_len(g) != 0)
         return (void *)6;
-    return urt_group_destroy(g) == 0 ? NULL : (void *)7;
+    return finish_empty(g, 7);
 }
 
 Test(group, empty_group_gives_echild_and_cancelled_member_gives_ecanceled, .timeout = 30)
 {
-    urt_runtime *rt = rt_new(2);
-    void *r = (void *)99;
-    cr_assert_eq(urt_runtime_block_on(rt, empty_and_cancelled, NULL, &r), 0);
-    cr_assert_null(r, "step %p failed", r);
-    urt_runtime_destroy(rt);
+    run_steps(2, empty_and_cancelled, NULL);
 }
 
 static void *spawn_self_destroy(void *arg)
@@ -157,11 +163,7 @@ Test(group, bad_input_gives_clear_errors, .timeout = 30)
     cr_assert_eq(urt_group_spawn(g, sleep_forever, NULL, NULL), -EPERM, "a plain thread names no runtime");
     cr_assert_eq(urt_group_next(g, NULL, NULL), -ECHILD);
     cr_assert_eq(urt_group_destroy(g), 0);
-    urt_runtime *rt = rt_new(2);
-    void *r = (void *)99;
-    cr_assert_eq(urt_runtime_block_on(rt, bad_inputs, NULL, &r), 0);
-    cr_assert_null(r, "step %p failed", r);
-    urt_runtime_destroy(rt);
+    run_steps(2, bad_inputs, NULL);
 }
 
 /* ---- destroy ------------------------------------------------------------------- */
@@ -212,15 +214,10 @@ Test(group, destroy_cancels_and_waits_for_a_thousand_sleeping_members, .timeout 
         atomic_store(&sleepers_ended, 0);
         atomic_store(&sleepers_dropped, 0);
         atomic_store(&sleepers_started, 0);
-        urt_runtime *rt = rt_new(w);
         uint64_t took = 0;
-        void *r = (void *)99;
-        cr_assert_eq(urt_runtime_block_on(rt, destroy_sleepers, &took, &r), 0);
-        cr_assert_null(r, "%u workers: step %p failed (ended %d dropped %d)", w, r, atomic_load(&sleepers_ended),
-                       atomic_load(&sleepers_dropped));
+        run_steps(w, destroy_sleepers, &took);
         cr_log_info("%u workers: destroy of %d sleeping members took %.3f ms", w, SLEEPERS, took / 1e6);
         cr_assert_lt(took, DESTROY_BOUND_MS * MS, "destroy took %llu ns", (unsigned long long)took);
-        urt_runtime_destroy(rt);
     }
 }
 
@@ -266,15 +263,33 @@ static void *wait_notify(void *arg)
     return urt_notify_wait(n) == 0 ? (void *)42 : (void *)13;
 }
 
+/* A group with one member waiting on a new notify. */
+static bool group_with_waiter(urt_group **g, urt_notify **n)
+{
+    if (urt_group_create(g) != 0)
+        return false;
+    if (urt_notify_create(n) != 0)
+        return false;
+    return urt_group_spawn(*g, wait_notify, *n, NULL) == 0;
+}
+
+/* Wake that member, collect its value, free both. */
+static bool release_and_collect(urt_group *g, urt_notify *n, uint64_t *id)
+{
+    urt_notify_signal(n);
+    void *v = NULL;
+    bool ok = urt_group_next(g, &v, id) == 0 && v == (void *)42;
+    urt_notify_destroy(n);
+    return urt_group_destroy(g) == 0 && ok;
+}
+
 static void *bounded_collect(void *arg)
 {
     (void)arg;
     urt_group *g;
     urt_notify *n;
-    if (urt_group_create(&g) != 0 || urt_notify_create(&n) != 0)
+    if (!group_with_waiter(&g, &n))
         return (void *)1;
-    if (urt_group_spawn(g, wait_notify, n, NULL) != 0)
-        return (void *)2;
     uint64_t old = urt_op_timeout(10 * MS);
     uint64_t id = 9;
     int r = urt_group_next(g, NULL, &id);
@@ -288,20 +303,14 @@ static void *bounded_collect(void *arg)
         return (void *)4;
     urt_notify_signal(n);
     urt_sleep(20 * MS);   /* the member ends while nobody collects */
-    void *v = NULL;
-    if (urt_group_next(g, &v, &id) != 0 || v != (void *)42 || id == 0)
+    if (!release_and_collect(g, n, &id) || id == 0)
         return (void *)5;
-    urt_notify_destroy(n);
-    return urt_group_destroy(g) == 0 ? NULL : (void *)6;
+    return NULL;
 }
 
 Test(group, next_with_a_timeout_gives_etimedout_and_the_member_is_collected_later, .timeout = 30)
 {
-    urt_runtime *rt = rt_new(2);
-    void *r = (void *)99;
-    cr_assert_eq(urt_runtime_block_on(rt, bounded_collect, NULL, &r), 0);
-    cr_assert_null(r, "step %p failed", r);
-    urt_runtime_destroy(rt);
+    run_steps(2, bounded_collect, NULL);
 }
 
 struct collector_arg {
@@ -323,10 +332,8 @@ static void *cancel_collector(void *arg)
     (void)arg;
     urt_group *g;
     urt_notify *n;
-    if (urt_group_create(&g) != 0 || urt_notify_create(&n) != 0)
+    if (!group_with_waiter(&g, &n))
         return (void *)1;
-    if (urt_group_spawn(g, wait_notify, n, NULL) != 0)
-        return (void *)2;
     struct collector_arg c = {.g = g};
     urt_task *ct;
     if (urt_spawn(NULL, &ct, collector, &c) != 0)
@@ -342,21 +349,12 @@ static void *cancel_collector(void *arg)
         return (void *)5;
     if (urt_group_len(g) != 1)
         return (void *)6;
-    urt_notify_signal(n);
-    void *v = NULL;
-    if (urt_group_next(g, &v, NULL) != 0 || v != (void *)42)
-        return (void *)7;
-    urt_notify_destroy(n);
-    return urt_group_destroy(g) == 0 ? NULL : (void *)8;
+    return release_and_collect(g, n, NULL) ? NULL : (void *)7;
 }
 
 Test(group, a_cancelled_collector_loses_nothing_and_a_second_collector_gets_ebusy, .timeout = 30)
 {
-    urt_runtime *rt = rt_new(2);
-    void *r = (void *)99;
-    cr_assert_eq(urt_runtime_block_on(rt, cancel_collector, NULL, &r), 0);
-    cr_assert_null(r, "step %p failed", r);
-    urt_runtime_destroy(rt);
+    run_steps(2, cancel_collector, NULL);
 }
 
 /* ---- members spawned from many tasks while one collects --------------------------- */
@@ -417,18 +415,11 @@ static void *collect_from_spawners(void *arg)
     for (int i = 0; i < SPAWNERS; i++)
         if (urt_join(sp[i], NULL) != 0)
             return (void *)5;
-    if (urt_group_next(g, NULL, NULL) != -ECHILD)
-        return (void *)6;
-    return urt_group_destroy(g) == 0 ? NULL : (void *)7;
+    return finish_empty(g, 6);
 }
 
 Test(group, members_spawned_from_other_tasks_are_each_collected_once, .timeout = 120)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        void *r = (void *)99;
-        cr_assert_eq(urt_runtime_block_on(rt, collect_from_spawners, NULL, &r), 0);
-        cr_assert_null(r, "%u workers: step %p failed", w, r);
-        urt_runtime_destroy(rt);
-    }
+    FOR_EACH_WORKER_COUNT(w)
+        run_steps(w, collect_from_spawners, NULL);
 }
