@@ -242,9 +242,10 @@ int urt_group_destroy(urt_group *g)
     int err = sync_caller(&cur);
     if (err < 0)
         return err;   /* a hook, or a worker thread outside a task: could not wait */
+    urt_task *self = urt__cur_task();   /* also inside urt_block_in_place, where cur is NULL */
     pthread_mutex_lock(&g->lock);
-    for (gmember *m = g->run; m && cur; m = m->next) {
-        if (m->t == cur) {
+    for (gmember *m = g->run; m && self; m = m->next) {
+        if (m->t == self) {
             pthread_mutex_unlock(&g->lock);
             return -EDEADLK;   /* a member would wait for itself */
         }
