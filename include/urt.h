@@ -807,8 +807,13 @@ typedef struct urt_worker_stats {
 URT_API int urt_runtime_stats(urt_runtime *rt, urt_worker_stats *out, unsigned n);
 /*
  * Write one line per live task to fd: id, name, kind (fiber or blocking),
- * home worker, state, and the operation and fd it waits on. The states are
- * read while the tasks run, so a line may be stale by the time it is read.
+ * home worker, state, time in that state ("for") and since spawn ("age"),
+ * both coarse (a worker's clock is read at its maintenance, not per task
+ * switch), the operation and fd or the primitive it waits on ("waits"), and
+ * for a blocking job or a task inside urt_block_in_place the pool thread
+ * running it ("on"); then one "runtime" line with the urt_runtime_metrics
+ * totals. The states are read while the tasks run, so a line may be stale
+ * by the time it is read.
  * Context: any thread; it writes with plain blocking write(2) calls (use
  * it from a debugging thread or a signalfd task, never a signal handler).
  * fd is borrowed.
@@ -875,11 +880,134 @@ URT_API int urt_process_wait(pid_t pid, int *status);
 
 /* ---- Task groups (runtime/group.c) ----------------------------------------- */
 
+/* Spawn flag: start the task on the spawning task's worker and never let
+ * another worker steal it, so a connection's tasks share one ring and one
+ * cache. Spawned from outside a worker of the runtime it changes nothing.
+ * It cannot be combined with URT_TASK_SPREAD or URT_TASK_MIGRATABLE
+ * (-EINVAL). */
+#define URT_TASK_LOCAL      0x4u
+
+/*
+ * urt_group: a set of tasks that ends together (Tokio's JoinSet, a
+ * nursery). The group owns its members' join handles; urt_group_next hands
+ * members out in the order they end, each exactly once, and
+ * urt_group_destroy never returns while a member still runs. A group is
+ * used by one collecting task at a time; members may be spawned from any
+ * task of one runtime, members included. Destroy every group before its
+ * runtime (urt_runtime_destroy frees the members' handles).
+ */
+typedef struct urt_group urt_group;
+
+/*
+ * A new, empty group.
+ * Context: any thread.
+ * Ownership: *out is the caller's, freed by urt_group_destroy.
+ * Returns 0, -EINVAL (out NULL), -ENOMEM.
+ */
+URT_API int urt_group_create(urt_group **out);
+
+/*
+ * Spawn fn(arg) as a member of g, in the calling task's runtime, as
+ * urt_spawn_ex does (opts may be NULL; the same fields and flags apply).
+ * Context: in a task (every member of a group belongs to one runtime; the
+ * first spawn fixes it); also inside urt_block_in_place.
+ * Ownership: the member's handle is g's; arg as for urt_spawn.
+ * Returns 0; -EINVAL (g or fn NULL, bad opts, a task of another runtime);
+ * -EPERM (not in a task); -ESHUTDOWN (g is being destroyed, or the runtime
+ * shuts down); -ENOMEM. On an error fn is never called.
+ */
+URT_API int urt_group_spawn(urt_group *g, urt_fn fn, void *arg, const urt_spawn_opts *opts);
+
+/*
+ * Wait for any member of g to end and collect it: members come out in the
+ * order they ended, each once. In a task it suspends (honouring
+ * urt_op_timeout, urt_deadline and cancellation); a plain thread blocks.
+ * Context: a task or a plain thread, one at a time per group.
+ * Ownership: ret and task_id may be NULL; else *ret gets the member's return
+ * value (only on 0) and *task_id its id (0 when no member was collected).
+ * Returns 0 (a member ran to the end), -ECANCELED with *task_id set (that
+ * member was cancelled before it finished or never ran), -ECHILD (g has no
+ * member left to collect); without collecting anything: -ECANCELED with
+ * urt_cancelled() true (the caller was cancelled), -ETIMEDOUT (its op
+ * timeout or deadline passed), -EBUSY (another caller is collecting or
+ * destroying g), -EPERM (a worker thread outside a task, with nothing
+ * ended yet), -EDEADLK (in a hook), -EINVAL (g NULL). A member that ends
+ * after a collector gave up stays collectable.
+ */
+URT_API int urt_group_next(urt_group *g, void **ret, uint64_t *task_id);
+
+/*
+ * Ask every member of g still running to stop (urt_cancel of each); they
+ * end with -ECANCELED in urt_group_next unless they finished first. Members
+ * spawned later are not affected. Never waits.
+ * Context: any thread.
+ * Returns 0, or -EINVAL (g NULL).
+ */
+URT_API int urt_group_cancel(urt_group *g);
+
+/*
+ * Members of g not yet collected by urt_group_next (running or ended), a
+ * snapshot. Context: any thread. Returns the count; 0 for g NULL.
+ */
+URT_API size_t urt_group_len(const urt_group *g);
+
+/*
+ * Cancel the members still running, wait until every member has ended
+ * (also when the caller is cancelled or its op timeout or deadline passes:
+ * no member outlives its group), drop the results nobody collected, and
+ * free g. Spawns into g from its members meanwhile fail with -ESHUTDOWN.
+ * In a task it suspends; a plain thread blocks.
+ * Context: a task or a plain thread; not a member of g.
+ * Ownership: consumes g on 0; on an error g is untouched and stays the
+ * caller's.
+ * Returns 0; -EINVAL (g NULL); -EBUSY (a urt_group_next on g is waiting);
+ * -EDEADLK (called by a member of g, or in a hook); -EPERM (a worker thread
+ * outside a task).
+ */
+URT_API int urt_group_destroy(urt_group *g);
+
 
 /* ---- More sync primitives (runtime/cond.c, runtime/rwlock.c) --------------- */
 
 
 /* ---- Runtime metrics (runtime/metrics.c) ----------------------------------- */
+
+/* Runtime-wide totals. Each field is read atomically while the runtime
+ * runs, but the set is not one snapshot. */
+typedef struct urt_metrics {
+    uint64_t workers;
+    uint64_t live_tasks;               /* spawned and not yet ended (fibers and blocking jobs) */
+    uint64_t spawned_total, completed_total;   /* since create; spawned - completed == live when quiet */
+    uint64_t blocking_threads;         /* blocking-pool threads alive */
+    uint64_t blocking_idle;            /* of those, waiting for work */
+    uint64_t blocking_queued;          /* blocking jobs and block_in_place calls waiting for a thread */
+    uint64_t inject_queued;            /* tasks in the shared (inject) queue */
+    uint64_t hibernated_tasks;         /* tasks whose stack is hibernated now (see
+                                          urt_config.hibernate_after_ns) */
+    uint64_t stack_bytes_resident;     /* task stacks' touched pages, in use or cached, by mincore(2)
+                                          over the runtime's stack mappings */
+} urt_metrics;
+
+/*
+ * Fill *out with rt's totals. Reading them costs a pass over rt's internal
+ * shards and a mincore(2) per task stack mapping: for monitoring, not for
+ * every request.
+ * Context: any thread, until urt_runtime_destroy (also after shutdown).
+ * Ownership: out is the caller's.
+ * Returns 0, or -EINVAL (rt or out NULL).
+ */
+URT_API int urt_runtime_metrics(urt_runtime *rt, urt_metrics *out);
+
+/*
+ * urt_spawn_blocking with options. Of urt_spawn_opts only `name` (shown in
+ * task dumps) and `on_drop` (called when the job is cancelled before a
+ * thread takes it, or the runtime shuts down first) apply; `stack_size`
+ * must be 0 and `flags` 0 (a job runs on a pool thread's own stack, wherever
+ * the pool puts it), else -EINVAL. opts may be NULL.
+ * Context, ownership and returns as for urt_spawn_blocking.
+ */
+URT_API int urt_spawn_blocking_ex(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg,
+                                  const urt_spawn_opts *opts);
 
 
 #ifdef __cplusplus

@@ -35,7 +35,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "runtime/runtime.h"
 
@@ -59,7 +61,7 @@ void pool_destroy(blocking_pool *p)
     free(p->exited);
 }
 
-static void run_blocking(urt_task *t)
+static void run_blocking(urt_task *t, int tid)
 {
     if (at_load_acquire(&t->state) & TS_CANCELLED) {
         task_complete(t, NULL, -ECANCELED);
@@ -68,18 +70,23 @@ static void run_blocking(urt_task *t)
     uint32_t s = at_load_relaxed(&t->state);
     while (!at_cas_acqrel(&t->state, &s, (s & ~TS_SCHEDULED) | TS_RUNNING))
         ;
+    at_store_relaxed(&t->since_ns, urt__now());   /* for dumps: where and since when it runs */
+    at_store_relaxed(&t->run_tid, tid);
     void *r = t->fn(t->arg);
+    at_store_relaxed(&t->run_tid, 0);
     task_complete(t, r, 0);
 }
 
-static void run_bip(urt_task *t, urt_fiber *self)
+static void run_bip(urt_task *t, urt_fiber *self, int tid)
 {
+    at_store_relaxed(&t->run_tid, tid);   /* for dumps: the fiber runs here now */
     t->resumer = self;
     urt__set_cur(NULL, t);
     urt__overflow_set_current(&t->ovf);
     fiber_switch(self, &t->fiber);
     urt__overflow_set_current(NULL);
     urt__set_cur(NULL, NULL);
+    at_store_relaxed(&t->run_tid, 0);
     /* back: fn has returned (SW_BIP_DONE); send the fiber home */
     task_set_scheduled(t);
     worker_push_mailbox(t->rt, (unsigned)at_load_relaxed(&t->home), t);
@@ -93,12 +100,13 @@ static void *pool_main(void *arg)
     fiber_init_thread(&self);
     urt__overflow_thread_init();   /* an overflow inside block_in_place is reported too */
     urt__set_pool_rt(rt);
+    int tid = (int)syscall(SYS_gettid);   /* named in task dumps */
     pthread_mutex_lock(&p->lock);
     for (;;) {
         q_node *n = qf_pop(&p->pq);
         if (n) {
             pthread_mutex_unlock(&p->lock);
-            run_bip(task_of(n), &self);
+            run_bip(task_of(n), &self, tid);
             pthread_mutex_lock(&p->lock);
             continue;
         }
@@ -106,7 +114,7 @@ static void *pool_main(void *arg)
             n = qf_pop(&p->bq);
             p->running_blocking++;
             pthread_mutex_unlock(&p->lock);
-            run_blocking(task_of(n));
+            run_blocking(task_of(n), tid);
             pthread_mutex_lock(&p->lock);
             p->running_blocking--;
             continue;

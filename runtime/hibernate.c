@@ -100,8 +100,8 @@ static bool hibernate(urt_worker *w, urt_task *t)
         free(img);
         return false;
     }
-    t->hib_img = img;
     t->hib_from = from;
+    __atomic_store_n(&t->hib_img, img, __ATOMIC_RELAXED);   /* atomic: the dump reads it */
     STAT_INC(w, hibernations);
     STAT_INC(w, hibernated);
     return true;
@@ -131,7 +131,7 @@ void hib_restore(urt_worker *w, urt_task *t)
 {
     raw_copy(t->hib_from, t->hib_img, (size_t)((char *)t->stack.hi - t->hib_from));
     free(t->hib_img);
-    t->hib_img = NULL;
+    __atomic_store_n(&t->hib_img, NULL, __ATOMIC_RELAXED);
     STAT_INC(w, restores);
     STAT_ADD(w, hibernated, (uint64_t)-1);
 }

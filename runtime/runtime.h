@@ -66,6 +66,10 @@ typedef struct urt_waiter {
     struct urt_waiter *next, *prev;   /* in a primitive's wait list, under its lock */
     bool linked;                  /* under the primitive's lock */
     int result;                   /* what the waker hands over */
+    /* NULL: wake task or futex. Else waiter_wake calls it instead (a task
+     * group's per-member waiter in the joiner slot); it may free nothing
+     * the waker still uses. */
+    void (*on_wake)(struct urt_waiter *w);
 } urt_waiter;
 
 #define TASK_MAGIC 0x7a5c7a5cu    /* a live task header (checked builds) */
@@ -101,6 +105,11 @@ struct urt_task {
     uint64_t deadline;            /* urt_deadline, absolute urt__now ns, 0: none; owner fiber only */
     const char *wait_what;        /* for dumps: what it waits on; racy read */
     int wait_fd;
+    uint64_t born_ns;             /* for dumps: spawn time (task_clock); immutable */
+    _Atomic uint64_t since_ns;    /* for dumps: when it last started or stopped running or was
+                                     woken (task_clock); written by whoever moves it, read racily */
+    _Atomic int run_tid;          /* for dumps: the pool thread running it (blocking job or
+                                     block_in_place), 0 when none; written by that thread */
     urt_waiter *_Atomic joiner;   /* JOINER_DONE once complete */
     /* fiber */
     urt_fiber fiber;
@@ -202,6 +211,7 @@ typedef struct own_shard {
     pthread_mutex_t lock;
     urt_task *head;                /* under lock: live tasks and zombies */
     _Atomic uint64_t count;        /* live (not complete) tasks in the list: written under lock, read without */
+    _Atomic uint64_t spawned, completed;  /* totals (metrics.c): written under lock, read without */
     bool closed;                   /* under lock: shutdown refuses new tasks */
 } urt_cacheline_aligned own_shard;
 
@@ -254,6 +264,10 @@ urt_task *urt__cur_task(void);
 void urt__set_cur(urt_worker *w, urt_task *t);
 
 /* ---- task.c ---- */
+/* The clock of task dump times: on a worker, its clock at its last
+ * maintenance or wake (coarse: stale by at most one maintenance interval or
+ * one long task run; no clock read per switch); elsewhere urt__now(). */
+uint64_t task_clock(void);
 urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind);
 void task_ref(urt_task *t);
 void task_unref(urt_task *t);

@@ -31,6 +31,14 @@
  * it goes on the pool's `stuck` list (a node written at its own low end, so
  * no memory is needed) and is counted; a get of its size takes it first.
  *
+ * Registry. Every mapping the pool makes is recorded (base and length) in
+ * a small open-addressing hash set under its own lock, taken only where a
+ * stack is mapped or unmapped (next to a syscall), never on a cached get or
+ * put. urt__stack_resident copies the set and asks mincore(2) which pages of
+ * each mapping are resident: the stacks' touched pages, in use or cached.
+ * An unmap leaves the set first and comes back if munmap refused, so the
+ * set never holds an address that a new mapping could also have.
+ *
  * Overflow. One SIGSEGV/SIGBUS handler per process (installed once, with
  * SA_ONSTACK so that it runs on the worker's alternate signal stack, never on
  * the overflowed one). Each worker keeps `cur` (thread-local) pointing at the
@@ -174,6 +182,104 @@ int urt__stack_unmap(urt_stack *s)
     return 0;
 }
 
+/* ---- registry ------------------------------------------------------------ */
+
+struct stack_reg_slot {
+    uintptr_t base;   /* 0: empty */
+    size_t total;
+};
+
+static size_t reg_hash(uintptr_t base, size_t cap) { return (size_t)((base >> 12) * 0x9e3779b97f4a7c15ull) & (cap - 1); }
+
+/* under reg_lock */
+static void reg_put(struct stack_reg_slot *tab, size_t cap, uintptr_t base, size_t total)
+{
+    size_t i = reg_hash(base, cap);
+    while (tab[i].base)
+        i = (i + 1) & (cap - 1);
+    tab[i].base = base;
+    tab[i].total = total;
+}
+
+/* Record a mapping; on no memory it is just not counted. */
+static void reg_add(urt_stack_pool *p, const urt_stack *s)
+{
+    pthread_mutex_lock(&p->reg_lock);
+    if (2 * (p->reg_n + 1) > p->reg_cap) {
+        size_t cap = p->reg_cap ? 2 * p->reg_cap : 64;
+        struct stack_reg_slot *tab = calloc(cap, sizeof(*tab));
+        if (!tab) {
+            pthread_mutex_unlock(&p->reg_lock);
+            return;
+        }
+        for (size_t i = 0; i < p->reg_cap; i++)
+            if (p->reg[i].base)
+                reg_put(tab, cap, p->reg[i].base, p->reg[i].total);
+        free(p->reg);
+        p->reg = tab;
+        p->reg_cap = cap;
+    }
+    reg_put(p->reg, p->reg_cap, (uintptr_t)s->base, s->total);
+    p->reg_n++;
+    pthread_mutex_unlock(&p->reg_lock);
+}
+
+/* Forget a mapping (linear probing: later entries of its run shift back). */
+static void reg_del(urt_stack_pool *p, const void *base)
+{
+    pthread_mutex_lock(&p->reg_lock);
+    size_t cap = p->reg_cap, i = cap ? reg_hash((uintptr_t)base, cap) : 0;
+    while (cap && p->reg[i].base && p->reg[i].base != (uintptr_t)base)
+        i = (i + 1) & (cap - 1);
+    if (cap && p->reg[i].base) {
+        p->reg[i].base = 0;
+        p->reg_n--;
+        for (size_t j = (i + 1) & (cap - 1); p->reg[j].base; j = (j + 1) & (cap - 1)) {
+            struct stack_reg_slot e = p->reg[j];
+            p->reg[j].base = 0;
+            reg_put(p->reg, cap, e.base, e.total);
+        }
+    }
+    pthread_mutex_unlock(&p->reg_lock);
+}
+
+/* map_usable for the pool: the mapping is recorded */
+static int pool_map(urt_stack_pool *p, urt_stack *s, size_t usable)
+{
+    int r = map_usable(s, usable);
+    if (r == 0)
+        reg_add(p, s);
+    return r;
+}
+
+size_t urt__stack_resident(urt_stack_pool *p)
+{
+    pthread_mutex_lock(&p->reg_lock);
+    size_t n = 0, cap = p->reg_cap;
+    struct stack_reg_slot *copy = cap ? malloc(p->reg_n * sizeof(*copy) + 1) : NULL;
+    for (size_t i = 0; copy && i < cap; i++)
+        if (p->reg[i].base)
+            copy[n++] = p->reg[i];
+    pthread_mutex_unlock(&p->reg_lock);
+    size_t bytes = 0;
+    unsigned char vec[1024];
+    for (size_t i = 0; i < n; i++) {
+        /* in chunks of sizeof(vec) pages; a range unmapped meanwhile fails
+         * with ENOMEM and counts nothing */
+        for (size_t off = 0; off < copy[i].total; off += sizeof(vec) * page_sz) {
+            size_t len = copy[i].total - off;
+            if (len > sizeof(vec) * page_sz)
+                len = sizeof(vec) * page_sz;
+            if (mincore((void *)(copy[i].base + off), len, vec) != 0)
+                break;
+            for (size_t k = 0; k < (len + page_sz - 1) / page_sz; k++)
+                bytes += (vec[k] & 1) ? page_sz : 0;
+        }
+    }
+    free(copy);
+    return bytes;
+}
+
 /* A stack munmap refused: its own memory holds the list node. */
 struct stuck_stack {
     urt_stack s;
@@ -183,8 +289,10 @@ struct stuck_stack {
 /* Unmap s; if that fails keep it on the stuck list. */
 static void pool_unmap(urt_stack_pool *p, urt_stack *s)
 {
+    reg_del(p, s->base);
     if (urt__stack_unmap(s) == 0)
         return;
+    reg_add(p, s);   /* still mapped */
     struct stuck_stack *n = s->lo;
     n->s = *s;
     pthread_mutex_lock(&p->lock);
@@ -254,6 +362,7 @@ int urt__stack_pool_init(urt_stack_pool *p, size_t size, unsigned cap)
         p->free = NULL;
         return -err;
     }
+    pthread_mutex_init(&p->reg_lock, NULL);
     p->size = usable;
     p->cap = cap;
     return 0;
@@ -271,7 +380,9 @@ void urt__stack_pool_destroy(urt_stack_pool *p)
         urt__stack_unmap(&s);
     }
     free(p->free);
+    free(p->reg);
     pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->reg_lock);
     memset(p, 0, sizeof *p);
 }
 
@@ -341,7 +452,7 @@ static COLD int get_slow(urt_stack_pool *p, urt_stack_cache *c, urt_stack *out)
     }
     if (pool_pop_stuck(p, out))
         return 0;
-    return map_usable(out, p->size);
+    return pool_map(p, out, p->size);
 }
 
 int urt__stack_get(urt_stack_pool *p, urt_stack_cache *c, size_t size, urt_stack *out)
@@ -356,7 +467,7 @@ int urt__stack_get(urt_stack_pool *p, urt_stack_cache *c, size_t size, urt_stack
             return -ENOMEM;
         }
         if (usable != p->size)
-            return map_usable(out, usable);
+            return pool_map(p, out, usable);
     }
     if (c && c->n) {
         *out = c->s[--c->n];

@@ -45,6 +45,9 @@ typedef struct urt_stack_pool {
                                    their pages (default 4) */
     struct stuck_stack *stuck;  /* under lock: stacks munmap refused, kept for reuse */
     unsigned long unmap_failures;   /* under lock: how many munmaps failed */
+    pthread_mutex_t reg_lock;   /* the registry of the pool's mappings (resident bytes) */
+    struct stack_reg_slot *reg; /* under reg_lock: open-addressing set keyed by base */
+    size_t reg_cap, reg_n;      /* under reg_lock */
 } urt_stack_pool;
 
 #define URT_STACK_CACHE 64
@@ -62,6 +65,10 @@ int  urt__stack_get(urt_stack_pool *p, urt_stack_cache *c, size_t size, urt_stac
  * stacks of another size are unmapped. */
 void urt__stack_put(urt_stack_pool *p, urt_stack_cache *c, urt_stack *s);
 void urt__stack_cache_drain(urt_stack_pool *p, urt_stack_cache *c);
+/* Bytes of the pool's stacks (in use, cached, pooled, stuck) whose pages
+ * are resident now, by mincore(2) over every mapping the pool made. A
+ * snapshot: stacks mapped or unmapped meanwhile may be missed. Any thread. */
+size_t urt__stack_resident(urt_stack_pool *p);
 
 /* Stack-overflow reporting. Each worker thread calls urt__overflow_thread_init
  * (an alternate signal stack) once; a process-wide SIGSEGV/SIGBUS handler is

@@ -85,6 +85,8 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
         t->id = at_fadd_relaxed(&rt->next_id, 1);
     }
     t->shard = (unsigned)(t->id % OWN_SHARDS);
+    t->born_ns = task_clock();
+    at_store_relaxed(&t->since_ns, t->born_ns);
     return t;
 }
 
@@ -128,6 +130,7 @@ int owned_insert(urt_runtime *rt, urt_task *t)
         s->head->own_prev = t;
     s->head = t;
     at_store_relaxed(&s->count, at_load_relaxed(&s->count) + 1);
+    at_store_relaxed(&s->spawned, at_load_relaxed(&s->spawned) + 1);
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
@@ -151,6 +154,7 @@ static void owned_withdraw(urt_runtime *rt, urt_task *t)
     pthread_mutex_lock(&s->lock);
     own_unlink(s, t);
     at_store_relaxed(&s->count, at_load_relaxed(&s->count) - 1);
+    at_store_relaxed(&s->spawned, at_load_relaxed(&s->spawned) - 1);   /* it never was */
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -178,6 +182,7 @@ static void owned_complete(urt_runtime *rt, urt_task *t)
         own_unlink(s, t);
     uint64_t left = at_load_relaxed(&s->count) - 1;
     at_store_relaxed(&s->count, left);
+    at_store_relaxed(&s->completed, at_load_relaxed(&s->completed) + 1);
     pthread_mutex_unlock(&s->lock);
     /* seq_cst: pairs with the seq_cst store of shutdown_started; shutdown
      * also re-checks every few ms, so a missed signal costs only latency */
@@ -219,6 +224,11 @@ uint64_t owned_live(urt_runtime *rt)
 
 void waiter_wake(urt_waiter *w, int result)
 {
+    if (w->on_wake) {
+        w->result = result;
+        w->on_wake(w);
+        return;
+    }
     urt_task *t = w->task;   /* read before the store: w may vanish right after it */
     w->result = result;
     /* release: pairs with the acquire load of futex by the waiter; publishes
@@ -241,11 +251,20 @@ void waiter_block(urt_waiter *w)
 
 /* ---- wake ------------------------------------------------------------------- */
 
+uint64_t task_clock(void)
+{
+    urt_worker *w = urt__cur_worker();
+    return w ? w->maint_ns : urt__now();
+}
+
 static void schedule(urt_task *t)
 {
     urt_runtime *rt = t->rt;
     urt_worker *w = urt__cur_worker();
     int home = at_load_relaxed(&t->home);
+    /* only the caller that queues the task gets here, before it is queued:
+     * nobody else writes since_ns meanwhile */
+    at_store_relaxed(&t->since_ns, task_clock());
     if (w && w->rt == rt) {
         if (home < 0 || home == (int)w->id) {
             worker_schedule_local(w, t, true);
@@ -339,8 +358,12 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     CHECK_RT(rt, kind == TK_BLOCKING ? "urt_spawn_blocking" : "urt_spawn");
     if (o && o->stack_size && (o->stack_size < URT_STACK_MIN || o->stack_size > URT_STACK_MAX))
         return -EINVAL;
-    if (o && (o->flags & ~(URT_TASK_MIGRATABLE | URT_TASK_SPREAD | URT_TASK_NO_HIBERNATE)))
+    if (o && (o->flags & ~(URT_TASK_MIGRATABLE | URT_TASK_SPREAD | URT_TASK_LOCAL | URT_TASK_NO_HIBERNATE)))
         return -EINVAL;
+    if (o && (o->flags & URT_TASK_LOCAL) && (o->flags & (URT_TASK_MIGRATABLE | URT_TASK_SPREAD)))
+        return -EINVAL;   /* "never stolen" contradicts both */
+    if (kind == TK_BLOCKING && o && (o->flags || o->stack_size))
+        return -EINVAL;   /* a blocking job runs on a pool thread's own stack, placed by the pool */
     if (at_load_acquire(&rt->closing))
         return -ESHUTDOWN;
     if (__builtin_expect(urt__test_spawn_gap != NULL, 0))
@@ -382,6 +405,15 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     /* Not the LIFO slot: a task stays where it first runs, so a new one goes
      * to the back of the stealable queue, where an idle worker can take it. */
     urt_worker *w = urt__cur_worker();
+    if (t->flags & URT_TASK_LOCAL) {
+        if (w && w->rt == rt) {
+            /* home from the start: worker.c's stealable() keeps it off the
+             * stealable queue, and every wake sends it here */
+            at_store_relaxed(&t->home, (int)w->id);
+        } else {
+            t->flags &= ~URT_TASK_LOCAL;   /* outside a worker the flag changes nothing */
+        }
+    }
     if (t->flags & URT_TASK_SPREAD) {
         unsigned target = at_fadd_relaxed(&rt->spread_next, 1) % rt->nworkers;
         if (!w || w->rt != rt || target != w->id) {
@@ -410,6 +442,11 @@ int urt_spawn(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg)
 int urt_spawn_blocking(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg)
 {
     return spawn_common(rt, t, fn, arg, NULL, TK_BLOCKING);
+}
+
+int urt_spawn_blocking_ex(urt_runtime *rt, urt_task **t, urt_fn fn, void *arg, const urt_spawn_opts *opts)
+{
+    return spawn_common(rt, t, fn, arg, opts, TK_BLOCKING);
 }
 
 static int join_finish(urt_task *t, void **ret)

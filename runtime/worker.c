@@ -61,6 +61,8 @@ static const ring_handlers handlers = {
 
 static inline bool stealable(urt_task *t, urt_worker *w)
 {
+    if (t->flags & URT_TASK_LOCAL)
+        return false;   /* its home was set at spawn (task.c): runs only there */
     if (!t->has_run)
         return true;
     return (t->flags & URT_TASK_MIGRATABLE) && !t->op_pending && at_load_relaxed(&t->home) == (int)w->id;
@@ -616,7 +618,9 @@ static void run_task(urt_worker *w, urt_task *t)
     urt__overflow_set_current(&t->ovf);
     at_store_relaxed(&w->run_seq, at_load_relaxed(&w->run_seq) + 1);
     at_store_relaxed(&w->run_start, 1);
+    at_store_relaxed(&t->since_ns, w->maint_ns);   /* for dumps; see task_clock */
     fiber_switch(&w->sched, &t->fiber);
+    at_store_relaxed(&t->since_ns, w->maint_ns);   /* still RUNNING: nobody else writes it yet */
     at_store_relaxed(&w->run_start, 0);
     urt__overflow_set_current(NULL);
     urt__set_cur(w, NULL);

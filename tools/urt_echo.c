@@ -18,7 +18,11 @@
  *             in every thread: main blocks them before the runtime starts
  *             its threads); SIGINT or SIGTERM sets the end of the grace
  *             period (now + 2 s) and signals `stop`, SIGUSR1 prints the
- *             totals line (below).
+ *             totals line (below) and the runtime's task dump
+ *             (urt_runtime_dump: every task, then the runtime metrics) on
+ *             stderr. The dump is written into a memfd first (memory only:
+ *             the runtime's locks are never held across a write that could
+ *             block) and copied out with the non-blocking log writes.
  *   acceptor  urt_accept in a loop (--accept single, the default) or
  *             urt_listener (--accept multishot; urt_accept if
  *             urt_listener_open fails); spawns one detached task per
@@ -47,7 +51,9 @@
  *             every other end, it closes the socket; a socket closed with
  *             nothing unread in it ends with a FIN, not a reset.
  *   stats     every --stats seconds, per-worker rates from
- *             urt_runtime_stats and the echo counters.
+ *             urt_runtime_stats and the echo counters, and a metrics line
+ *             (below); with --stats the metrics line is printed once more
+ *             on exit (when=exit), after the shutdown.
  *
  * The totals line, on stdout on SIGUSR1 and once more on exit (when=signal
  * or when=exit), for scripts:
@@ -57,6 +63,11 @@
  * (urt_now). msgs counts received chunks sent back whole, bytes the bytes
  * the kernel took from the sends (never more than was actually sent).
  * bench/compare takes the difference of two such lines.
+ *
+ * The metrics line (urt_runtime_metrics), on stdout with each --stats
+ * report (when=stats) and once more on exit (when=exit) with --stats:
+ *   metrics when=W live_tasks=L spawned=S completed=C blocking_threads=T
+ *          blocking_idle=I blocking_queued=Q inject_queued=J stack_resident=R
  *
  * Output: no worker ever blocks on stdout or stderr (a pipe nobody reads
  * would stop that worker and every connection on it). Each line goes out
@@ -93,6 +104,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -767,7 +779,30 @@ out:
 
 static size_t format_totals(struct server *s, const char *when, char *line, size_t cap);
 
-/* True when the signal asks the server to stop; SIGUSR1 prints the totals. */
+/* The task dump on stderr: into a memfd (no write there blocks for long,
+ * so the runtime's locks are held only for memory copies), then out in
+ * non-blocking pieces of whole lines; what finds stderr full is dropped and
+ * counted like any other line. */
+static void dump_tasks(struct server *s)
+{
+    int fd = memfd_create("urt-echo-dump", MFD_CLOEXEC);
+    if (fd < 0) {
+        log_msg("SIGUSR1: no task dump: memfd_create: %s", strerror(errno));
+        return;
+    }
+    int n = urt_runtime_dump(s->rt, fd);
+    off_t len = lseek(fd, 0, SEEK_END);
+    char *text = n >= 0 && len > 0 ? malloc((size_t)len) : NULL;
+    if (text && pread(fd, text, (size_t)len, 0) == len)
+        log_text(&log_err, text, (size_t)len);
+    else
+        log_msg("SIGUSR1: no task dump: %s", n < 0 ? strerror(-n) : "out of memory");
+    free(text);
+    close(fd);
+}
+
+/* True when the signal asks the server to stop; SIGUSR1 prints the totals
+ * and the task dump. */
 static bool take_signal(struct server *s, const struct signalfd_siginfo *si)
 {
     if (si->ssi_signo == SIGUSR1) {
@@ -775,6 +810,7 @@ static bool take_signal(struct server *s, const struct signalfd_siginfo *si)
         size_t len = format_totals(s, "signal", line, sizeof(line));
         if (len)
             log_put(&log_out, line, len, true);
+        dump_tasks(s);
         return false;
     }
     log_msg("%s, shutting down: the %llu open connections get back what they sent, then a FIN (%.1f s grace)",
@@ -885,6 +921,23 @@ static size_t format_totals(struct server *s, const char *when, char *line, size
     return (size_t)len;
 }
 
+/* The metrics line (into line[0 .. cap), newline included): its length, or
+ * 0 if it could not be made. */
+static size_t format_metrics(struct server *s, const char *when, char *line, size_t cap)
+{
+    urt_metrics m;
+    if (urt_runtime_metrics(s->rt, &m) < 0)
+        return 0;
+    int len = snprintf(line, cap,
+                       "metrics when=%s live_tasks=%llu spawned=%llu completed=%llu blocking_threads=%llu "
+                       "blocking_idle=%llu blocking_queued=%llu inject_queued=%llu stack_resident=%llu\n",
+                       when, (unsigned long long)m.live_tasks, (unsigned long long)m.spawned_total,
+                       (unsigned long long)m.completed_total, (unsigned long long)m.blocking_threads,
+                       (unsigned long long)m.blocking_idle, (unsigned long long)m.blocking_queued,
+                       (unsigned long long)m.inject_queued, (unsigned long long)m.stack_bytes_resident);
+    return len > 0 && (size_t)len < cap ? (size_t)len : 0;
+}
+
 static void *stats_task(void *arg)
 {
     struct server *s = arg;
@@ -892,7 +945,7 @@ static void *stats_task(void *arg)
     urt_worker_stats *ws = calloc(nw, sizeof(*ws));
     struct sample *prev = calloc(nw, sizeof(*prev));
     struct sample *cur = calloc(nw, sizeof(*cur));
-    size_t cap = 512 + (size_t)nw * 160;
+    size_t cap = 768 + (size_t)nw * 160;   /* the header, a line per worker, the metrics line */
     char *text = malloc(cap);
     if (!ws || !prev || !cur || !text) {
         log_msg("--stats: out of memory");
@@ -935,6 +988,8 @@ static void *stats_task(void *arg)
                                     RATE(sqes), RATE(cqes), RATE(enters), RATE(msgs));
 #undef RATE
         }
+        if (len < cap)
+            len += format_metrics(s, "stats", text + len, cap - len);
         if (len >= cap)
             len = cap - 1;
         log_text(&log_out, text, len);   /* dropped, not waited for, when stdout is full */
@@ -1041,7 +1096,8 @@ static void usage(FILE *f)
             "                        pooled: urt_rx multishot receive into per-worker buffers\n"
             "  --max-conns N         connections served at once (default 100000); past it new\n"
             "                        connections are accepted and closed at once\n"
-            "  --stats SECONDS       print per-worker rates every SECONDS (fractions allowed)\n"
+            "  --stats SECONDS       print per-worker rates and the runtime metrics every SECONDS\n"
+            "                        (fractions allowed), and the metrics once more on exit\n"
             "  --spin-us US|none     spin this long before a worker parks (0: library default)\n"
             "  --pin                 pin worker i to CPU i\n"
             "  --accept single|multishot\n"
@@ -1061,6 +1117,7 @@ static void usage(FILE *f)
             "had received, then a FIN, and is closed when the peer closes, or after %.0f s; exit 0.\n"
             "SIGUSR1 prints a line \"totals when=signal t_ns=... msgs=... enters=... ...\" (counters\n"
             "since the start, summed over the workers); the same line with when=exit ends the run.\n"
+            "SIGUSR1 also writes the task dump (every task, then the runtime metrics) to stderr.\n"
             "Output never stalls the server: lines that find stdout or stderr full are dropped,\n"
             "and the next line that gets out says how many.\n",
             prog, (double)GRACE_NS / NS_PER_SEC);
@@ -1445,6 +1502,8 @@ int main(int argc, char **argv)
     char line[512];
     size_t len = format_totals(s, "exit", line, sizeof(line));
     if (len)
+        log_put_wait(&log_out, line, len, EXIT_LINE_WAIT_MS);
+    if (s->opt.stats_s > 0 && (len = format_metrics(s, "exit", line, sizeof(line))))
         log_put_wait(&log_out, line, len, EXIT_LINE_WAIT_MS);
     urt_runtime_destroy(s->rt);
     urt_notify_destroy(s->stop);
