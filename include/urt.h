@@ -350,8 +350,8 @@ typedef struct urt_interval {
 URT_API void urt_interval_init(urt_interval *iv, uint64_t period_ns);
 /*
  * Wait for iv's next tick. Context: as urt_sleep_until.
- * Returns the number of ticks skipped because the caller was late (0 when
- * on time); -EINVAL (iv NULL or period 0); else as urt_sleep_until. A late
+ * Returns the number of ticks skipped because the caller, or its wake from
+ * the sleep (a busy worker), was late (0 when on time); -EINVAL (iv NULL or period 0); else as urt_sleep_until. A late
  * tick in a task yields once, so a loop of late ticks cannot starve the
  * worker.
  */

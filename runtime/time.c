@@ -184,6 +184,18 @@ void urt_interval_init(urt_interval *iv, uint64_t period_ns)
     iv->next_ns = time_add(urt__now(), period_ns);
 }
 
+/* The tick due at iv->next_ns is handed out at `now` (>= it): the ticks
+ * whose time also passed are skipped (never a burst of catch-up ticks), and
+ * the next one is the first still in the future, on the original grid.
+ * Returns how many were skipped. */
+static int interval_advance(urt_interval *iv, uint64_t now)
+{
+    uint64_t skipped = now > iv->next_ns ? (now - iv->next_ns) / iv->period_ns : 0;
+    uint64_t step = skipped + 1;
+    iv->next_ns = step > (UINT64_MAX - iv->next_ns) / iv->period_ns ? UINT64_MAX : iv->next_ns + step * iv->period_ns;
+    return skipped > INT32_MAX ? INT32_MAX : (int)skipped;
+}
+
 int urt_interval_tick(urt_interval *iv)
 {
     if (!iv || !iv->period_ns)
@@ -193,20 +205,17 @@ int urt_interval_tick(urt_interval *iv)
         int r = urt_sleep_until(iv->next_ns);
         if (r < 0)
             return r;
-        iv->next_ns = time_add(iv->next_ns, iv->period_ns);
-        return 0;
+        /* the wake itself may come late (a busy worker): the ticks that
+         * passed meanwhile are skipped as for a late caller */
+        return interval_advance(iv, urt__now());
     }
-    /* Late: this tick is due now; the ticks whose time also passed are
-     * skipped (never a burst of catch-up ticks), and the next one is the
-     * first still in the future, on the original grid. */
+    /* Late caller: this tick is due now. */
     int err = 0;
     urt_task *t = io_task(&err);
     if (!t && err != IO_PLAIN && err != -EPERM)
         return err;   /* cancelled, a passed deadline, a hook */
-    uint64_t skipped = (now - iv->next_ns) / iv->period_ns;
-    uint64_t step = skipped + 1;
-    iv->next_ns = step > (UINT64_MAX - iv->next_ns) / iv->period_ns ? UINT64_MAX : iv->next_ns + step * iv->period_ns;
+    int skipped = interval_advance(iv, now);
     if (t)
         urt_yield();   /* a tick that never suspends must not starve its worker's other tasks */
-    return skipped > INT32_MAX ? INT32_MAX : (int)skipped;
+    return skipped;
 }

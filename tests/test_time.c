@@ -277,3 +277,58 @@ Test(interval, ticks_on_the_grid_and_a_late_caller_skips_instead_of_bursting, .t
     cr_assert_eq(urt_interval_tick(NULL), -EINVAL);
     urt_runtime_destroy(rt);
 }
+
+/* A tick whose sleep ends late (its worker was busy with another task for
+ * several periods) must not leave the next tick in the past: that would
+ * hand out a second, catch-up tick at once (a burst). */
+#define LATE_PERIOD (20 * MS)
+
+typedef struct late_wake {
+    urt_interval iv;
+    uint64_t due;              /* the first tick's time */
+    int tick, next_tick;
+    uint64_t woke_at, next_after;
+} late_wake;
+
+static void *hog(void *arg)
+{
+    late_wake *lw = arg;
+    uint64_t until = lw->due + 3 * LATE_PERIOD;
+    while (urt_now() < until)
+        ;   /* keeps the only worker busy: the ticker's wake comes late */
+    return NULL;
+}
+
+static void *late_ticker(void *arg)
+{
+    late_wake *lw = arg;
+    urt_interval_init(&lw->iv, LATE_PERIOD);
+    lw->due = lw->iv.next_ns;
+    urt_task *h;
+    if (urt_spawn(NULL, &h, hog, lw) != 0)
+        return NULL;
+    lw->tick = urt_interval_tick(&lw->iv);   /* the hog runs while we sleep */
+    lw->woke_at = urt_now();
+    lw->next_after = lw->iv.next_ns;
+    urt_join(h, NULL);
+    lw->next_tick = urt_interval_tick(&lw->iv);
+    return lw;
+}
+
+Test(interval, a_tick_woken_late_skips_the_missed_ticks_instead_of_bursting, .timeout = 30)
+{
+    urt_runtime *rt = rt_new(1);
+    late_wake lw;
+    memset(&lw, 0, sizeof(lw));
+    void *ret = NULL;
+    cr_assert_eq(urt_runtime_block_on(rt, late_ticker, &lw, &ret), 0);
+    cr_assert_eq(ret, &lw);
+    cr_assert_geq(lw.woke_at, lw.due + 3 * LATE_PERIOD, "the hog did not delay the wake");
+    cr_assert_gt(lw.next_after, lw.woke_at,
+                 "after a tick that woke %llu ms late the next tick (%llu ms after the first) is already due: a burst",
+                 (unsigned long long)((lw.woke_at - lw.due) / MS), (unsigned long long)((lw.next_after - lw.due) / MS));
+    cr_assert_eq((lw.next_after - lw.due) % LATE_PERIOD, 0, "the next tick left the grid");
+    cr_assert_geq(lw.tick, 2, "a wake three periods late skipped only %d ticks", lw.tick);
+    cr_assert_geq(lw.next_tick, 0);
+    urt_runtime_destroy(rt);
+}
