@@ -843,7 +843,8 @@ struct statx;
 /* Read into the iovcnt buffers of iov from file offset off, as preadv(2);
  * off -1: at the file position, as readv(2). iovcnt: 1 .. IOV_MAX. As in
  * the kernel, one call moves at most 0x7ffff000 bytes in all (a longer
- * vector is filled that far), and a total above SSIZE_MAX is -EINVAL.
+ * vector is used that far), and one buffer longer than SSIZE_MAX is
+ * -EINVAL.
  * Returns the count (0: end of file), -EINVAL (iov NULL, iovcnt out of
  * range, off < -1), -EBADF, or -errno. */
 URT_API ssize_t urt_readv(int fd, const struct iovec *iov, int iovcnt, int64_t off);

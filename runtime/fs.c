@@ -234,6 +234,17 @@ static long fs_run(fs_args *a)
 
 static bool bad_dirfd(int dirfd) { return dirfd < 0 && dirfd != AT_FDCWD; }
 
+/* The path calls: their checks (a path: -EINVAL; a dirfd: -EBADF, for
+ * renameat both pairs), then fs_run. */
+static long path_call(fs_args *a)
+{
+    if (!a->path || (a->opcode == IORING_OP_RENAMEAT && !a->path2))
+        return -EINVAL;
+    if (bad_dirfd(a->fd) || (a->opcode == IORING_OP_RENAMEAT && bad_dirfd(a->fd2)))
+        return -EBADF;
+    return fs_run(a);
+}
+
 static ssize_t fs_rw(unsigned opcode, const char *what, int fd, const struct iovec *iov, int iovcnt, int64_t off)
 {
     if (fd < 0)
@@ -256,24 +267,18 @@ ssize_t urt_writev(int fd, const struct iovec *iov, int iovcnt, int64_t off)
 
 int urt_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
-    if (!path)
-        return -EINVAL;
-    if (bad_dirfd(dirfd))
-        return -EBADF;
     fs_args a = {.opcode = IORING_OP_OPENAT, .what = "openat", .fd = dirfd, .path = path, .flags = flags,
                  .mode = mode};
-    return (int)fs_run(&a);
+    return (int)path_call(&a);
 }
 
 int urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out)
 {
-    if (!path || !out)
+    if (!out)
         return -EINVAL;
-    if (bad_dirfd(dirfd))
-        return -EBADF;
     fs_args a = {.opcode = IORING_OP_STATX, .what = "statx", .fd = dirfd, .path = path, .flags = flags,
                  .uflags = mask, .stx = out};
-    return (int)fs_run(&a);
+    return (int)path_call(&a);
 }
 
 int urt_fsync(int fd, unsigned flags)
@@ -309,31 +314,19 @@ int urt_ftruncate(int fd, int64_t len)
 
 int urt_unlinkat(int dirfd, const char *path, int flags)
 {
-    if (!path)
-        return -EINVAL;
-    if (bad_dirfd(dirfd))
-        return -EBADF;
     fs_args a = {.opcode = IORING_OP_UNLINKAT, .what = "unlinkat", .fd = dirfd, .path = path, .flags = flags};
-    return (int)fs_run(&a);
+    return (int)path_call(&a);
 }
 
 int urt_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned flags)
 {
-    if (!oldpath || !newpath)
-        return -EINVAL;
-    if (bad_dirfd(olddirfd) || bad_dirfd(newdirfd))
-        return -EBADF;
     fs_args a = {.opcode = IORING_OP_RENAMEAT, .what = "renameat", .fd = olddirfd, .fd2 = newdirfd,
                  .path = oldpath, .path2 = newpath, .uflags = flags};
-    return (int)fs_run(&a);
+    return (int)path_call(&a);
 }
 
 int urt_mkdirat(int dirfd, const char *path, mode_t mode)
 {
-    if (!path)
-        return -EINVAL;
-    if (bad_dirfd(dirfd))
-        return -EBADF;
     fs_args a = {.opcode = IORING_OP_MKDIRAT, .what = "mkdirat", .fd = dirfd, .path = path, .mode = mode};
-    return (int)fs_run(&a);
+    return (int)path_call(&a);
 }

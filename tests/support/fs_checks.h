@@ -29,6 +29,9 @@
 
 #define MS (1000ull * 1000)
 
+/* Test() with FS_SUITE expanded first (a runner may stringify its argument) */
+#define FS_TEST(...) Test(__VA_ARGS__)
+
 #if defined(URT_ASAN) || defined(URT_TSAN)
 #define COPY_BYTES (32u << 20)
 #else
@@ -91,6 +94,22 @@ typedef struct fs_ctx {
     int fails;
     char why[256];
 } fs_ctx;
+
+/* A runtime of `workers`, a fresh context (with a temp dir when `dir`), fn(c)
+ * as a task; asserts that none of its CHECKs failed; cleans up. */
+static void run_checks(unsigned workers, urt_fn fn, bool dir)
+{
+    urt_runtime *rt = rt_new(workers);
+    fs_ctx c;
+    memset(&c, 0, sizeof(c));
+    if (dir)
+        tmp_dir(c.dir, sizeof(c.dir));
+    cr_assert_eq(urt_runtime_block_on(rt, fn, &c, NULL), 0);
+    cr_assert_eq(c.fails, 0, "%u workers: %d failed, first: %s", workers, c.fails, c.why);
+    urt_runtime_destroy(rt);
+    if (dir)
+        rm_tree(c.dir);
+}
 
 #define CHECK(ctx, cond, ...)                                              \
     do {                                                                   \
@@ -213,19 +232,11 @@ static void *file_calls(void *arg)
     return NULL;
 }
 
-Test(FS_SUITE, every_call_does_what_its_syscall_does, .timeout = 60)
+FS_TEST(FS_SUITE, every_call_does_what_its_syscall_does, .timeout = 60)
 {
     fs_mode();
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        fs_ctx c;
-        memset(&c, 0, sizeof(c));
-        tmp_dir(c.dir, sizeof(c.dir));
-        cr_assert_eq(urt_runtime_block_on(rt, file_calls, &c, NULL), 0);
-        cr_assert_eq(c.fails, 0, "%u workers: %d failed, first: %s", w, c.fails, c.why);
-        urt_runtime_destroy(rt);
-        rm_tree(c.dir);
-    }
+    FOR_EACH_WORKER_COUNT(w)
+        run_checks(w, file_calls, true);
 }
 
 /* ---- bad input -------------------------------------------------------------------------- */
@@ -268,21 +279,61 @@ static void *bad_input(void *arg)
     return NULL;
 }
 
-Test(FS_SUITE, bad_input_gives_a_clear_errno, .timeout = 30)
+FS_TEST(FS_SUITE, bad_input_gives_a_clear_errno, .timeout = 30)
 {
     fs_mode();
-    urt_runtime *rt = rt_new(1);
-    fs_ctx c;
-    memset(&c, 0, sizeof(c));
-    cr_assert_eq(urt_runtime_block_on(rt, bad_input, &c, NULL), 0);
-    cr_assert_eq(c.fails, 0, "%d failed, first: %s", c.fails, c.why);
+    run_checks(1, bad_input, false);
     /* outside a task: -EPERM */
     char buf[4];
     struct iovec iov = {buf, sizeof(buf)};
     cr_assert_eq(urt_readv(0, &iov, 1, 0), -EPERM);
     cr_assert_eq(urt_fsync(1, 0), -EPERM);
     cr_assert_eq(urt_mkdirat(AT_FDCWD, "/tmp/urt-fs-never", 0755), -EPERM);
+}
+
+/* ---- lengths -------------------------------------------------------------------------------- */
+
+typedef struct long_vec {
+    int null_fd;
+    char *base;
+    long big, huge, plain_big, plain_huge;
+} long_vec;
+
+static void *write_long_vectors(void *arg)
+{
+    long_vec *v = arg;
+    /* 3 GiB in two buffers: /dev/null takes what the kernel passes, 0x7ffff000 */
+    struct iovec two[2] = {{v->base, 1536u << 20}, {v->base + (1536u << 20), 1536u << 20}};
+    v->big = urt_writev(v->null_fd, two, 2, -1);
+    v->plain_big = plain(writev(v->null_fd, two, 2));
+    /* one buffer longer than SSIZE_MAX */
+    struct iovec one = {v->base, (size_t)SSIZE_MAX + 1};
+    v->huge = urt_writev(v->null_fd, &one, 1, -1);
+    v->plain_huge = plain(writev(v->null_fd, &one, 1));
+    return NULL;
+}
+
+FS_TEST(FS_SUITE, a_vector_longer_than_the_kernel_moves_is_clamped_as_the_kernel_does, .timeout = 30)
+{
+    fs_mode();
+#ifdef URT_TSAN
+    cr_skip_test("TSan's writev interceptor reads every buffer: 3 GiB of it");
+#endif
+    long_vec v = {.null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC)};
+    cr_assert_geq(v.null_fd, 0);
+    /* reserved, never touched: writes to /dev/null do not read the buffers */
+    v.base = mmap(NULL, 3ul << 30, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (v.base == MAP_FAILED)
+        cr_skip_test("no 3 GiB of address space here");
+    urt_runtime *rt = rt_new(1);
+    cr_assert_eq(urt_runtime_block_on(rt, write_long_vectors, &v, NULL), 0);
+    cr_assert_eq(v.plain_big, 0x7ffff000, "the kernel moved %ld", v.plain_big);
+    cr_assert_eq(v.big, 0x7ffff000, "urt_writev moved %ld", v.big);
+    cr_assert_eq(v.plain_huge, -EINVAL);
+    cr_assert_eq(v.huge, -EINVAL, "got %ld", v.huge);
     urt_runtime_destroy(rt);
+    munmap(v.base, 3ul << 30);
+    close(v.null_fd);
 }
 
 /* ---- time bounds and cancellation --------------------------------------------------------- */
@@ -342,7 +393,7 @@ static void await_call(urt_runtime *rt, urt_task *t, pending *p, const char *wha
     }
 }
 
-Test(FS_SUITE, op_timeout_and_deadline_end_a_pending_readv, .timeout = 60)
+FS_TEST(FS_SUITE, op_timeout_and_deadline_end_a_pending_readv, .timeout = 60)
 {
     fs_mode();
     FOR_EACH_WORKER_COUNT(w) {
@@ -382,7 +433,7 @@ static void *fsync_past_deadline(void *arg)
     return NULL;
 }
 
-Test(FS_SUITE, a_passed_deadline_gives_etimedout_before_the_call, .timeout = 30)
+FS_TEST(FS_SUITE, a_passed_deadline_gives_etimedout_before_the_call, .timeout = 30)
 {
     fs_mode();
     urt_runtime *rt = rt_new(2);
@@ -395,7 +446,7 @@ Test(FS_SUITE, a_passed_deadline_gives_etimedout_before_the_call, .timeout = 30)
     urt_runtime_destroy(rt);
 }
 
-Test(FS_SUITE, cancel_ends_a_pending_readv, .timeout = 60)
+FS_TEST(FS_SUITE, cancel_ends_a_pending_readv, .timeout = 60)
 {
     fs_mode();
     FOR_EACH_WORKER_COUNT(w) {
@@ -440,7 +491,7 @@ static void *open_fifo_ends(void *arg)
     return NULL;
 }
 
-Test(FS_SUITE, a_fifo_opens_without_waiting_for_its_other_end, .timeout = 30)
+FS_TEST(FS_SUITE, a_fifo_opens_without_waiting_for_its_other_end, .timeout = 30)
 {
     fs_mode();
     char dir[64];
@@ -508,11 +559,11 @@ static void fifo_case(bool cancel)
     rm_tree(dir);
 }
 
-Test(FS_SUITE, an_openat_blocked_in_the_kernel_outlasts_its_op_timeout_and_returns_its_fd, .timeout = 60)
+FS_TEST(FS_SUITE, an_openat_blocked_in_the_kernel_outlasts_its_op_timeout_and_returns_its_fd, .timeout = 60)
 {
     fifo_case(false);
 }
-Test(FS_SUITE, cancel_ends_an_openat_of_a_fifo, .timeout = 60) { fifo_case(true); }
+FS_TEST(FS_SUITE, cancel_ends_an_openat_of_a_fifo, .timeout = 60) { fifo_case(true); }
 
 /* Opens cancelled at every point of their life: each ends with its fd
  * (closed here) or -ECANCELED, and no fd is left open behind the caller. */
@@ -537,7 +588,7 @@ static void *open_and_close(void *arg)
     return NULL;
 }
 
-Test(FS_SUITE, a_cancelled_openat_never_leaks_its_fd, .timeout = 60)
+FS_TEST(FS_SUITE, a_cancelled_openat_never_leaks_its_fd, .timeout = 60)
 {
     fs_mode();
 #if defined(URT_ASAN) || defined(URT_TSAN)
@@ -682,7 +733,7 @@ static void *copy_root(void *arg)
     return NULL;
 }
 
-Test(FS_SUITE, a_copy_by_eight_tasks_through_readv_and_writev_is_exact, .timeout = 110)
+FS_TEST(FS_SUITE, a_copy_by_eight_tasks_through_readv_and_writev_is_exact, .timeout = 110)
 {
     fs_mode();
     char dir[64], sp[96], dp[96];
@@ -761,17 +812,10 @@ static void *bip_root(void *arg)
     return NULL;
 }
 
-Test(FS_SUITE, inside_block_in_place_the_calls_are_plain_syscalls, .timeout = 30)
+FS_TEST(FS_SUITE, inside_block_in_place_the_calls_are_plain_syscalls, .timeout = 30)
 {
     fs_mode();
-    urt_runtime *rt = rt_new(2);
-    fs_ctx c;
-    memset(&c, 0, sizeof(c));
-    tmp_dir(c.dir, sizeof(c.dir));
-    cr_assert_eq(urt_runtime_block_on(rt, bip_root, &c, NULL), 0);
-    cr_assert_eq(c.fails, 0, "%d failed, first: %s", c.fails, c.why);
-    urt_runtime_destroy(rt);
-    rm_tree(c.dir);
+    run_checks(2, bip_root, true);
 }
 
 #endif
