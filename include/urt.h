@@ -818,11 +818,12 @@ struct statx;
  *    they end urt_recv: -ETIMEDOUT, -ECANCELED. An operation the kernel had
  *    already completed when the cancel came returns its result (an fd
  *    opened anyway is returned, and is the caller's). One limit, the
- *    kernel's (Linux 6.18): an operation that blocks inside one of the
- *    kernel's worker threads (an O_CREAT open of a FIFO, an fsync on a slow
- *    device) is ended by a cancel but not by its time bound, which the
- *    kernel arms only once such an operation returns; the call then ends
- *    when the operation does, with its result.
+ *    kernel's: an operation that blocks inside one of the kernel's worker
+ *    threads is ended by a cancel but not by its time bound (measured on
+ *    Linux 6.18 with an O_CREAT open of a FIFO: the linked timeout never
+ *    fired; other operations that block there, a slow fsync say, may do
+ *    the same); the call then ends when the operation does, with its
+ *    result.
  *  - Where the running kernel lacks the opcode (probed once per ring; e.g.
  *    FTRUNCATE before Linux 6.9), the call runs the syscall on a blocking
  *    pool thread (as urt_block_in_place), with the same results; -EAGAIN

@@ -10,9 +10,9 @@
  *      urt_recv (a linked timeout, an ASYNC_CANCEL; a result that raced the
  *      cancel is returned: an fd opened anyway is the caller's, not leaked).
  *      One limit, measured on Linux 6.18: an op that blocks in a kernel
- *      worker thread (O_CREAT open of a FIFO) is interrupted by a cancel
- *      (op_wait turns the -ERESTARTSYS it then gives into -ECANCELED), but
- *      its linked timeout is armed only once it returns, so a time bound
+ *      worker thread (an O_CREAT open of a FIFO) is interrupted by a
+ *      cancel (op_wait turns the -ERESTARTSYS it then gives into
+ *      -ECANCELED), but its linked timeout never fired, so a time bound
  *      does not end it.
  *      The kernel may read the path, the iovec array and the statx buffer
  *      after submission (in its worker threads): they live in the caller's
@@ -43,7 +43,9 @@
 #include "runtime/time.h"
 
 /* liburing 2.3's header stops at IORING_OP_SENDMSG_ZC (48); the kernel's
- * numbers are fixed. FTRUNCATE came with Linux 6.9. */
+ * numbers are fixed. FTRUNCATE came with Linux 6.9. (A newer header names
+ * it in an enum, which #ifndef cannot see; the macro then stands for the
+ * same number.) */
 #ifndef IORING_OP_FTRUNCATE
 #define IORING_OP_FTRUNCATE 55
 #endif
