@@ -569,14 +569,17 @@ FS_TEST(FS_SUITE, cancel_ends_an_openat_of_a_fifo, .timeout = 60) { fifo_case(tr
  * (closed here) or -ECANCELED, and no fd is left open behind the caller. */
 typedef struct open_race {
     const char *path;
-    _Atomic int started, opened, cancelled, other;
+    int flags;
+    _Atomic int started, opened, cancelled, other, done;
 } open_race;
 
 static void *open_and_close(void *arg)
 {
     open_race *o = arg;
     atomic_fetch_add(&o->started, 1);
-    int fd = urt_openat(AT_FDCWD, o->path, O_RDONLY | O_CLOEXEC, 0);
+    /* O_CREAT (the file exists): the kernel runs the open in a worker
+     * thread, where a cancel finds it queued, running or done */
+    int fd = urt_openat(AT_FDCWD, o->path, o->flags | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0) {
         atomic_fetch_add(&o->opened, 1);
         close(fd);
@@ -585,38 +588,70 @@ static void *open_and_close(void *arg)
     } else {
         atomic_fetch_add(&o->other, 1);
     }
+    atomic_store(&o->done, 1);
     return NULL;
 }
 
-FS_TEST(FS_SUITE, a_cancelled_openat_never_leaks_its_fd, .timeout = 60)
+/* A writer's non-blocking open of the FIFO: it completes an open for
+ * reading that waits (or fails, -ENXIO, when none does). */
+static void fifo_poke(const char *fifo)
+{
+    int wfd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (wfd >= 0)
+        close(wfd);
+}
+
+FS_TEST(FS_SUITE, a_cancelled_openat_never_leaks_its_fd, .timeout = 90)
 {
     fs_mode();
 #if defined(URT_ASAN) || defined(URT_TSAN)
     enum { N = 100 };
 #else
-    enum { N = 500 };
+    enum { N = 400 };
 #endif
-    char dir[64], path[96];
+    char dir[64], path[96], fifo[96];
     tmp_dir(dir, sizeof(dir));
     snprintf(path, sizeof(path), "%s/f", dir);
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
     int f = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     close(f);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
     FOR_EACH_WORKER_COUNT(w) {
         urt_runtime *rt = rt_new(w);
         int before = count_fds();
-        open_race o = {.path = path};
-        for (int i = 0; i < N; i++) {
-            urt_task *t;
-            cr_assert_eq(urt_spawn(rt, &t, open_and_close, &o), 0);
-            while (atomic_load(&o.started) <= i)
-                ;   /* running: the cancel meets the open before, during or after it */
-            for (volatile int spin = 0; spin < (i % 16) * 200; spin++)
-                ;
-            urt_cancel(t);
-            urt_join(t, NULL);
+        /* a regular file, and a FIFO whose open a writer completes while
+         * the cancel comes: before it, after it, at the same time */
+        for (int kind = 0; kind < 2; kind++) {
+            open_race o = {.path = kind ? fifo : path, .flags = O_RDONLY};
+            for (int i = 0; i < N; i++) {
+                urt_task *t;
+                int ran = atomic_load(&o.started);   /* the tasks before have been joined */
+                atomic_store(&o.done, 0);
+                cr_assert_eq(urt_spawn(rt, &t, open_and_close, &o), 0);
+                /* every third at once (before the task runs, or as it
+                 * submits); the others once it runs, after a varying spin */
+                if (i % 3) {
+                    while (atomic_load(&o.started) == ran)
+                        ;
+                    for (volatile int spin = 0; spin < (i % 16) * 100; spin++)
+                        ;
+                }
+                if (kind && (i & 1))
+                    fifo_poke(fifo);
+                urt_cancel(t);
+                if (kind && !(i & 1))
+                    fifo_poke(fifo);
+                /* an open that was not cut short waits for a writer */
+                while (kind && atomic_load(&o.started) != ran && !atomic_load(&o.done)) {
+                    usleep(500);
+                    fifo_poke(fifo);
+                }
+                urt_join(t, NULL);
+            }
+            /* every task that ran ended with its fd (closed) or -ECANCELED */
+            cr_assert_eq(o.opened + o.cancelled, o.started, "%u workers, %s: %d ran, %d opened, %d cancelled, %d other",
+                         w, kind ? "fifo" : "file", o.started, o.opened, o.cancelled, o.other);
         }
-        cr_assert_eq(o.opened + o.cancelled, N, "%u workers: %d opened, %d cancelled, %d other", w, o.opened,
-                     o.cancelled, o.other);
         cr_assert_eq(count_fds(), before, "%u workers: an fd was left open", w);
         urt_runtime_destroy(rt);
     }
