@@ -826,6 +826,97 @@ URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
 
 /* ---- Files (runtime/fs.c) -------------------------------------------------- */
 
+struct iovec;
+struct statx;
+
+/*
+ * Common to urt_readv .. urt_mkdirat:
+ *  - Context: in a task. Each call is one operation on the calling worker's
+ *    ring (IORING_OP_READV, _WRITEV, _OPENAT, _STATX, _FSYNC, _FALLOCATE,
+ *    _FTRUNCATE, _UNLINKAT, _RENAMEAT, _MKDIRAT) and suspends the task until
+ *    it completes. The result is the syscall's of the same name, with
+ *    -errno in place of -1 and errno. On a plain thread: -EPERM; inside
+ *    urt_block_in_place: the plain blocking syscall; in a hook: -EDEADLK.
+ *  - urt_op_timeout, urt_deadline and cancellation end a pending call as
+ *    they end urt_recv: -ETIMEDOUT, -ECANCELED. An operation the kernel had
+ *    already completed when the cancel came returns its result (an fd
+ *    opened anyway is returned, and is the caller's). One limit, the
+ *    kernel's: an operation that blocks inside one of the kernel's worker
+ *    threads is ended by a cancel but not by its time bound (measured on
+ *    Linux 6.18 with an O_CREAT open of a FIFO: the linked timeout never
+ *    fired; other operations that block there, a slow fsync say, may do
+ *    the same); the call then ends when the operation does, with its
+ *    result.
+ *  - Where the running kernel lacks the opcode (probed once per ring; e.g.
+ *    FTRUNCATE before Linux 6.9), the call runs the syscall on a blocking
+ *    pool thread (as urt_block_in_place), with the same results; -EAGAIN
+ *    when no pool thread could be had. There a bound or cancel is checked
+ *    before the syscall starts; a readv or writev at the current position
+ *    of a blocking fd first waits for it to be ready and can end there with
+ *    -ETIMEDOUT or -ECANCELED; a syscall that has started blocking (an
+ *    O_CREAT open of a FIFO) is waited for.
+ *  - Paths, iovec arrays, the buffers they point to and the statx buffer
+ *    are borrowed and must stay valid and unchanged until the call returns
+ *    (the kernel reads them after the submission; the task's stack is
+ *    fine). fd and dirfd are borrowed; dirfd may be AT_FDCWD.
+ *  - Bad input: -EBADF for a negative fd or dirfd (other than AT_FDCWD);
+ *    -EINVAL for a NULL path, iov or out.
+ *  - -EBUSY: no submission queue entry could be had from the ring (rare).
+ */
+
+/* Read into the iovcnt buffers of iov from file offset off, as preadv(2);
+ * off -1: at the file position, as readv(2). iovcnt: 1 .. IOV_MAX. As in
+ * the kernel, one call moves at most 0x7ffff000 bytes in all (a longer
+ * vector is used that far), and one buffer longer than SSIZE_MAX is
+ * -EINVAL.
+ * Returns the count (0: end of file), -EINVAL (iov NULL, iovcnt out of
+ * range, off < -1), -EBADF, or -errno. */
+URT_API ssize_t urt_readv(int fd, const struct iovec *iov, int iovcnt, int64_t off);
+/* Write the iovcnt buffers of iov at file offset off, as pwritev(2); off
+ * -1: at the file position, as writev(2). Lengths and errors as for
+ * urt_readv. Returns the count written (may be short), or -errno. */
+URT_API ssize_t urt_writev(int fd, const struct iovec *iov, int iovcnt, int64_t off);
+/* Open path relative to dirfd, as openat(2) with flags (O_*) and mode
+ * (used with O_CREAT / O_TMPFILE). One difference, the kernel's: a FIFO
+ * opened without O_CREAT, O_TRUNC or O_TMPFILE does not wait for its other
+ * end (the ring op tries a non-blocking open first): a reader gets its fd
+ * at once, a writer with no reader -ENXIO; the fd is not left O_NONBLOCK.
+ * Returns the new fd, which the caller owns (close it with urt_close),
+ * -EINVAL (path NULL), -EBADF, or -errno (-ENOENT, -EISDIR, -EEXIST ...). */
+URT_API int     urt_openat(int dirfd, const char *path, int flags, mode_t mode);
+/* File status of path relative to dirfd into *out, as statx(2): flags
+ * AT_* (AT_EMPTY_PATH with path "" for dirfd itself, AT_SYMLINK_NOFOLLOW
+ * ...), mask STATX_* (what to fill; out->stx_mask says what was). Returns
+ * 0, -EINVAL (path or out NULL), -EBADF, or -errno. */
+URT_API int     urt_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out);
+
+#define URT_FSYNC_DATASYNC 0x1u   /* urt_fsync: as fdatasync(2) */
+
+/* Flush fd's data and metadata to the device, as fsync(2); with
+ * URT_FSYNC_DATASYNC as fdatasync(2). Returns 0, -EBADF, -EINVAL (other
+ * flags), or -errno. */
+URT_API int     urt_fsync(int fd, unsigned flags);
+/* Allocate (or, with FALLOC_FL_* mode bits, punch, zero ...) the byte
+ * range off .. off + len of fd, as fallocate(2). Returns 0, -EBADF,
+ * -EINVAL (off or len negative), or -errno (-EOPNOTSUPP ...). */
+URT_API int     urt_fallocate(int fd, int mode, int64_t off, int64_t len);
+/* Set the size of fd's file to len bytes, as ftruncate(2)
+ * (IORING_OP_FTRUNCATE is Linux 6.9+; older kernels take the fallback).
+ * Returns 0, -EBADF, -EINVAL (len negative; also from the kernel for an fd
+ * not open for writing), or -errno. */
+URT_API int     urt_ftruncate(int fd, int64_t len);
+/* Remove path relative to dirfd, as unlinkat(2); flags AT_REMOVEDIR for an
+ * empty directory. Returns 0, -EINVAL (path NULL), -EBADF, or -errno
+ * (-ENOENT, -EISDIR, -ENOTEMPTY ...). */
+URT_API int     urt_unlinkat(int dirfd, const char *path, int flags);
+/* Rename oldpath (relative to olddirfd) to newpath (relative to newdirfd),
+ * as renameat2(2); flags RENAME_NOREPLACE, RENAME_EXCHANGE ... (0: as
+ * renameat(2)). Returns 0, -EINVAL (a path NULL), -EBADF, or -errno. */
+URT_API int     urt_renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned flags);
+/* Make directory path relative to dirfd with mode, as mkdirat(2). Returns
+ * 0, -EINVAL (path NULL), -EBADF, or -errno (-EEXIST, -ENOENT ...). */
+URT_API int     urt_mkdirat(int dirfd, const char *path, mode_t mode);
+
 
 /* ---- Child processes (runtime/process.c) ----------------------------------- */
 

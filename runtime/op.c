@@ -13,7 +13,9 @@
  *   3. the task suspends; woken early (cancel), it queues an ASYNC_CANCEL of
  *      that exact op on its own ring (the op's ring: a task with an op in
  *      flight never moves) and suspends again until the op's CQE;
- *   4. the CQE's result is returned: -ECANCELED after a cancel, -ETIMEDOUT
+ *   4. the CQE's result is returned: -ECANCELED after a cancel (also when
+ *      the kernel says -EINTR or a restart code: the op was interrupted in
+ *      its worker thread), -ETIMEDOUT
  *      when the linked timeout fired (the kernel says -ECANCELED; the
  *      timeout's own CQE, counted into the same record, says -ETIME, or 1
  *      for a WAITID op, and -ECANCELED only when it did not fire, so a
@@ -84,6 +86,13 @@ int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *w
     if (tracked)
         fdt_dec(w, fd);
     int res = op->res;
+    /* An op that was running in one of the kernel's worker threads when the
+     * cancel or the timeout came (a blocking open, say) is interrupted like
+     * a syscall by a signal, and its CQE can carry the kernel's internal
+     * restart codes (ERESTARTSYS 512 .. ERESTART_RESTARTBLOCK 516), never
+     * meant for user space, or -EINTR: that is the cancel's -ECANCELED. */
+    if ((res <= -512 && res >= -516) || (res == -EINTR && (op->cancel_sent || op->timer_fired)))
+        res = -ECANCELED;
     if (res == -ECANCELED && !op->cancel_sent && op->timer_fired)
         res = -ETIMEDOUT;
     return res;
