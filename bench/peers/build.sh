@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the comparison peers. First the C echo servers (epoll-echo,
-# uring-echo) with cc; then the Tokio peers (tokio-sched, tokio-echo)
-# offline, from the crate sources that Debian's librust-*-dev packages put
-# under /usr/share/cargo/registry. Nothing is downloaded.
+# uring-echo) with cc; then the Tokio peers (tokio-sched, tokio-echo, and
+# hyper-hello, the HTTP peer on hyper) offline, from the crate sources that
+# Debian's librust-*-dev packages put under /usr/share/cargo/registry.
+# Nothing is downloaded.
 #
 #   bench/peers/build.sh            build all peers (release)
 #   bench/peers/build.sh --check    only check that they can be built
@@ -12,22 +13,24 @@
 # bench/peers/<peer>/target/release/<peer> for the Tokio peers.
 #
 # When cargo or the packaged crates are missing, prints
-# "skipping tokio peers: <reason>" and exits 0 (1 if a C peer failed to
+# "skipping tokio peers: <reason>" (or "skipping <peer>: <reason>" when only
+# that peer's crates are missing) and exits 0 (1 if a C peer failed to
 # build). The packages needed:
-#   apt-get install -y librust-tokio-dev
-# (it provides every tokio feature used here: rt-multi-thread, sync, time,
-# net, io-util, signal). Any cargo/rustc >= 1.63 works, including Debian's.
+#   apt-get install -y librust-tokio-dev librust-hyper-dev
+# (tokio provides every feature used here: rt-multi-thread, sync, time,
+# net, io-util, signal; hyper 0.14 is hyper-hello's). Any cargo/rustc >= 1.63
+# works, including Debian's.
 set -u
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 registry=/usr/share/cargo/registry
-peers=(tokio-sched tokio-echo)
+peers=(tokio-sched tokio-echo hyper-hello)
 check_only=0
 
 for arg in "$@"; do
     case "$arg" in
         --check) check_only=1 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build.sh: unknown argument '$arg'" >&2; exit 2 ;;
     esac
 done
@@ -92,12 +95,15 @@ esac
 
 [ -d "$registry" ] || skip "$registry is missing (apt-get install -y librust-tokio-dev)"
 
-# Every crate pinned in the peers' Cargo.lock files must be present in the
-# packaged registry, at exactly the locked version.
-missing=()
+# Every crate pinned in a peer's Cargo.lock must be present in the packaged
+# registry, at exactly the locked version; a peer whose crates are missing
+# is skipped (all of them when even tokio's are).
+package_of() { [ "$1" = hyper-hello ] && echo librust-hyper-dev || echo librust-tokio-dev; }
+buildable=()
 for peer in "${peers[@]}"; do
     lock="$here/$peer/Cargo.lock"
     [ -f "$lock" ] || skip "$peer/Cargo.lock is missing"
+    missing=()
     while read -r name version; do
         [ -f "$registry/$name-$version/Cargo.toml" ] || missing+=("$name-$version")
     done < <(awk '
@@ -106,14 +112,18 @@ for peer in "${peers[@]}"; do
         /^version = / { gsub(/"/, "", $3); ver = $3 }
         /^source = /  { if (name != "" && ver != "") print name, ver }
     ' "$lock")
+    if [ "${#missing[@]}" -gt 0 ]; then
+        uniq_missing="$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
+        echo "skipping $peer: packaged crates missing from $registry: ${uniq_missing% } (apt-get install -y $(package_of "$peer"))"
+    else
+        buildable+=("$peer")
+    fi
 done
-if [ "${#missing[@]}" -gt 0 ]; then
-    uniq_missing="$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
-    skip "packaged crates missing from $registry: ${uniq_missing% } (apt-get install -y librust-tokio-dev)"
-fi
+[ "${#buildable[@]}" -gt 0 ] || skip "no peer's crates are all in $registry"
+peers=("${buildable[@]}")
 
 if [ "$check_only" -eq 1 ]; then
-    echo "tokio peers can be built: $("$cargo_bin" --version), rustc $rustc_ver, tokio $(ls -d "$registry"/tokio-1.* 2>/dev/null | sed 's|.*/tokio-||' | tr '\n' ' ')"
+    echo "${peers[*]} can be built: $("$cargo_bin" --version), rustc $rustc_ver, tokio $(ls -d "$registry"/tokio-1.* 2>/dev/null | sed 's|.*/tokio-||' | tr '\n' ' ')"
     exit "$c_status"
 fi
 
