@@ -30,6 +30,7 @@
 #include <urt.h>
 
 #define IN_SIZE  8192           /* a request head must fit */
+#define RX_SIZE  4096           /* the runtime's receive buffers (urt_config.rx_buffer_size) */
 #define OUT_SIZE 8192           /* answers to pipelined requests gather here */
 #define MAX_BODY (1u << 20)
 
@@ -40,13 +41,14 @@ struct conn {
     int fd;
     size_t in_len, out_len;
     uint64_t skip;              /* body bytes still to drop */
-    char in[IN_SIZE], out[OUT_SIZE];
+    char in[IN_SIZE + RX_SIZE], out[OUT_SIZE];   /* a received chunk always fits after IN_SIZE */
 };
 
 struct request {
-    const char *method, *target;
-    size_t method_len, target_len;
-    bool keep_alive;
+    const char *target;
+    size_t target_len;
+    int minor;                  /* HTTP/1.0 or 1.1 */
+    bool head, keep_alive;      /* HEAD: no body in the answer */
     uint64_t body_len;
 };
 
@@ -70,20 +72,22 @@ static bool put(struct conn *c, const char *s, size_t n)
 }
 #define PUT(c, lit) put(c, lit, sizeof(lit) - 1)
 
-/* Queue a status line and headers, then body (len bytes, NULL: none here). */
+/* Queue a status line and headers for a body of len bytes, then body (NULL: none here). */
 static bool reply(struct conn *c, const char *status, const char *type, const char *body, uint64_t len,
-                  const struct request *r, int minor)
+                  const struct request *r)
 {
-    char num[24];
-    int n = snprintf(num, sizeof(num), "%llu\r\n", (unsigned long long)len);
+    char num[24], *d = num + sizeof(num);
+    *--d = '\n', *--d = '\r';
+    do
+        *--d = (char)('0' + len % 10);
+    while (len /= 10);
     bool ok = PUT(c, "HTTP/1.1 ") && put(c, status, strlen(status)) && PUT(c, "\r\nContent-Type: ") &&
-              put(c, type, strlen(type)) && PUT(c, "\r\nContent-Length: ") && put(c, num, (size_t)n);
+              put(c, type, strlen(type)) && PUT(c, "\r\nContent-Length: ") && put(c, d, (size_t)(num + sizeof(num) - d));
     if (ok && !r->keep_alive)
         ok = PUT(c, "Connection: close\r\n");
-    else if (ok && minor == 0)
+    else if (ok && r->minor == 0)
         ok = PUT(c, "Connection: keep-alive\r\n");
-    bool head = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
-    return ok && PUT(c, "\r\n") && (!body || head || put(c, body, (size_t)len));
+    return ok && PUT(c, "\r\n") && (!body || r->head || put(c, body, strlen(body)));
 }
 
 static bool token_is(const char *s, size_t n, const char *word)
@@ -91,31 +95,29 @@ static bool token_is(const char *s, size_t n, const char *word)
     return n == strlen(word) && strncasecmp(s, word, n) == 0;
 }
 
-/* Parse the head h[0..n) (it ends with the blank line) into r.
- * Returns the HTTP minor version (0 or 1), or -1 when it is malformed. */
-static int parse(const char *h, size_t n, struct request *r)
+/* Parse the head h[0..n) (it ends with the blank line) into r; false: malformed. */
+static bool parse(const char *h, size_t n, struct request *r)
 {
     const char *end = h + n - 2, *eol = memmem(h, n, "\r\n", 2);
     const char *sp1 = memchr(h, ' ', (size_t)(eol - h));
     const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
     if (!sp2 || sp1 == h || sp2 == sp1 + 1 || eol - sp2 != 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
         (sp2[8] != '0' && sp2[8] != '1'))
-        return -1;
+        return false;
     for (const char *p = h; p < sp2; p++)
         if ((unsigned char)*p <= ' ' && p != sp1)
-            return -1;   /* control characters or a third space */
-    int minor = sp2[8] - '0';
-    *r = (struct request){.method = h, .method_len = (size_t)(sp1 - h), .target = sp1 + 1,
-                          .target_len = (size_t)(sp2 - sp1 - 1), .keep_alive = minor == 1};
+            return false;   /* control characters or a third space */
+    *r = (struct request){.target = sp1 + 1, .target_len = (size_t)(sp2 - sp1 - 1), .minor = sp2[8] - '0',
+                          .head = sp1 - h == 4 && memcmp(h, "HEAD", 4) == 0, .keep_alive = sp2[8] == '1'};
     bool have_len = false;
     for (const char *line = eol + 2; line < end; line = eol + 2) {
         eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
         const char *colon = memchr(line, ':', (size_t)(eol - line)), *v, *ve = eol;
         if (!colon || colon == line)
-            return -1;
+            return false;
         for (const char *p = line; p < eol; p++)
             if (((unsigned char)*p < ' ' && *p != '\t') || (p < colon && (*p == ' ' || *p == '\t')))
-                return -1;
+                return false;
         for (v = colon + 1; v < ve && (*v == ' ' || *v == '\t'); v++)
             ;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
@@ -124,10 +126,10 @@ static int parse(const char *h, size_t n, struct request *r)
         if (token_is(line, name_len, "content-length")) {
             uint64_t len = 0;
             if (vlen == 0 || vlen > 18 || have_len)
-                return -1;
+                return false;
             for (const char *p = v; p < ve; p++) {
                 if (*p < '0' || *p > '9')
-                    return -1;
+                    return false;
                 len = len * 10 + (uint64_t)(*p - '0');
             }
             r->body_len = len, have_len = true;
@@ -137,18 +139,18 @@ static int parse(const char *h, size_t n, struct request *r)
             else if (token_is(v, vlen, "keep-alive"))
                 r->keep_alive = true;
         } else if (token_is(line, name_len, "transfer-encoding")) {
-            return -1;   /* chunked bodies are not taken here */
+            return false;   /* chunked bodies are not taken here */
         }
     }
-    return minor;
+    return true;
 }
 
 /* GET /files/NAME: the headers, then the file's bytes. */
-static bool send_file(struct conn *c, const struct request *r, int minor, const char *name, size_t len)
+static bool send_file(struct conn *c, const struct request *r, const char *name, size_t len)
 {
     char path[256];
     if (len == 0 || len >= sizeof(path) || memchr(name, '/', len) || name[0] == '.')
-        return reply(c, "403 Forbidden", "text/plain", "", 0, r, minor);
+        return reply(c, "403 Forbidden", "text/plain", "", 0, r);
     memcpy(path, name, len);
     path[len] = 0;
     struct stat st;
@@ -156,12 +158,11 @@ static bool send_file(struct conn *c, const struct request *r, int minor, const 
     if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         if (fd >= 0)
             close(fd);
-        return reply(c, "404 Not Found", "text/plain", "", 0, r, minor);
+        return reply(c, "404 Not Found", "text/plain", "", 0, r);
     }
-    bool ok = reply(c, "200 OK", "application/octet-stream", NULL, (uint64_t)st.st_size, r, minor) && flush(c);
-    bool head = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
+    bool ok = reply(c, "200 OK", "application/octet-stream", NULL, (uint64_t)st.st_size, r) && flush(c);
     /* file body */
-    for (int64_t off = 0; ok && !head && off < st.st_size;) {
+    for (int64_t off = 0; ok && !r->head && off < st.st_size;) {
         ssize_t n = urt_read(fd, c->out, OUT_SIZE, off);
         ok = n > 0 && urt_send_all(c->fd, c->out, (size_t)n, 0) == n;   /* a shrunk file ends the connection */
         off += n;
@@ -174,15 +175,10 @@ static bool send_file(struct conn *c, const struct request *r, int minor, const 
 static bool answer(struct conn *c, const char *head, size_t n)
 {
     struct request r;
-    int minor = parse(head, n, &r);
-    if (minor < 0) {
-        r = (struct request){.keep_alive = false};
-        reply(c, "400 Bad Request", "text/plain", "", 0, &r, 1);
-        return false;
-    }
-    if (r.body_len > MAX_BODY) {
-        r.keep_alive = false;
-        reply(c, "413 Content Too Large", "text/plain", "", 0, &r, minor);
+    bool good = parse(head, n, &r);
+    if (!good || r.body_len > MAX_BODY) {
+        r = (struct request){.minor = 1, .keep_alive = false};
+        reply(c, good ? "413 Content Too Large" : "400 Bad Request", "text/plain", "", 0, &r);
         return false;
     }
     c->skip = r.body_len;
@@ -190,11 +186,11 @@ static bool answer(struct conn *c, const char *head, size_t n)
     size_t tl = q ? (size_t)(q - t) : r.target_len;
     bool ok;
     if ((tl == 1 && t[0] == '/') || (tl == 6 && memcmp(t, "/hello", 6) == 0))
-        ok = reply(c, "200 OK", "text/plain", "hello", 5, &r, minor);
+        ok = reply(c, "200 OK", "text/plain", "hello", 5, &r);
     else if (tl > 7 && memcmp(t, "/files/", 7) == 0)
-        ok = send_file(c, &r, minor, t + 7, tl - 7);
+        ok = send_file(c, &r, t + 7, tl - 7);
     else
-        ok = reply(c, "404 Not Found", "text/plain", "", 0, &r, minor);
+        ok = reply(c, "404 Not Found", "text/plain", "", 0, &r);
     return ok && r.keep_alive;
 }
 
@@ -202,20 +198,24 @@ static void *serve(void *arg)   /* owns the connection */
 {
     int fd = (int)(intptr_t)arg, one = 1;
     struct conn *c = malloc(sizeof(*c));
+    urt_rx *rx = NULL;              /* pooled receive: one multishot recv for the connection */
     if (c)
         c->fd = fd, c->in_len = c->out_len = 0, c->skip = 0;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    for (bool more = c != NULL; more;) {
-        if (c->in_len == IN_SIZE && c->skip == 0) {   /* a head that does not fit */
-            struct request r = {.keep_alive = false};
-            reply(c, "431 Request Header Fields Too Large", "text/plain", "", 0, &r, 1);
+    for (bool more = c && urt_rx_open(&rx, fd) == 0; more;) {
+        if (c->in_len >= IN_SIZE) {   /* a head that does not fit */
+            struct request r = {.minor = 1, .keep_alive = false};
+            reply(c, "431 Request Header Fields Too Large", "text/plain", "", 0, &r);
             flush(c);
             break;
         }
+        urt_buf b;
         urt_deadline(urt_now() + idle_ns);
-        ssize_t got = urt_recv(fd, c->in + c->in_len, IN_SIZE - c->in_len, 0);
+        ssize_t got = urt_rx_recv(rx, &b);
         if (got <= 0)
             break;   /* the peer closed, an error, or -ETIMEDOUT: idle too long */
+        memcpy(c->in + c->in_len, b.data, (size_t)got);
+        urt_buf_release(&b);
         c->in_len += (size_t)got;
         size_t used = 0;
         while (more) {   /* every complete request in the buffer; answers gather in out */
@@ -232,6 +232,7 @@ static void *serve(void *arg)   /* owns the connection */
         c->in_len -= used;
         more = flush(c) && more;
     }
+    urt_rx_close(rx);
     urt_close(fd);   /* a FIN after the last answer */
     free(c);
     return NULL;
@@ -271,7 +272,7 @@ static void *root(void *arg)   /* accept until the listen socket is closed */
 int main(int argc, char **argv)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    urt_config cfg = {0};
+    urt_config cfg = {.rx_buffer_size = RX_SIZE};
     for (int o; (o = getopt(argc, argv, "p:w:d:t:")) != -1;) {
         if (o == 'p')
             addr.sin_port = htons((uint16_t)atoi(optarg));
