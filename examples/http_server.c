@@ -1,16 +1,14 @@
 /*
  * http_server.c - a small HTTP/1.1 server: one task accepts (urt_listener),
- * one task per connection reads requests, answers them, and keeps the
- * connection open between them.
+ * one task per connection receives (urt_rx), answers, and keeps it open.
  *   ./http_server [-p PORT] [-w WORKERS] [-d DIR] [-t IDLE_MS]
- * Port 0 (the default) takes a free one; the bound address is printed as
- * "listening on 127.0.0.1:PORT". GET / and /hello answer "hello";
- * /files/NAME sends the file NAME of DIR (no '/' in NAME, not starting with
- * '.'). Keep-alive and pipelining (several requests in one read get their
- * answers in one send), Connection: close, HTTP/1.0 (closes unless it asks
- * for keep-alive), bodies with Content-Length read and dropped (over 1 MiB:
- * 413 and close), 400 for a malformed request (then close). A connection
- * that sends nothing for IDLE_MS (default 10 s) is closed. SIGINT or
+ * Port 0 (the default): a free one, printed as "listening on 127.0.0.1:PORT".
+ * / and /hello answer "hello"; /files/NAME sends the file NAME of DIR (no '/'
+ * in NAME, not starting with '.'). Keep-alive and pipelining (the answers to
+ * the requests of one read go out in one send), Connection: close, HTTP/1.0
+ * (closes unless asked to keep alive), Content-Length bodies read and dropped
+ * (over 1 MiB: 413 and close), 400 for a malformed request (then close). A
+ * connection silent for IDLE_MS (default 10 s; 0: never) is closed. SIGINT or
  * SIGTERM stops the server (exit status 0).
  */
 #define _GNU_SOURCE
@@ -52,12 +50,22 @@ struct request {
     uint64_t body_len;
 };
 
+/* Bound the next waits: a peer silent (or not reading) for idle_ns is dropped. */
+static void arm(void) { urt_deadline(idle_ns ? urt_now() + idle_ns : 0); }
+
 static bool flush(struct conn *c)
 {
     if (c->out_len == 0)
         return true;
-    urt_deadline(urt_now() + idle_ns);   /* a peer that stops reading is dropped too */
-    bool ok = urt_send_all(c->fd, c->out, c->out_len, 0) == (ssize_t)c->out_len;
+    /* it mostly fits at once: a try with no timer, a bounded wait for the rest */
+    ssize_t n = urt_send(c->fd, c->out, c->out_len, MSG_DONTWAIT);
+    n = n == -EAGAIN ? 0 : n;
+    if (n >= 0 && (size_t)n < c->out_len) {
+        arm();
+        n = urt_send_all(c->fd, c->out + n, c->out_len - (size_t)n, 0) < 0 ? -1 : (ssize_t)c->out_len;
+        urt_deadline(0);
+    }
+    bool ok = n == (ssize_t)c->out_len;
     c->out_len = 0;
     return ok;
 }
@@ -82,7 +90,8 @@ static bool reply(struct conn *c, const char *status, const char *type, const ch
         *--d = (char)('0' + len % 10);
     while (len /= 10);
     bool ok = PUT(c, "HTTP/1.1 ") && put(c, status, strlen(status)) && PUT(c, "\r\nContent-Type: ") &&
-              put(c, type, strlen(type)) && PUT(c, "\r\nContent-Length: ") && put(c, d, (size_t)(num + sizeof(num) - d));
+              put(c, type, strlen(type)) && PUT(c, "\r\nContent-Length: ") &&
+              put(c, d, (size_t)(num + sizeof(num) - d));
     if (ok && !r->keep_alive)
         ok = PUT(c, "Connection: close\r\n");
     else if (ok && r->minor == 0)
@@ -161,12 +170,14 @@ static bool send_file(struct conn *c, const struct request *r, const char *name,
         return reply(c, "404 Not Found", "text/plain", "", 0, r);
     }
     bool ok = reply(c, "200 OK", "application/octet-stream", NULL, (uint64_t)st.st_size, r) && flush(c);
+    arm();
     /* file body */
-    for (int64_t off = 0; ok && !r->head && off < st.st_size;) {
+    for (int64_t off = 0; ok && !r->head && off < st.st_size; arm()) {
         ssize_t n = urt_read(fd, c->out, OUT_SIZE, off);
         ok = n > 0 && urt_send_all(c->fd, c->out, (size_t)n, 0) == n;   /* a shrunk file ends the connection */
         off += n;
     }
+    urt_deadline(0);
     close(fd);
     return ok;
 }
@@ -210,8 +221,9 @@ static void *serve(void *arg)   /* owns the connection */
             break;
         }
         urt_buf b;
-        urt_deadline(urt_now() + idle_ns);
+        arm();   /* for this receive only */
         ssize_t got = urt_rx_recv(rx, &b);
+        urt_deadline(0);
         if (got <= 0)
             break;   /* the peer closed, an error, or -ETIMEDOUT: idle too long */
         memcpy(c->in + c->in_len, b.data, (size_t)got);

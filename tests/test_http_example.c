@@ -13,7 +13,8 @@
  *  - malformed requests: 400 and close; unknown paths: 404, kept open;
  *  - the file route, compared with the file; names that would leave the
  *    directory: 403; missing files: 404;
- *  - the idle timeout closes a silent connection, not a talking one;
+ *  - the idle timeout closes a silent connection, not a talking one, and
+ *    bounds the wait to send to a peer that stopped reading;
  *  - SIGTERM ends the server with exit status 0.
  * The binary is URT_HTTP_SERVER_PATH (set by CMake); without the examples
  * built the tests are skipped. Every wait is bounded; a server the test
@@ -44,12 +45,14 @@
 #include "tests/support/net_test.h"
 
 #define HELLO "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
-#define HELLO_CLOSE "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
-#define HELLO_KEEP "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello"
+#define HELLO_HEAD "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+#define HELLO_CLOSE HELLO_HEAD "Connection: close\r\n\r\nhello"
+#define HELLO_KEEP HELLO_HEAD "Connection: keep-alive\r\n\r\nhello"
 #define BAD "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 #define NOT_FOUND "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
 #define FORBIDDEN "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
-#define TOO_LARGE "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+#define TOO_LARGE \
+    "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 #define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
 
 static uint64_t now_ms(void)
@@ -199,7 +202,7 @@ static void expect_eof(int fd, const char *what)
 
 /* ---- tests -------------------------------------------------------------------- */
 
-Test(http_example, pipelined_requests_in_one_write)
+Test(http_example, pipelined_requests_get_their_answers_in_order, .timeout = 60)
 {
     server_start(NULL, NULL);
     int fd = client();
@@ -210,12 +213,12 @@ Test(http_example, pipelined_requests_in_one_write)
         expect_str(fd, HELLO, "request after the pipeline");
     }
     send_str(fd, "HEAD / HTTP/1.1\r\n\r\n" GET("/"));
-    expect_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n" HELLO, "HEAD, GET");
+    expect_str(fd, HELLO_HEAD "\r\n" HELLO, "HEAD, GET");
     close(fd);
     server_stop();
 }
 
-Test(http_example, fragmented_requests)
+Test(http_example, fragmented_requests_are_answered_whole, .timeout = 60)
 {
     server_start(NULL, NULL);
     int fd = client();
@@ -236,7 +239,7 @@ Test(http_example, fragmented_requests)
     server_stop();
 }
 
-Test(http_example, http10_and_connection_close)
+Test(http_example, http10_and_connection_close_end_the_connection, .timeout = 60)
 {
     server_start(NULL, NULL);
     int fd = client();
@@ -246,7 +249,8 @@ Test(http_example, http10_and_connection_close)
     close(fd);
 
     fd = client();
-    send_str(fd, "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    send_str(fd, "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
+                 "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     expect_str(fd, HELLO_KEEP HELLO_KEEP, "HTTP/1.0 keep-alive");
     send_str(fd, "GET / HTTP/1.0\r\n\r\n");
     expect_str(fd, HELLO_CLOSE, "HTTP/1.0 after keep-alive");
@@ -261,7 +265,7 @@ Test(http_example, http10_and_connection_close)
     server_stop();
 }
 
-Test(http_example, request_bodies)
+Test(http_example, bodies_are_dropped_and_a_too_large_one_gets_413, .timeout = 60)
 {
     server_start(NULL, NULL);
     int fd = client();
@@ -292,7 +296,7 @@ Test(http_example, request_bodies)
     server_stop();
 }
 
-Test(http_example, malformed_requests)
+Test(http_example, malformed_requests_get_400_and_close, .timeout = 60)
 {
     static const char *const bad[] = {
         "GARBAGE\r\n\r\n",
@@ -339,7 +343,7 @@ Test(http_example, malformed_requests)
     server_stop();
 }
 
-Test(http_example, file_route)
+Test(http_example, file_route_sends_the_file_and_refuses_escapes, .timeout = 60)
 {
     char dir[] = "/tmp/urt-http-test-XXXXXX", path[128];
     cr_assert_not_null(mkdtemp(dir));
@@ -390,7 +394,7 @@ Test(http_example, file_route)
     free(data);
 }
 
-Test(http_example, idle_timeout)
+Test(http_example, idle_timeout_closes_a_silent_connection_not_a_talking_one, .timeout = 60)
 {
     server_start(NULL, "400");
     int quiet = client(), talker = client();
@@ -411,4 +415,38 @@ Test(http_example, idle_timeout)
     close(talker);
     close(half);
     server_stop();
+}
+
+Test(http_example, a_peer_that_stops_reading_is_dropped, .timeout = 60)
+{
+    char dir[] = "/tmp/urt-http-test-XXXXXX", path[128];
+    cr_assert_not_null(mkdtemp(dir));
+    size_t size = 256 * 1024;
+    char *data = calloc(1, size);
+    cr_assert_not_null(data);
+    snprintf(path, sizeof(path), "%s/big", dir);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(data, 1, size, f), size);
+    fclose(f);
+    server_start(dir, "400");
+    int fd = client(), small = 64 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));   /* no autotuning: the window stays small */
+    enum { REQUESTS = 100 };   /* 25 MiB of answers: far more than the socket buffers hold */
+    for (int i = 0; i < REQUESTS; i++)
+        send_str(fd, GET("/files/big"));
+    sleep_ms(1500);            /* read nothing for longer than the idle timeout */
+    size_t got = 0;
+    for (ssize_t n; (n = recv_nointr(fd, data, size, 0)) != 0;) {
+        cr_assert(n > 0 || errno == ECONNRESET, "recv: %s (an answer still coming after 10 s?)", strerror(errno));
+        if (n < 0)
+            break;
+        got += (size_t)n;
+    }
+    cr_assert_lt(got, (size_t)REQUESTS * size, "all %zu bytes came: the send was never given up", got);
+    close(fd);
+    server_stop();
+    unlink(path);
+    cr_assert_eq(rmdir(dir), 0);
+    free(data);
 }
