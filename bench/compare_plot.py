@@ -279,14 +279,14 @@ def make_http_plots(outdir, http_rows, meta):
     pngs, errors = [], []
     rows, series = [], []
     for r in http_rows:
-        s = f"{r['server']} w{r['workers']}"
+        s = f"{r['server']}-w{r['workers']}"   # no spaces: gnuplot splits data columns on them
         if s not in series:
             series.append(s)
         rows.append(dict(r, server=s))
     _echo_msgs(outdir, term, meta, None, rows, series, pngs, errors, labels={
-        "name": "http-reqs", "title": "HTTP requests/s vs wrk connections (GET /, keep-alive; wN: N server workers)",
+        "name": "http-reqs", "title": "HTTP requests/s vs wrk connections (GET /, keep-alive; -wN: N server workers)",
         "ylabel": "requests per second (median; bars: min-max over rounds)"})
     _echo_cpu(outdir, term, meta, None, rows, series, pngs, errors, labels={
-        "name": "http-cpu", "title": "server CPU per HTTP request (user + system; wN: N server workers)",
+        "name": "http-cpu", "title": "server CPU per HTTP request (user + system; -wN: N server workers)",
         "ylabel": "server CPU ns per request"})
     return pngs, "; ".join(errors) or None
