@@ -7,6 +7,7 @@
 #
 #   bench/peers/build.sh            build all peers (release)
 #   bench/peers/build.sh --check    only check that they can be built
+#   bench/peers/build.sh PEER...    only these (e.g. tokio-echo hyper-hello)
 #
 # Binaries: bench/peers/<peer>/<peer> for the C peers (CC and CFLAGS are
 # honoured; uring-echo needs liburing: apt-get install liburing-dev),
@@ -26,14 +27,23 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 registry=/usr/share/cargo/registry
 peers=(tokio-sched tokio-echo hyper-hello)
 check_only=0
+want=()
 
 for arg in "$@"; do
     case "$arg" in
         --check) check_only=1 ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "build.sh: unknown argument '$arg'" >&2; exit 2 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*|*/*) echo "build.sh: unknown argument '$arg'" >&2; exit 2 ;;
+        *) [ -d "$here/$arg" ] || { echo "build.sh: no peer '$arg'" >&2; exit 2; }
+           want+=("$arg") ;;
     esac
 done
+wanted() {      # no names given: every peer
+    [ "${#want[@]}" -eq 0 ] && return 0
+    local w
+    for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done
+    return 1
+}
 
 c_status=0
 
@@ -60,8 +70,10 @@ build_c() {     # build_c NAME SOURCE EXTRA_LIBS...
 if ! command -v "$cc_bin" >/dev/null 2>&1; then
     echo "skipping C peers: $cc_bin not found"
 else
-    build_c epoll-echo epoll_echo.c
-    if uring_libs="$(pkg-config --libs liburing 2>/dev/null)"; then
+    wanted epoll-echo && build_c epoll-echo epoll_echo.c
+    if ! wanted uring-echo; then
+        :
+    elif uring_libs="$(pkg-config --libs liburing 2>/dev/null)"; then
         # shellcheck disable=SC2086
         build_c uring-echo uring_echo.c $(pkg-config --cflags liburing) $uring_libs
     elif [ -f /usr/include/liburing.h ]; then
@@ -72,6 +84,10 @@ else
 fi
 
 # ---- Tokio peers -------------------------------------------------------------
+chosen=()
+for peer in "${peers[@]}"; do wanted "$peer" && chosen+=("$peer"); done
+[ "${#chosen[@]}" -gt 0 ] || exit "$c_status"
+peers=("${chosen[@]}")
 skip() {
     echo "skipping tokio peers: $*"
     exit "$c_status"
