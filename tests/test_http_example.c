@@ -55,20 +55,6 @@
     "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 #define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 /* ---- the server process ---------------------------------------------------- */
 
 static pid_t server_pid = -1;
@@ -200,6 +186,37 @@ static void expect_eof(int fd, const char *what)
     cr_assert_eq(n, 0, "%s: expected EOF, got %s", what, n > 0 ? "a byte" : strerror(errno));
 }
 
+/* On a new connection: send req, get exactly want back, then EOF. */
+static void answer_then_eof(const char *req, const char *want, const char *what)
+{
+    int fd = client();
+    send_str(fd, req);
+    expect_str(fd, want, what);
+    expect_eof(fd, what);
+    close(fd);
+}
+
+/* ---- files for the file route -------------------------------------------------- */
+
+/* Write size bytes of data to dir/name. */
+static void write_file(const char *dir, const char *name, const void *data, size_t size)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    cr_assert_eq(fwrite(data, 1, size, f), size);
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* Remove dir/name (a file or an empty directory). */
+static void remove_in(const char *dir, const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    cr_assert_eq(remove(path), 0, "%s: %s", path, strerror(errno));
+}
+
 /* ---- tests -------------------------------------------------------------------- */
 
 Test(http_example, pipelined_requests_get_their_answers_in_order, .timeout = 60)
@@ -242,13 +259,8 @@ Test(http_example, fragmented_requests_are_answered_whole, .timeout = 60)
 Test(http_example, http10_and_connection_close_end_the_connection, .timeout = 60)
 {
     server_start(NULL, NULL);
+    answer_then_eof("GET / HTTP/1.0\r\n\r\n", HELLO_CLOSE, "HTTP/1.0 without keep-alive");
     int fd = client();
-    send_str(fd, "GET / HTTP/1.0\r\n\r\n");
-    expect_str(fd, HELLO_CLOSE, "HTTP/1.0");
-    expect_eof(fd, "HTTP/1.0 without keep-alive");
-    close(fd);
-
-    fd = client();
     send_str(fd, "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
                  "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     expect_str(fd, HELLO_KEEP HELLO_KEEP, "HTTP/1.0 keep-alive");
@@ -256,12 +268,8 @@ Test(http_example, http10_and_connection_close_end_the_connection, .timeout = 60
     expect_str(fd, HELLO_CLOSE, "HTTP/1.0 after keep-alive");
     expect_eof(fd, "HTTP/1.0 without keep-alive");
     close(fd);
-
-    fd = client();
-    send_str(fd, GET("/") "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
-    expect_str(fd, HELLO HELLO_CLOSE, "Connection: close");
-    expect_eof(fd, "after Connection: close");
-    close(fd);
+    answer_then_eof(GET("/") "GET / HTTP/1.1\r\nConnection: close\r\n\r\n" GET("/"), HELLO HELLO_CLOSE,
+                    "Connection: close, and nothing answered after it");
     server_stop();
 }
 
@@ -353,15 +361,8 @@ Test(http_example, file_route_sends_the_file_and_refuses_escapes, .timeout = 60)
     uint32_t x = 12345;
     for (size_t i = 0; i < size; i++)
         data[i] = (unsigned char)((x = x * 1103515245u + 12345u) >> 16);
-    snprintf(path, sizeof(path), "%s/data.bin", dir);
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    cr_assert_eq(fwrite(data, 1, size, f), size);
-    fclose(f);
-    snprintf(path, sizeof(path), "%s/empty", dir);
-    f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    fclose(f);
+    write_file(dir, "data.bin", data, size);
+    write_file(dir, "empty", "", 0);
     snprintf(path, sizeof(path), "%s/sub", dir);
     cr_assert_eq(mkdir(path, 0700), 0);
 
@@ -384,12 +385,9 @@ Test(http_example, file_route_sends_the_file_and_refuses_escapes, .timeout = 60)
     close(fd);
     server_stop();
 
-    unlink(path);   /* the directory sub */
-    rmdir(path);
-    snprintf(path, sizeof(path), "%s/data.bin", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/empty", dir);
-    unlink(path);
+    remove_in(dir, "sub");
+    remove_in(dir, "data.bin");
+    remove_in(dir, "empty");
     cr_assert_eq(rmdir(dir), 0);
     free(data);
 }
@@ -419,16 +417,12 @@ Test(http_example, idle_timeout_closes_a_silent_connection_not_a_talking_one, .t
 
 Test(http_example, a_peer_that_stops_reading_is_dropped, .timeout = 60)
 {
-    char dir[] = "/tmp/urt-http-test-XXXXXX", path[128];
+    char dir[] = "/tmp/urt-http-test-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     size_t size = 256 * 1024;
     char *data = calloc(1, size);
     cr_assert_not_null(data);
-    snprintf(path, sizeof(path), "%s/big", dir);
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    cr_assert_eq(fwrite(data, 1, size, f), size);
-    fclose(f);
+    write_file(dir, "big", data, size);
     server_start(dir, "400");
     int fd = client(), small = 64 * 1024;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));   /* no autotuning: the window stays small */
@@ -446,7 +440,7 @@ Test(http_example, a_peer_that_stops_reading_is_dropped, .timeout = 60)
     cr_assert_lt(got, (size_t)REQUESTS * size, "all %zu bytes came: the send was never given up", got);
     close(fd);
     server_stop();
-    unlink(path);
+    remove_in(dir, "big");
     cr_assert_eq(rmdir(dir), 0);
     free(data);
 }

@@ -5,71 +5,52 @@
 //!
 //! Every request (any method, any path) gets `200 OK` with
 //! `Content-Type: text/plain` and the body `hello`; hyper adds
-//! `content-length` and `date`, and handles keep-alive, HTTP/1.0 and
-//! `Connection: close`. One task per connection (hyper's `serve_connection`
-//! on a Tokio `TcpStream` with TCP_NODELAY). Once bound, the server prints
-//! `listening on <addr> ...` on stdout; SIGINT or SIGTERM stops it with exit
-//! status 0.
+//! `content-length` and `date`, and handles keep-alive, pipelining, HTTP/1.0
+//! and `Connection: close`. One task per connection (hyper's
+//! `serve_connection` on a Tokio `TcpStream` with TCP_NODELAY); no idle
+//! timeout. Once bound, the server prints `listening on <addr> ...` on
+//! stdout; SIGINT or SIGTERM stops it with exit status 0.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::process;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::Http;
 use hyper::service::service_fn;
 use hyper::{Body, Request, Response};
-use tokio::net::TcpSocket;
-use tokio::runtime::Builder;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
-struct Config {
-    addr: SocketAddr,
-    workers: Option<usize>,
-}
-
-fn usage() -> ! {
-    eprintln!("usage: hyper-hello [--addr HOST:PORT] [--workers N]");
+fn fail(why: &str) -> ! {
+    eprintln!("hyper-hello: {}\nusage: hyper-hello [--addr HOST:PORT] [--workers N]", why);
     process::exit(2);
 }
 
-fn parse_args() -> Config {
-    let mut cfg = Config { addr: "127.0.0.1:8080".parse().unwrap(), workers: None };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (a.clone(), None),
-        };
-        let mut value = || inline.clone().or_else(|| args.next()).unwrap_or_else(|| usage());
-        match flag.as_str() {
+/// `--addr` and `--workers`, each followed by its value.
+fn parse_args() -> (SocketAddr, Option<usize>) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let mut workers = None;
+    if args.len() % 2 != 0 {
+        fail("every option takes a value");
+    }
+    for pair in args.chunks(2) {
+        match pair[0].as_str() {
             "--addr" => {
-                let v = value();
-                cfg.addr = v.parse().unwrap_or_else(|_| {
-                    eprintln!("hyper-hello: bad --addr '{}' (want 127.0.0.1:8080 or [::1]:8080)", v);
-                    usage()
-                });
+                addr = pair[1].parse().unwrap_or_else(|_| fail("bad --addr (want 127.0.0.1:8080 or [::1]:8080)"))
             }
-            "--workers" => match value().parse::<usize>() {
-                Ok(n) if n > 0 => cfg.workers = Some(n),
-                _ => {
-                    eprintln!("hyper-hello: --workers needs a positive number");
-                    usage();
-                }
+            "--workers" => match pair[1].parse::<usize>() {
+                Ok(n) if n > 0 => workers = Some(n),
+                _ => fail("--workers needs a positive number"),
             },
-            "-h" | "--help" => usage(),
-            _ => {
-                eprintln!("hyper-hello: unknown argument '{}'", a);
-                usage();
-            }
+            other => fail(&format!("unknown option '{}'", other)),
         }
     }
-    cfg
+    (addr, workers)
 }
 
 async fn hello(_req: Request<Body>) -> Result<Response<Body>, Infallible> {
@@ -78,84 +59,71 @@ async fn hello(_req: Request<Body>) -> Result<Response<Body>, Infallible> {
     Ok(resp)
 }
 
-/// Resolves when either SIGINT or SIGTERM arrives.
-struct Shutdown {
-    int: Signal,
-    term: Signal,
+async fn accept_loop(listener: TcpListener) {
+    let http = Http::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let conn = http.serve_connection(stream, service_fn(hello));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Err(e) => {
+                // out of descriptors and the like: back off instead of spinning
+                eprintln!("hyper-hello: accept: {}", e);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
-impl Future for Shutdown {
-    type Output = &'static str;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
-        let this = self.get_mut();
-        if this.int.poll_recv(cx).is_ready() {
-            return Poll::Ready("SIGINT");
-        }
-        if this.term.poll_recv(cx).is_ready() {
-            return Poll::Ready("SIGTERM");
-        }
-        Poll::Pending
+/// Binds, announces the address, serves until SIGINT or SIGTERM; returns
+/// the signal's name.
+async fn serve(addr: SocketAddr, workers: Option<usize>) -> std::io::Result<&'static str> {
+    // The signal handlers first, so a signal sent right after the
+    // announcement is never missed; each one's task reports it here.
+    let (tx, mut stop) = mpsc::channel::<&'static str>(2);
+    for (kind, name) in [(SignalKind::interrupt(), "SIGINT"), (SignalKind::terminate(), "SIGTERM")] {
+        let mut sig = signal(kind)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            sig.recv().await;
+            let _ = tx.send(name).await;
+        });
     }
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
+    let w = workers.map_or_else(|| "default".to_string(), |n| n.to_string());
+    println!("listening on {} (hyper 0.14, multi-thread workers={})", listener.local_addr()?, w);
+    std::io::stdout().flush()?;
+    tokio::spawn(accept_loop(listener));
+    Ok(stop.recv().await.unwrap_or("end of signals"))
 }
 
 fn main() {
-    let cfg = parse_args();
-    let mut builder = Builder::new_multi_thread();
-    if let Some(n) = cfg.workers {
+    let (addr, workers) = parse_args();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
         builder.worker_threads(n);
     }
-    let rt = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hyper-hello: cannot build runtime: {}", e);
-            process::exit(1);
-        }
-    };
-
-    let result: std::io::Result<&'static str> = rt.block_on(async {
-        // The handlers first, so a signal sent right after the announcement
-        // is never missed.
-        let shutdown = Shutdown { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? };
-        let socket = if cfg.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.set_reuseaddr(true)?;
-        socket.bind(cfg.addr)?;
-        let listener = socket.listen(1024)?;
-        let workers = cfg.workers.map_or("default".to_string(), |n| n.to_string());
-        println!("listening on {} (hyper 0.14, multi-thread workers={})", listener.local_addr()?, workers);
-        let _ = std::io::stdout().flush();
-
-        tokio::spawn(async move {
-            let http = Http::new();
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let conn = http.serve_connection(stream, service_fn(hello));
-                        tokio::spawn(async move {
-                            let _ = conn.await;
-                        });
-                    }
-                    Err(e) => {
-                        // out of descriptors and the like: back off briefly
-                        eprintln!("hyper-hello: accept: {}", e);
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        });
-        Ok(shutdown.await)
+    let rt = builder.enable_all().build().unwrap_or_else(|e| {
+        eprintln!("hyper-hello: cannot build the runtime: {}", e);
+        process::exit(1)
     });
-
-    match result {
+    let status = match rt.block_on(serve(addr, workers)) {
         Ok(sig) => {
             eprintln!("hyper-hello: {} received, shutting down", sig);
-            rt.shutdown_timeout(Duration::from_millis(200));
-            process::exit(0);
+            0
         }
         Err(e) => {
-            eprintln!("hyper-hello: {}: {}", cfg.addr, e);
-            process::exit(1);
+            eprintln!("hyper-hello: {}: {}", addr, e);
+            1
         }
-    }
+    };
+    rt.shutdown_timeout(Duration::from_millis(200));
+    process::exit(status);
 }
