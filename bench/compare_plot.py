@@ -56,12 +56,16 @@ def _run(outdir, name, script, pngs, errors):
         errors.append(f"{name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'gnuplot failed'}")
 
 
+def _echo_labels(kind, key, title, ylabel):
+    """File name, title and y label of an echo plot of point key (workers, size, depth)."""
+    w, size, depth = key
+    return {"name": f"echo-{kind}-w{w}-s{size}-d{depth}",
+            "title": f"{title}: {size} B messages, depth {depth}, {w} server worker(s)", "ylabel": ylabel}
+
+
 def _echo_msgs(outdir, term, meta, key, rows, servers, pngs, errors, labels=None):
-    w, size, depth = key or (None, None, None)
-    labels = labels or {
-        "name": f"echo-msgs-w{w}-s{size}-d{depth}",
-        "title": f"echo msgs/s vs connections: {size} B messages, depth {depth}, {w} server worker(s)",
-        "ylabel": "messages per second (median; bars: min-max over rounds)"}
+    labels = labels or _echo_labels("msgs", key, "echo msgs/s vs connections",
+                                    "messages per second (median; bars: min-max over rounds)")
     name = labels["name"]
     dat = os.path.join(outdir, name + ".dat")
     present = []
@@ -104,11 +108,8 @@ plot {", ".join(plots)}
 
 
 def _echo_cpu(outdir, term, meta, key, rows, servers, pngs, errors, labels=None):
-    w, size, depth = key or (None, None, None)
-    labels = labels or {
-        "name": f"echo-cpu-w{w}-s{size}-d{depth}",
-        "title": f"server CPU per message (user + system): {size} B messages, depth {depth}, {w} server worker(s)",
-        "ylabel": "server CPU ns per message"}
+    labels = labels or _echo_labels("cpu", key, "server CPU per message (user + system)",
+                                    "server CPU ns per message")
     name = labels["name"]
     conns = sorted({r["conns"] for r in rows})
     parts = []
