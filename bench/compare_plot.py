@@ -10,6 +10,10 @@ next to them (they stay there, so a plot can be redrawn or restyled by hand:
   idle-rss.png                          RSS per idle connection per server
   sched-ratio.png                       urt/tokio per scheduler workload,
                                         one bar per worker count
+  http-reqs.png                         HTTP requests/s vs wrk connections,
+                                        a line per server and worker count
+  http-cpu.png                          server CPU per HTTP request, user
+                                        and system stacked
 """
 
 import os
@@ -52,9 +56,17 @@ def _run(outdir, name, script, pngs, errors):
         errors.append(f"{name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'gnuplot failed'}")
 
 
-def _echo_msgs(outdir, term, meta, key, rows, servers, pngs, errors):
+def _echo_labels(kind, key, title, ylabel):
+    """File name, title and y label of an echo plot of point key (workers, size, depth)."""
     w, size, depth = key
-    name = f"echo-msgs-w{w}-s{size}-d{depth}"
+    return {"name": f"echo-{kind}-w{w}-s{size}-d{depth}",
+            "title": f"{title}: {size} B messages, depth {depth}, {w} server worker(s)", "ylabel": ylabel}
+
+
+def _echo_msgs(outdir, term, meta, key, rows, servers, pngs, errors, labels=None):
+    labels = labels or _echo_labels("msgs", key, "echo msgs/s vs connections",
+                                    "messages per second (median; bars: min-max over rounds)")
+    name = labels["name"]
     dat = os.path.join(outdir, name + ".dat")
     present = []
     with open(dat, "w") as f:
@@ -80,9 +92,9 @@ def _echo_msgs(outdir, term, meta, key, rows, servers, pngs, errors):
     xt = ", ".join(f'"{c}" {c}' for c in conns)
     script = f"""set terminal {term} size 1200,750
 set output {_q(name + '.png')}
-set title {_q(f'echo msgs/s vs connections: {size} B messages, depth {depth}, {w} server worker(s)')} . "\\n" . {_q(_subtitle(meta))}
+set title {_q(labels["title"])} . "\\n" . {_q(_subtitle(meta))}
 set xlabel "connections"
-set ylabel "messages per second (median; bars: min-max over rounds)"
+set ylabel {_q(labels["ylabel"])}
 set grid
 set key outside right top
 {"set logscale x" if len(conns) > 1 and min(conns) > 0 else ""}
@@ -95,9 +107,10 @@ plot {", ".join(plots)}
     _run(outdir, name, script, pngs, errors)
 
 
-def _echo_cpu(outdir, term, meta, key, rows, servers, pngs, errors):
-    w, size, depth = key
-    name = f"echo-cpu-w{w}-s{size}-d{depth}"
+def _echo_cpu(outdir, term, meta, key, rows, servers, pngs, errors, labels=None):
+    labels = labels or _echo_labels("cpu", key, "server CPU per message (user + system)",
+                                    "server CPU ns per message")
+    name = labels["name"]
     conns = sorted({r["conns"] for r in rows})
     parts = []
     first = True
@@ -128,8 +141,8 @@ def _echo_cpu(outdir, term, meta, key, rows, servers, pngs, errors):
     width = max(1000, min(2400, 200 + 32 * len(servers) * len(conns)))
     script = f"""set terminal {term} size {width},750
 set output {_q(name + '.png')}
-set title {_q(f'server CPU per message (user + system): {size} B messages, depth {depth}, {w} server worker(s)')} . "\\n" . {_q(_subtitle(meta))}
-set ylabel "server CPU ns per message"
+set title {_q(labels["title"])} . "\\n" . {_q(_subtitle(meta))}
+set ylabel {_q(labels["ylabel"])}
 set style data histograms
 set style histogram rowstacked title offset 0,-1.2
 set style fill solid 0.9 border -1
@@ -253,3 +266,28 @@ def make_plots(outdir, echo_rows, mem_rows, sched_rows, meta):
     if errors:
         why = "; ".join(errors)
     return pngs, why
+
+
+def make_http_plots(outdir, http_rows, meta):
+    """The HTTP matrix's plots (bench/compare's http rows); returns (PNG
+    paths, why there are none or None). A series per server and worker
+    count, drawn like the echo plots."""
+    if not http_rows:
+        return [], None
+    if not shutil.which("gnuplot"):
+        return [], "gnuplot is not installed (bash tools/deps.sh gnuplot-nox)"
+    term = _terminal()
+    pngs, errors = [], []
+    rows, series = [], []
+    for r in http_rows:
+        s = f"{r['server']}-w{r['workers']}"   # no spaces: gnuplot splits data columns on them
+        if s not in series:
+            series.append(s)
+        rows.append(dict(r, server=s))
+    _echo_msgs(outdir, term, meta, None, rows, series, pngs, errors, labels={
+        "name": "http-reqs", "title": "HTTP requests/s vs wrk connections (GET /, keep-alive; -wN: N server workers)",
+        "ylabel": "requests per second (median; bars: min-max over rounds)"})
+    _echo_cpu(outdir, term, meta, None, rows, series, pngs, errors, labels={
+        "name": "http-cpu", "title": "server CPU per HTTP request (user + system; -wN: N server workers)",
+        "ylabel": "server CPU ns per request"})
+    return pngs, "; ".join(errors) or None

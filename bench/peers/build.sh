@@ -1,36 +1,49 @@
 #!/usr/bin/env bash
 # Builds the comparison peers. First the C echo servers (epoll-echo,
-# uring-echo) with cc; then the Tokio peers (tokio-sched, tokio-echo)
-# offline, from the crate sources that Debian's librust-*-dev packages put
-# under /usr/share/cargo/registry. Nothing is downloaded.
+# uring-echo) with cc; then the Tokio peers (tokio-sched, tokio-echo, and
+# hyper-hello, the HTTP peer on hyper) offline, from the crate sources that
+# Debian's librust-*-dev packages put under /usr/share/cargo/registry.
+# Nothing is downloaded.
 #
 #   bench/peers/build.sh            build all peers (release)
 #   bench/peers/build.sh --check    only check that they can be built
+#   bench/peers/build.sh PEER...    only these (e.g. tokio-echo hyper-hello)
 #
 # Binaries: bench/peers/<peer>/<peer> for the C peers (CC and CFLAGS are
 # honoured; uring-echo needs liburing: apt-get install liburing-dev),
 # bench/peers/<peer>/target/release/<peer> for the Tokio peers.
 #
 # When cargo or the packaged crates are missing, prints
-# "skipping tokio peers: <reason>" and exits 0 (1 if a C peer failed to
+# "skipping tokio peers: <reason>" (or "skipping <peer>: <reason>" when only
+# that peer's crates are missing) and exits 0 (1 if a C peer failed to
 # build). The packages needed:
-#   apt-get install -y librust-tokio-dev
-# (it provides every tokio feature used here: rt-multi-thread, sync, time,
-# net, io-util, signal). Any cargo/rustc >= 1.63 works, including Debian's.
+#   apt-get install -y librust-tokio-dev librust-hyper-dev
+# (tokio provides every feature used here: rt-multi-thread, sync, time,
+# net, io-util, signal; hyper 0.14 is hyper-hello's). Any cargo/rustc >= 1.63
+# works, including Debian's.
 set -u
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 registry=/usr/share/cargo/registry
-peers=(tokio-sched tokio-echo)
+peers=(tokio-sched tokio-echo hyper-hello)
 check_only=0
+want=()
 
 for arg in "$@"; do
     case "$arg" in
         --check) check_only=1 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "build.sh: unknown argument '$arg'" >&2; exit 2 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*|*/*) echo "build.sh: unknown argument '$arg'" >&2; exit 2 ;;
+        *) [ -d "$here/$arg" ] || { echo "build.sh: no peer '$arg'" >&2; exit 2; }
+           want+=("$arg") ;;
     esac
 done
+wanted() {      # no names given: every peer
+    [ "${#want[@]}" -eq 0 ] && return 0
+    local w
+    for w in "${want[@]}"; do [ "$w" = "$1" ] && return 0; done
+    return 1
+}
 
 c_status=0
 
@@ -57,8 +70,10 @@ build_c() {     # build_c NAME SOURCE EXTRA_LIBS...
 if ! command -v "$cc_bin" >/dev/null 2>&1; then
     echo "skipping C peers: $cc_bin not found"
 else
-    build_c epoll-echo epoll_echo.c
-    if uring_libs="$(pkg-config --libs liburing 2>/dev/null)"; then
+    wanted epoll-echo && build_c epoll-echo epoll_echo.c
+    if ! wanted uring-echo; then
+        :
+    elif uring_libs="$(pkg-config --libs liburing 2>/dev/null)"; then
         # shellcheck disable=SC2086
         build_c uring-echo uring_echo.c $(pkg-config --cflags liburing) $uring_libs
     elif [ -f /usr/include/liburing.h ]; then
@@ -69,6 +84,10 @@ else
 fi
 
 # ---- Tokio peers -------------------------------------------------------------
+chosen=()
+for peer in "${peers[@]}"; do wanted "$peer" && chosen+=("$peer"); done
+[ "${#chosen[@]}" -gt 0 ] || exit "$c_status"
+peers=("${chosen[@]}")
 skip() {
     echo "skipping tokio peers: $*"
     exit "$c_status"
@@ -92,12 +111,15 @@ esac
 
 [ -d "$registry" ] || skip "$registry is missing (apt-get install -y librust-tokio-dev)"
 
-# Every crate pinned in the peers' Cargo.lock files must be present in the
-# packaged registry, at exactly the locked version.
-missing=()
+# Every crate pinned in a peer's Cargo.lock must be present in the packaged
+# registry, at exactly the locked version; a peer whose crates are missing
+# is skipped (all of them when even tokio's are).
+package_of() { [ "$1" = hyper-hello ] && echo librust-hyper-dev || echo librust-tokio-dev; }
+buildable=()
 for peer in "${peers[@]}"; do
     lock="$here/$peer/Cargo.lock"
     [ -f "$lock" ] || skip "$peer/Cargo.lock is missing"
+    missing=()
     while read -r name version; do
         [ -f "$registry/$name-$version/Cargo.toml" ] || missing+=("$name-$version")
     done < <(awk '
@@ -106,14 +128,18 @@ for peer in "${peers[@]}"; do
         /^version = / { gsub(/"/, "", $3); ver = $3 }
         /^source = /  { if (name != "" && ver != "") print name, ver }
     ' "$lock")
+    if [ "${#missing[@]}" -gt 0 ]; then
+        uniq_missing="$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
+        echo "skipping $peer: packaged crates missing from $registry: ${uniq_missing% } (apt-get install -y $(package_of "$peer"))"
+    else
+        buildable+=("$peer")
+    fi
 done
-if [ "${#missing[@]}" -gt 0 ]; then
-    uniq_missing="$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
-    skip "packaged crates missing from $registry: ${uniq_missing% } (apt-get install -y librust-tokio-dev)"
-fi
+[ "${#buildable[@]}" -gt 0 ] || skip "no peer's crates are all in $registry"
+peers=("${buildable[@]}")
 
 if [ "$check_only" -eq 1 ]; then
-    echo "tokio peers can be built: $("$cargo_bin" --version), rustc $rustc_ver, tokio $(ls -d "$registry"/tokio-1.* 2>/dev/null | sed 's|.*/tokio-||' | tr '\n' ' ')"
+    echo "${peers[*]} can be built: $("$cargo_bin" --version), rustc $rustc_ver, tokio $(ls -d "$registry"/tokio-1.* 2>/dev/null | sed 's|.*/tokio-||' | tr '\n' ' ')"
     exit "$c_status"
 fi
 

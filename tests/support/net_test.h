@@ -1,15 +1,34 @@
 /*
  * net_test.h - blocking socket calls for the network tests' plain-thread
  * clients, retried on EINTR (a test's own thread may be interrupted; the
- * behaviour under test is the server's, not the client's).
+ * behaviour under test is the server's, not the client's), and the clock
+ * their bounded waits use.
  */
 #ifndef URT_TESTS_NET_TEST_H
 #define URT_TESTS_NET_TEST_H
 
 #include <errno.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
+
+/* CLOCK_MONOTONIC in milliseconds. */
+__attribute__((unused)) static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Sleep ms milliseconds, through interruptions. */
+__attribute__((unused)) static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
 
 __attribute__((unused)) static ssize_t recv_nointr(int fd, void *buf, size_t len, int flags)
 {
