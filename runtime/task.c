@@ -402,8 +402,12 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     }
     if (out)
         *out = t;
-    /* Not the LIFO slot: a task stays where it first runs, so a new one goes
-     * to the back of the stealable queue, where an idle worker can take it. */
+    /* A task spawned by a task goes to its worker's LIFO slot, as in Tokio:
+     * it runs next, while what the spawner touched is in cache (the task it
+     * displaces goes to the stealable queue). It then stays on this worker,
+     * so tasks that should spread (a server's connections) say so with
+     * URT_TASK_SPREAD, or come from a urt_listener. From elsewhere (a plain
+     * thread, a blocking job), the back of the stealable queue. */
     urt_worker *w = urt__cur_worker();
     if (t->flags & URT_TASK_LOCAL) {
         if (w && w->rt == rt) {
@@ -423,7 +427,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         }
     }
     if (w && w->rt == rt)
-        worker_schedule_local(w, t, false);
+        worker_schedule_local(w, t, urt__cur_task() != NULL);
     else
         worker_schedule_remote(rt, t);
     return 0;
