@@ -166,6 +166,7 @@ typedef struct urt_worker {
     bool efd_armed;
     bool bell_retry;               /* a doorbell we sent failed: resend later */
     struct rx_pool *rxp;           /* provided buffers for urt_rx, made on first use */
+    struct sock_pipes *pipes;      /* idle pipes for urt_sendfile (sock.c), made on first use */
     unsigned multi_inflight;       /* multishot records the ring still holds */
     close_part *close_pending;     /* urt_close parts waiting for our ops on their fd to end */
     pthread_t thread;
@@ -298,6 +299,9 @@ void net_pool_drain(urt_worker *w);                   /* buffers released elsewh
 static inline bool net_pool_has_returns(urt_worker *w);
 void net_pool_destroy(urt_worker *w);
 void worker_kick(urt_runtime *rt, unsigned target);   /* ring target's doorbell if it sleeps */
+
+/* ---- sock.c ---- */
+void sock_worker_exit(urt_worker *w);                /* owner, at exit: close the sendfile pipes */
 
 /* ---- fdtrack.c ---- */
 bool fdt_inc(urt_worker *w, int fd);                 /* owner: an op on fd starts; false: not tracked */
