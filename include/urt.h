@@ -818,6 +818,9 @@ URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
  *    splice(2) and sendfile(2) on a blocking-pool thread (as
  *    urt_block_in_place: a time bound or cancel is seen before the syscall
  *    starts, not while it runs).
+ *  - The socket calls wait for data or room even on an O_NONBLOCK socket
+ *    (the kernel's ring ops do); pass MSG_DONTWAIT for -EAGAIN instead. A
+ *    library that does its own non-blocking I/O waits with urt_poll.
  *  - Buffers, addresses and msghdrs are borrowed until the call returns (the
  *    task's stack is fine); fds are borrowed. Bad input gives -EBADF (an fd
  *    < 0) or -EINVAL (NULL where a pointer is needed with a length > 0,

@@ -208,14 +208,12 @@ static int msg_check(int fd, const struct msghdr *msg)
 }
 
 /* The fallback of recvmsg/sendmsg: the syscall without blocking; on EAGAIN
- * (when the caller would block: no MSG_DONTWAIT, a blocking socket) a
- * readiness wait, then again. */
+ * (unless the caller asked for MSG_DONTWAIT) a readiness wait, then again.
+ * Like the ring op, it waits on an O_NONBLOCK socket too (the kernel's
+ * RECVMSG/SENDMSG ops do, on the kernels measured). */
 static ssize_t msg_fallback(urt_task *t, int fd, struct msghdr *msg, int flags, bool send)
 {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0)
-        return -errno;
-    bool wait = !(flags & MSG_DONTWAIT) && !(fl & O_NONBLOCK);
+    bool wait = !(flags & MSG_DONTWAIT);
     for (;;) {
         ssize_t r = send ? sendmsg(fd, msg, flags | MSG_DONTWAIT) : recvmsg(fd, msg, flags | MSG_DONTWAIT);
         if (r >= 0)

@@ -294,7 +294,7 @@ Test(sock, recvmsg_fallback_returns_ip_pktinfo_too, .timeout = 30)
 typedef struct stream_run {
     int fds[2], gone[2];
     int file;
-    ssize_t sent, got, eof, epipe, epipe_msg, badf, badf_closed, notsock, notsock_msg;
+    ssize_t dontwait, sent, got, eof, epipe, epipe_msg, badf, badf_closed, notsock, notsock_msg;
     char buf[32];
 } stream_run;
 
@@ -303,6 +303,7 @@ static void *stream_calls(void *arg)
     stream_run *s = arg;
     struct iovec out[3] = {{"ab", 2}, {"", 0}, {"cdef", 4}};
     struct msghdr mo = {.msg_iov = out, .msg_iovlen = 3};
+    s->dontwait = urt_recvfrom(s->fds[0], s->buf, 1, MSG_DONTWAIT, NULL, NULL);   /* nothing there yet */
     s->sent = urt_sendmsg(s->fds[1], &mo, 0);
     shutdown(s->fds[1], SHUT_WR);
     struct iovec in[2] = {{s->buf, 3}, {s->buf + 3, 10}};
@@ -330,6 +331,7 @@ static void check_stream(urt_runtime *rt)
     close(s.gone[0]);
     s.file = pattern_file(16);
     cr_assert_eq(urt_runtime_block_on(rt, stream_calls, &s, NULL), 0);
+    cr_assert_eq(s.dontwait, -EAGAIN, "recvfrom(MSG_DONTWAIT) on an empty socket gave %zd", s.dontwait);
     cr_assert_eq(s.sent, 6, "sendmsg of 3 iovecs gave %zd", s.sent);
     cr_assert_eq(s.got, 6, "recvmsg gave %zd", s.got);
     cr_assert_eq(memcmp(s.buf, "abcdef", 6), 0, "the bytes were not scattered in order");
