@@ -19,12 +19,24 @@
  *   urt_sendfile    IORING_OP_SPLICE twice per chunk: file -> pipe, then
  *                   pipe -> out_fd until the pipe is empty, one after the
  *                   other (not linked: the second length is the first
- *                   result). The pipe comes from a small per-worker cache
+ *                   result), each pipe -> out_fd after a POLLOUT wait. The pipe comes from a small per-worker cache
  *                   (made on first use, closed when the worker exits). A
  *                   pipe that still holds bytes after an error is closed,
  *                   never reused, and with off -1 the file position is moved
  *                   back by what it held, so the position is advanced by
  *                   exactly the bytes sent, as sendfile(2) does.
+ *
+ * Waits that a SPLICE op cannot end. The kernel runs a SPLICE op on one of
+ * its io-wq threads, blocking; measured on 6.18, a splice that waits there
+ * (an empty pipe or socket to read, no room to write) is ended neither by
+ * its linked timeout nor by ASYNC_CANCEL. So urt_splice first waits for
+ * fd_in to be readable and fd_out writable with POLL_ADD (ended by bounds,
+ * cancel and urt_close like any op; a regular file is always ready), and
+ * urt_sendfile waits for POLLOUT before each pipe -> out_fd splice and
+ * moves at most a quarter of the socket's send buffer in one (POLLOUT
+ * means a third is free), so the splice seldom has to wait. One that
+ * still does (another writer took the room) ends when the peer reads or
+ * goes away, not at a bound.
  *
  * Fallbacks, where the ring lacks the opcode (probed once per ring;
  * URT_RING_NO_OPS forces them):
@@ -91,14 +103,14 @@ static int poll_result(int r, short revents)
     return revents;
 }
 
-static int poll_ring(urt_task *t, int fd, short events)
+static int poll_ring(urt_task *t, int fd, short events, const char *what)
 {
     ring_op op;
     struct io_uring_sqe *sqe = op_sqe(t, true);
     if (!sqe)
         return -EBUSY;
     io_uring_prep_poll_add(sqe, fd, (unsigned)(unsigned short)events);
-    return op_wait(t, &op, sqe, "poll", fd);
+    return op_wait(t, &op, sqe, what, fd);
 }
 
 typedef struct poll_job {
@@ -150,10 +162,11 @@ static int poll_fallback(urt_task *t, int fd, short events)
 }
 
 /* Wait until fd has one of events (t from io_task): on the ring where it
- * has POLL_ADD, else poll(2) as the fallback says. */
-static int wait_ready(urt_task *t, int fd, short events)
+ * has POLL_ADD, else poll(2) as the fallback says. `what` names the wait in
+ * task dumps. */
+static int wait_ready(urt_task *t, int fd, short events, const char *what)
 {
-    return op_have(IORING_OP_POLL_ADD) ? poll_ring(t, fd, events) : poll_fallback(t, fd, events);
+    return op_have(IORING_OP_POLL_ADD) ? poll_ring(t, fd, events, what) : poll_fallback(t, fd, events);
 }
 
 int urt_poll(int fd, short events)
@@ -174,7 +187,7 @@ int urt_poll(int fd, short events)
         while (r < 0 && errno == EINTR);
         return poll_result(r, p.revents);
     }
-    return wait_ready(t, fd, events);
+    return wait_ready(t, fd, events, "poll");
 }
 
 /* ---- sockets ------------------------------------------------------------------------------ */
@@ -222,7 +235,7 @@ static ssize_t msg_fallback(urt_task *t, int fd, struct msghdr *msg, int flags, 
             continue;
         if ((errno != EAGAIN && errno != EWOULDBLOCK) || !wait)
             return -errno;
-        int p = wait_ready(t, fd, send ? POLLOUT : POLLIN);
+        int p = wait_ready(t, fd, send ? POLLOUT : POLLIN, "poll");
         if (p < 0)
             return p;
     }
@@ -356,6 +369,15 @@ ssize_t urt_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_
                          .flags = flags};
         return splice_sys(err, &a);
     }
+    /* readiness first: the SPLICE op itself, once it waits in the kernel, is
+     * not ended by a cancel or a linked timeout (see the top of the file) */
+    if (!(flags & SPLICE_F_NONBLOCK)) {
+        int r = wait_ready(t, fd_in, POLLIN, "splice");
+        if (r >= 0)
+            r = wait_ready(t, fd_out, POLLOUT, "splice");
+        if (r < 0)
+            return r;
+    }
     return splice_ring(t, fd_in, off_in, fd_out, off_out, len, flags, "splice");
 }
 
@@ -447,10 +469,21 @@ ssize_t urt_sendfile(int out_fd, int in_fd, int64_t off, size_t len)
             res = n;
             break;
         }
+        /* A socket that says POLLOUT has room for at least a third of its
+         * send buffer (which grows as TCP tunes it: asked per chunk): a step
+         * of a quarter of it seldom has to wait in the kernel, where no bound
+         * or cancel would end the wait. */
+        int sndbuf = 0;
+        socklen_t sl = sizeof(sndbuf);
+        size_t room = getsockopt(out_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) == 0 && sndbuf >= 16384
+                    ? (size_t)sndbuf / 4 : cap;
         size_t left = (size_t)n;
         while (left) {
-            ssize_t m = splice_ring(t, pr, -1, out_fd, -1, left, SPLICE_F_MOVE | (sent + left < len ? SPLICE_F_MORE : 0),
-                                    "sendfile");
+            ssize_t m = wait_ready(t, out_fd, POLLOUT, "sendfile");   /* see urt_splice */
+            size_t step = left < room ? left : room;
+            if (m >= 0)
+                m = splice_ring(t, pr, -1, out_fd, -1, step, SPLICE_F_MOVE | (sent + step < len ? SPLICE_F_MORE : 0),
+                                "sendfile");
             if (m <= 0) {
                 res = m ? m : -EPIPE;
                 break;
