@@ -6,7 +6,7 @@
 # Usage: tools/test.sh [normal|address|thread]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/deps.sh g++   # g++: urt.h is also compiled as C++
+bash tools/deps.sh g++ libssl-dev   # g++: urt.h is also compiled as C++; libssl-dev: examples/tls_echo.c
 bash tools/check-docs.sh
 python3 tools/gen-api-doc.py --check
 builds=("$@")
