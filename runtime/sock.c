@@ -241,42 +241,37 @@ static ssize_t msg_fallback(urt_task *t, int fd, struct msghdr *msg, int flags, 
     }
 }
 
-ssize_t urt_recvmsg(int fd, struct msghdr *msg, int flags)
+/* recvmsg or sendmsg (MSG_NOSIGNAL added), on whichever path applies. */
+static ssize_t msg_call(int fd, struct msghdr *msg, int flags, bool send)
 {
     int e = msg_check(fd, msg);
     if (e)
         return e;
+    if (send)
+        flags |= MSG_NOSIGNAL;
     int err;
-    urt_task *t = sock_task(IORING_OP_RECVMSG, &err);
+    urt_task *t = sock_task(send ? IORING_OP_SENDMSG : IORING_OP_RECVMSG, &err);
+    if (err == IO_PLAIN)
+        return sys_ret(send ? sendmsg(fd, msg, flags) : recvmsg(fd, msg, flags));
+    if (err == SOCK_FALLBACK)
+        return msg_fallback(t, fd, msg, flags, send);
     if (err)
-        return err == IO_PLAIN ? sys_ret(recvmsg(fd, msg, flags))
-             : err == SOCK_FALLBACK ? msg_fallback(t, fd, msg, flags, false) : err;
+        return err;
     ring_op op;
     struct io_uring_sqe *sqe = op_sqe(t, true);
     if (!sqe)
         return -EBUSY;
-    io_uring_prep_recvmsg(sqe, fd, msg, (unsigned)flags);
-    return op_wait(t, &op, sqe, "recvmsg", fd);
+    if (send)
+        io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
+    else
+        io_uring_prep_recvmsg(sqe, fd, msg, (unsigned)flags);
+    return op_wait(t, &op, sqe, send ? "sendmsg" : "recvmsg", fd);
 }
 
-ssize_t urt_sendmsg(int fd, const struct msghdr *msg, int flags)
-{
-    int e = msg_check(fd, msg);
-    if (e)
-        return e;
-    flags |= MSG_NOSIGNAL;
-    int err;
-    urt_task *t = sock_task(IORING_OP_SENDMSG, &err);
-    if (err)
-        return err == IO_PLAIN ? sys_ret(sendmsg(fd, msg, flags))
-             : err == SOCK_FALLBACK ? msg_fallback(t, fd, (struct msghdr *)msg, flags, true) : err;
-    ring_op op;
-    struct io_uring_sqe *sqe = op_sqe(t, true);
-    if (!sqe)
-        return -EBUSY;
-    io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
-    return op_wait(t, &op, sqe, "sendmsg", fd);
-}
+ssize_t urt_recvmsg(int fd, struct msghdr *msg, int flags) { return msg_call(fd, msg, flags, false); }
+
+/* The kernel only reads a sendmsg's msghdr: the cast drops const for the shared path. */
+ssize_t urt_sendmsg(int fd, const struct msghdr *msg, int flags) { return msg_call(fd, (struct msghdr *)msg, flags, true); }
 
 ssize_t urt_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *srclen)
 {

@@ -211,14 +211,7 @@ static void check_bounds(urt_runtime *rt, bool dump_shows_poll)
     cr_assert_geq(b.took, 20 * MS);
     cr_assert_lt(b.took, 10 * SEC);
     cr_assert_eq(b.deadlined, -ETIMEDOUT, "poll past its deadline gave %d", b.deadlined);
-    urt_task *t = NULL;
-    cr_assert_eq(urt_spawn(rt, &t, poll_until_cancelled, &b), 0);
-    if (dump_shows_poll)
-        await_waiting(rt, t, "poll");
-    else
-        usleep(100 * 1000);
-    cr_assert_eq(urt_cancel(t), 0);
-    cr_assert_eq(urt_join(t, NULL), -ECANCELED);
+    cancel_while_waiting(rt, poll_until_cancelled, &b, dump_shows_poll ? "poll" : NULL);
     cr_assert_eq(b.cancelled, -ECANCELED, "a cancelled poll gave %d", b.cancelled);
     close(fds[0]);
     close(fds[1]);

@@ -63,21 +63,10 @@ static void check_sockets(urt_runtime *rt)
     close(m.udp);
 }
 
-Test(sock, socket_creates_sockets_with_their_flags_and_reports_bad_domains, .timeout = 30)
+Test(sock, socket_creates_sockets_with_their_flags_and_reports_bad_domains_also_on_the_fallback, .timeout = 30)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        check_sockets(rt);
-        urt_runtime_destroy(rt);
-    }
+    on_each_runtime(check_sockets, 2, NO_SOCK_OPS, NULL);
     cr_assert_eq(urt_socket(AF_INET, SOCK_DGRAM, 0), -EPERM, "outside a task");
-}
-
-Test(sock, socket_fallback_gives_the_same_results, .timeout = 30)
-{
-    urt_runtime *rt = rt_new_no_ops(2, NO_SOCK_OPS);
-    check_sockets(rt);
-    urt_runtime_destroy(rt);
 }
 
 /* ---- 10,000 datagrams, each seen once ------------------------------------------------------ */
@@ -270,23 +259,9 @@ static void check_pktinfo(urt_runtime *rt)
     close(p.tx);
 }
 
-Test(sock, recvmsg_returns_ip_pktinfo_with_the_destination_address, .timeout = 30)
+Test(sock, recvmsg_returns_ip_pktinfo_with_the_destination_address_also_on_the_fallback, .timeout = 30)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        check_pktinfo(rt);
-        urt_runtime_destroy(rt);
-    }
-}
-
-Test(sock, recvmsg_fallback_returns_ip_pktinfo_too, .timeout = 30)
-{
-    const char *sets[] = {NO_SOCK_OPS, "all"};
-    for (unsigned i = 0; i < 2; i++) {
-        urt_runtime *rt = rt_new_no_ops(1, sets[i]);
-        check_pktinfo(rt);
-        urt_runtime_destroy(rt);
-    }
+    on_each_runtime(check_pktinfo, 1, NO_SOCK_OPS, "all");
 }
 
 /* ---- streams: iovecs, EOF, a closed peer, errors ---------------------------------------------- */
@@ -348,23 +323,9 @@ static void check_stream(urt_runtime *rt)
     close(s.file);
 }
 
-Test(sock, stream_iovecs_eof_closed_peer_and_bad_fds_give_the_syscall_results, .timeout = 30)
+Test(sock, stream_iovecs_eof_closed_peer_and_bad_fds_give_the_syscall_results_also_on_the_fallback, .timeout = 30)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        check_stream(rt);
-        urt_runtime_destroy(rt);
-    }
-}
-
-Test(sock, stream_results_are_the_same_on_the_fallback, .timeout = 30)
-{
-    const char *sets[] = {NO_SOCK_OPS, "all"};
-    for (unsigned i = 0; i < 2; i++) {
-        urt_runtime *rt = rt_new_no_ops(1, sets[i]);
-        check_stream(rt);
-        urt_runtime_destroy(rt);
-    }
+    on_each_runtime(check_stream, 1, NO_SOCK_OPS, "all");
 }
 
 /* ---- bad input ------------------------------------------------------------------------------ */
@@ -469,14 +430,7 @@ static void check_bounds(urt_runtime *rt, const char *wait_name)
     cr_assert_eq(b.deadlined, -ETIMEDOUT, "recvmsg past its deadline gave %zd", b.deadlined);
     cr_assert_geq(b.took_deadline, 19 * MS);
     cr_assert_lt(b.took_deadline, 10 * SEC);
-    urt_task *t = NULL;
-    cr_assert_eq(urt_spawn(rt, &t, receive_until_cancelled, &b), 0);
-    if (wait_name)
-        await_waiting(rt, t, wait_name);
-    else
-        usleep(100 * 1000);   /* on the pool, in poll(2): the dump shows no wait; a cancel before it is the same */
-    cr_assert_eq(urt_cancel(t), 0);
-    cr_assert_eq(urt_join(t, NULL), -ECANCELED, "a cancelled task joins -ECANCELED");
+    cancel_while_waiting(rt, receive_until_cancelled, &b, wait_name);   /* NULL: poll(2) on the pool */
     cr_assert_eq(b.cancelled, -ECANCELED, "a cancelled recvfrom gave %zd", b.cancelled);
     close(b.fd);
 }

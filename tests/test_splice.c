@@ -205,14 +205,7 @@ static void check_offsets(urt_runtime *rt)
 
 Test(splice, sendfile_offset_leaves_the_position_and_minus_one_advances_it, .timeout = 30)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        check_offsets(rt);
-        urt_runtime_destroy(rt);
-    }
-    urt_runtime *rt = rt_new_no_ops(1, NO_SPLICE);
-    check_offsets(rt);
-    urt_runtime_destroy(rt);
+    on_each_runtime(check_offsets, 1, NO_SPLICE, NULL);
 }
 
 /* ---- several at once on one worker ------------------------------------------------------------- */
@@ -265,14 +258,11 @@ static void *send_to_leaver(void *arg)
     return NULL;
 }
 
-static void check_peer_gone(urt_runtime *rt, bool tcp, const char *what)
+static void check_peer_gone_on(urt_runtime *rt, bool tcp, const char *what)
 {
     int file = pattern_file(BIG);
     int fds[2];
-    if (tcp)
-        tcp_pair(fds);
-    else
-        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    stream_pair(fds, tcp);
     sink k = {.fd = fds[1], .close_after = 1 << 20};
     gone_run g = {.out = fds[0], .file = file};
     urt_task *r = NULL, *t = NULL;
@@ -296,18 +286,15 @@ static void check_peer_gone(urt_runtime *rt, bool tcp, const char *what)
     close(file);
 }
 
+static void check_peer_gone(urt_runtime *rt)
+{
+    check_peer_gone_on(rt, false, "socketpair");
+    check_peer_gone_on(rt, true, "tcp");
+}
+
 Test(splice, sendfile_to_a_peer_that_closes_gives_the_bytes_sent_then_epipe, .timeout = 120)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        check_peer_gone(rt, false, "socketpair");
-        check_peer_gone(rt, true, "tcp");
-        urt_runtime_destroy(rt);
-    }
-    urt_runtime *rt = rt_new_no_ops(2, NO_SPLICE);
-    check_peer_gone(rt, false, "fallback socketpair");
-    check_peer_gone(rt, true, "fallback tcp");
-    urt_runtime_destroy(rt);
+    on_each_runtime(check_peer_gone, 2, NO_SPLICE, NULL);
 }
 
 /* ---- urt_splice: pipes, EOF, errors ------------------------------------------------------------ */
@@ -370,14 +357,7 @@ static void check_splices(urt_runtime *rt)
 
 Test(splice, splice_moves_file_pipe_socket_and_reports_eof_and_errors, .timeout = 30)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        check_splices(rt);
-        urt_runtime_destroy(rt);
-    }
-    urt_runtime *rt = rt_new_no_ops(1, NO_SPLICE);
-    check_splices(rt);
-    urt_runtime_destroy(rt);
+    on_each_runtime(check_splices, 1, NO_SPLICE, NULL);
     cr_assert_eq(urt_splice(0, -1, 1, -1, 1, 0), -EPERM, "outside a task");
     cr_assert_eq(urt_sendfile(1, 0, 0, 1), -EPERM, "outside a task");
 }
@@ -423,11 +403,7 @@ Test(splice, op_timeout_deadline_and_cancel_end_a_waiting_splice, .timeout = 60)
         cr_assert_geq(s.took, 20 * MS);
         cr_assert_lt(s.took, 10 * SEC);
         cr_assert_eq(s.deadlined, -ETIMEDOUT, "splice past its deadline gave %zd", s.deadlined);
-        urt_task *t = NULL;
-        cr_assert_eq(urt_spawn(rt, &t, splice_until_cancelled, &s), 0);
-        await_waiting(rt, t, "splice");
-        cr_assert_eq(urt_cancel(t), 0);
-        cr_assert_eq(urt_join(t, NULL), -ECANCELED);
+        cancel_while_waiting(rt, splice_until_cancelled, &s, "splice");
         cr_assert_eq(s.cancelled, -ECANCELED, "a cancelled splice gave %zd", s.cancelled);
         /* the pipe is still usable */
         cr_assert_eq(write(s.p[1], "k", 1), 1);
@@ -518,24 +494,17 @@ static void *sendfile_until_cancelled(void *arg)
     return NULL;
 }
 
-static void check_stall(urt_runtime *rt, bool tcp)
+static void check_stall_on(urt_runtime *rt, bool tcp)
 {
     int file = pattern_file(BIG);
     int fds[2];
-    if (tcp)
-        tcp_pair(fds);
-    else
-        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    stream_pair(fds, tcp);
     stall_run s = {.out = fds[0], .file = file, .first = 1, .second = 1, .cancelled = 1};
     cr_assert_eq(urt_runtime_block_on(rt, send_into_stall, &s, NULL), 0);
     cr_assert_gt(s.first, 0, "sendfile into a stalled peer gave %zd", s.first);
     cr_assert_lt(s.first, (ssize_t)BIG);
     cr_assert_eq(s.second, -ETIMEDOUT, "sendfile with no room gave %zd", s.second);
-    urt_task *t = NULL;
-    cr_assert_eq(urt_spawn(rt, &t, sendfile_until_cancelled, &s), 0);
-    await_waiting(rt, t, "sendfile");
-    cr_assert_eq(urt_cancel(t), 0);
-    cr_assert_eq(urt_join(t, NULL), -ECANCELED);
+    cancel_while_waiting(rt, sendfile_until_cancelled, &s, "sendfile");
     cr_assert_eq(s.cancelled, -ECANCELED, "a cancelled sendfile gave %zd", s.cancelled);
     /* what the first call said it sent is what arrives, in order */
     shutdown(fds[0], SHUT_WR);
@@ -559,12 +528,13 @@ static void check_stall(urt_runtime *rt, bool tcp)
     close(file);
 }
 
+static void check_stall(urt_runtime *rt)
+{
+    check_stall_on(rt, false);
+    check_stall_on(rt, true);
+}
+
 Test(splice, op_timeout_and_cancel_end_a_sendfile_to_a_peer_that_stopped_reading, .timeout = 60)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        check_stall(rt, false);
-        check_stall(rt, true);
-        urt_runtime_destroy(rt);
-    }
+    on_each_runtime(check_stall, 0, NULL, NULL);
 }

@@ -92,4 +92,49 @@ __attribute__((unused)) static urt_runtime *rt_new_no_ops(unsigned workers, cons
     return rt;
 }
 
+/* check(rt) on runtimes of 1, 2 and 4 workers, then on one of fb_workers
+ * workers for each of no_ops and no_ops2 that is not NULL (the rings lack
+ * those opcodes). */
+__attribute__((unused)) static void on_each_runtime(void (*check)(urt_runtime *rt), unsigned fb_workers,
+                                                    const char *no_ops, const char *no_ops2)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        check(rt);
+        urt_runtime_destroy(rt);
+    }
+    const char *sets[] = {no_ops, no_ops2};
+    for (unsigned i = 0; i < 2; i++) {
+        if (!sets[i])
+            continue;
+        urt_runtime *rt = rt_new_no_ops(fb_workers, sets[i]);
+        check(rt);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* A connected stream pair: TCP over loopback, or AF_UNIX. */
+__attribute__((unused)) static void stream_pair(int fds[2], bool tcp)
+{
+    if (tcp)
+        tcp_pair(fds);
+    else
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+}
+
+/* Spawn fn(arg), wait until the dump shows it suspended in `what` (NULL: a
+ * wait the dump does not name; 100 ms then), cancel it, and check that it
+ * ended cancelled. */
+__attribute__((unused)) static void cancel_while_waiting(urt_runtime *rt, urt_fn fn, void *arg, const char *what)
+{
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, fn, arg), 0);
+    if (what)
+        await_waiting(rt, t, what);
+    else
+        usleep(100 * 1000);   /* a cancel that comes first gives the same -ECANCELED */
+    cr_assert_eq(urt_cancel(t), 0);
+    cr_assert_eq(urt_join(t, NULL), -ECANCELED, "a cancelled task joins -ECANCELED");
+}
+
 #endif
