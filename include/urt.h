@@ -815,9 +815,15 @@ URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
  *    recvmsg/sendmsg without blocking, and on EAGAIN a readiness wait as
  *    urt_poll's, then again; poll(2) on a blocking-pool thread, in slices,
  *    so bounds and cancellation still end it (within about 10 ms);
- *    splice(2) and sendfile(2) on a blocking-pool thread (as
- *    urt_block_in_place: a time bound or cancel is seen before the syscall
- *    starts, not while it runs).
+ *    splice(2) and sendfile(2) on a blocking-pool thread after the same
+ *    readiness waits as below (a sendfile then moves at most what the
+ *    socket has room for per call).
+ *  - urt_splice first waits (POLL_ADD) until fd_in is readable and fd_out
+ *    writable, and urt_sendfile until out_fd is writable before each step:
+ *    a splice that has to wait inside the kernel is not ended by a cancel
+ *    or a time bound (measured on Linux 6.18), so these waits are where
+ *    bounds and cancellation take effect. A splice that still has to wait
+ *    (another writer took the room) ends when the peer reads or closes.
  *  - The socket calls wait for data or room even on an O_NONBLOCK socket
  *    (the kernel's ring ops do); pass MSG_DONTWAIT for -EAGAIN instead. A
  *    library that does its own non-blocking I/O waits with urt_poll.

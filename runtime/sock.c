@@ -19,8 +19,9 @@
  *   urt_sendfile    IORING_OP_SPLICE twice per chunk: file -> pipe, then
  *                   pipe -> out_fd until the pipe is empty, one after the
  *                   other (not linked: the second length is the first
- *                   result), each pipe -> out_fd after a POLLOUT wait. The pipe comes from a small per-worker cache
- *                   (made on first use, closed when the worker exits). A
+ *                   result), each pipe -> out_fd after a POLLOUT wait.
+ *                   The pipe comes from a small per-worker cache (made on
+ *                   first use, closed when the worker exits). A
  *                   pipe that still holds bytes after an error is closed,
  *                   never reused, and with off -1 the file position is moved
  *                   back by what it held, so the position is advanced by
@@ -42,16 +43,17 @@
  * URT_RING_NO_OPS forces them):
  *   - socket: socket(2) in place (it never blocks);
  *   - recvmsg / sendmsg (and recvfrom / sendto): the syscall with
- *     MSG_DONTWAIT in place; when it says EAGAIN on a blocking socket, wait
- *     for readiness as urt_poll does, then try again;
+ *     MSG_DONTWAIT in place; when it says EAGAIN (and the caller did not
+ *     pass MSG_DONTWAIT), wait for readiness as urt_poll does, then again;
  *   - poll (and so the readiness waits above): poll(2) with no timeout in
  *     place; if nothing is ready, ppoll(2) on a blocking-pool thread
  *     (urt_block_in_place) in slices of SLICE_NS, so the task's deadline,
  *     op timeout and cancellation still end the wait (within a slice);
- *   - splice and sendfile: splice(2) / sendfile(2) on a blocking-pool
- *     thread (urt_block_in_place). Their time bounds and cancellation are
- *     looked at before the call starts; a call already running ends when
- *     the syscall returns.
+ *   - splice and sendfile: the same readiness waits as on the ring path,
+ *     then splice(2) / sendfile(2) on a blocking-pool thread
+ *     (urt_block_in_place); a sendfile moves at most what out_fd has room
+ *     for per call (the caller loops, as with sendfile(2)). A syscall that
+ *     still has to wait there ends when it returns, not at a bound.
  * Every path returns the same results as the syscall, with -errno.
  * Inside urt_block_in_place all of them are the plain blocking syscalls.
  */
@@ -357,15 +359,15 @@ ssize_t urt_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_
     if (off_in < -1 || off_out < -1 || (flags & ~(unsigned)SPLICE_OK))
         return -EINVAL;
     len = io_len(len);
+    splice_args a = {.fd_in = fd_in, .fd_out = fd_out, .off_in = off_in, .off_out = off_out, .len = len,
+                     .flags = flags};
     int err;
     urt_task *t = sock_task(IORING_OP_SPLICE, &err);
-    if (err) {
-        splice_args a = {.fd_in = fd_in, .fd_out = fd_out, .off_in = off_in, .off_out = off_out, .len = len,
-                         .flags = flags};
+    if (err && err != SOCK_FALLBACK)
         return splice_sys(err, &a);
-    }
     /* readiness first: the SPLICE op itself, once it waits in the kernel, is
-     * not ended by a cancel or a linked timeout (see the top of the file) */
+     * not ended by a cancel or a linked timeout (see the top of the file);
+     * nor is the fallback's splice(2) */
     if (!(flags & SPLICE_F_NONBLOCK)) {
         int r = wait_ready(t, fd_in, POLLIN, "splice");
         if (r >= 0)
@@ -373,7 +375,21 @@ ssize_t urt_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_
         if (r < 0)
             return r;
     }
-    return splice_ring(t, fd_in, off_in, fd_out, off_out, len, flags, "splice");
+    return err ? splice_sys(err, &a) : splice_ring(t, fd_in, off_in, fd_out, off_out, len, flags, "splice");
+}
+
+/* How much one splice into out_fd may move so that it seldom waits in the
+ * kernel, where no bound or cancel would end the wait: a socket that says
+ * POLLOUT has room for at least a third of its send buffer (which grows as
+ * TCP tunes it: ask each time), so a quarter of it. `dflt` for an fd that
+ * is not a socket. */
+static size_t send_room(int out_fd, size_t dflt)
+{
+    int sndbuf = 0;
+    socklen_t sl = sizeof(sndbuf);
+    if (getsockopt(out_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) == 0 && sndbuf >= 16384)
+        return (size_t)sndbuf / 4 < dflt ? (size_t)sndbuf / 4 : dflt;
+    return dflt;
 }
 
 /* A worker's idle sendfile pipes (owner only). */
@@ -442,10 +458,17 @@ ssize_t urt_sendfile(int out_fd, int in_fd, int64_t off, size_t len)
     if (off < -1)
         return -EINVAL;
     len = io_len(len);
+    splice_args a = {.fd_in = in_fd, .fd_out = out_fd, .off_in = off, .len = len, .sendfile = true};
     int err;
     urt_task *t = sock_task(IORING_OP_SPLICE, &err);
+    if (err && err != SOCK_FALLBACK)
+        return splice_sys(err, &a);
     if (err) {
-        splice_args a = {.fd_in = in_fd, .fd_out = out_fd, .off_in = off, .len = len, .sendfile = true};
+        /* the fallback: one sendfile(2) on the pool of what out_fd has room for */
+        int r = wait_ready(t, out_fd, POLLOUT, "sendfile");
+        if (r < 0)
+            return r;
+        a.len = send_room(out_fd, len);
         return splice_sys(err, &a);
     }
     int pr = -1, pw = -1;
@@ -464,14 +487,7 @@ ssize_t urt_sendfile(int out_fd, int in_fd, int64_t off, size_t len)
             res = n;
             break;
         }
-        /* A socket that says POLLOUT has room for at least a third of its
-         * send buffer (which grows as TCP tunes it: asked per chunk): a step
-         * of a quarter of it seldom has to wait in the kernel, where no bound
-         * or cancel would end the wait. */
-        int sndbuf = 0;
-        socklen_t sl = sizeof(sndbuf);
-        size_t room = getsockopt(out_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) == 0 && sndbuf >= 16384
-                    ? (size_t)sndbuf / 4 : cap;
+        size_t room = send_room(out_fd, cap);
         size_t left = (size_t)n;
         while (left) {
             ssize_t m = wait_ready(t, out_fd, POLLOUT, "sendfile");   /* see urt_splice */
