@@ -11,8 +11,6 @@
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -54,20 +52,14 @@ static void make_contexts(void)   /* a fresh key and certificate for CN=localhos
     EVP_PKEY_free(key);
 }
 
-/* After an SSL call returned r <= 0: the readiness OpenSSL waits for, or 0
- * when it is not waiting (SSL_ERROR_ZERO_RETURN: the peer closed; or an error). */
+/* After an SSL call returned r <= 0: the readiness OpenSSL waits for, or 0 when
+ * it is not waiting (SSL_ERROR_ZERO_RETURN: the peer closed; or an error). */
 static short ssl_want(SSL *ssl, int r)
 {
     int e = SSL_get_error(ssl, r);
     return e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
 }
-
-/* Wait as OpenSSL asks: 1 to try again, 0 to stop. */
-static int ssl_wait(SSL *ssl, int fd, int r)
-{
-    short want = ssl_want(ssl, r);
-    return want && urt_poll(fd, want) > 0;
-}
+static int ssl_wait(SSL *ssl, int fd, int r) { return ssl_want(ssl, r) && urt_poll(fd, ssl_want(ssl, r)) > 0; }
 
 static SSL *tls_open(SSL_CTX *ctx, int fd, bool server)
 {
@@ -160,8 +152,8 @@ int main(void)
         getsockname(lfd, (struct sockaddr *)&addr, &len) < 0)
         err(1, "listen");
     urt_runtime *rt;
-    int r = urt_runtime_create(&rt, NULL);
-    if (r < 0)   /* exit 77: no io_uring here */
+    int r;
+    if ((r = urt_runtime_create(&rt, NULL)) < 0)   /* exit 77: no io_uring here */
         errx(r == -ENOSYS || r == -EPERM ? 77 : 1, "urt_runtime_create: %s", strerror(-r));
     void *failed = NULL;
     r = urt_runtime_block_on(rt, selftest, (void *)(intptr_t)lfd, &failed);
