@@ -823,6 +823,100 @@ URT_API int urt_runtime_dump(urt_runtime *rt, int fd);
 
 /* ---- Readiness, sockets, splice and sendfile (runtime/sock.c) -------------- */
 
+/*
+ * Common to urt_poll .. urt_sendfile:
+ *  - Context: in a task; each call is one operation on the calling worker's
+ *    ring (the opcode is named at each call) and suspends only the task.
+ *    The result is the syscall's of the same name, with -errno in place of
+ *    -1 and errno. Inside urt_block_in_place they are the plain blocking
+ *    syscalls. On a plain thread: -EPERM. In a hook: -EDEADLK.
+ *  - They honour urt_op_timeout and urt_deadline (-ETIMEDOUT) and
+ *    cancellation (-ECANCELED), like urt_recv; urt_close(fd) from any task
+ *    ends a call pending on fd with -ECANCELED first.
+ *  - Where the kernel lacks the opcode (probed once per ring), the call
+ *    falls back to the syscall, with the same results: socket(2) at once;
+ *    recvmsg/sendmsg without blocking, and on EAGAIN a readiness wait as
+ *    urt_poll's, then again; poll(2) on a blocking-pool thread, in slices,
+ *    so bounds and cancellation still end it (within about 10 ms);
+ *    splice(2) and sendfile(2) on a blocking-pool thread after the same
+ *    readiness waits as below (a sendfile then moves at most what the
+ *    socket has room for per call).
+ *  - urt_splice first waits (POLL_ADD) until fd_in is readable and fd_out
+ *    writable, and urt_sendfile until out_fd is writable before each step:
+ *    a splice that has to wait inside the kernel is not ended by a cancel
+ *    or a time bound (measured on Linux 6.18), so these waits are where
+ *    bounds and cancellation take effect. A splice that still has to wait
+ *    (another writer took the room) ends when the peer reads or closes.
+ *  - The socket calls wait for data or room even on an O_NONBLOCK socket
+ *    (the kernel's ring ops do); pass MSG_DONTWAIT for -EAGAIN instead. A
+ *    library that does its own non-blocking I/O waits with urt_poll.
+ *  - Buffers, addresses and msghdrs are borrowed until the call returns (the
+ *    task's stack is fine); fds are borrowed. Bad input gives -EBADF (an fd
+ *    < 0) or -EINVAL (NULL where a pointer is needed with a length > 0,
+ *    out-of-range flags) without any syscall.
+ *  - Lengths above 0x7ffff000 are clamped to it, never truncated, as by
+ *    urt_recv; in a msghdr the kernel clamps the iovec total the same way.
+ */
+
+/* Wait until fd is ready for one of events (a mask of POLLIN, POLLOUT,
+ * POLLPRI, POLLRDHUP, POLLERR, POLLHUP; others, or 0, give -EINVAL), with
+ * one one-shot IORING_OP_POLL_ADD. For libraries that do their own
+ * non-blocking I/O (OpenSSL, c-ares, libcurl): call it on EAGAIN or
+ * SSL_ERROR_WANT_READ/WRITE, then try the I/O again.
+ * Returns the revents seen (> 0; POLLERR and POLLHUP may be in it though
+ * not asked for), -EBADF for an fd that is not open (never POLLNVAL: the
+ * fallback turns poll(2)'s POLLNVAL into -EBADF too), -ETIMEDOUT,
+ * -ECANCELED, or -errno. */
+URT_API int     urt_poll(int fd, short events);
+/* Create a socket, as socket(2) (type may carry SOCK_NONBLOCK and
+ * SOCK_CLOEXEC), with IORING_OP_SOCKET (Linux 5.19+; else socket(2)).
+ * Returns the new fd, which the caller owns (close it with urt_close), or
+ * -errno (-EAFNOSUPPORT, -EINVAL ...). */
+URT_API int     urt_socket(int domain, int type, int protocol);
+/* Receive one datagram (or stream bytes) of up to len into buf, as
+ * recvfrom(2), with IORING_OP_RECVMSG. src and srclen may be NULL; with
+ * src, *srclen is the room at src on entry and the sender's address length
+ * on return (more than the room if the address was cut, as recvfrom(2)).
+ * Returns the count (0: the peer closed a stream, or an empty datagram),
+ * -EINVAL (buf NULL with len > 0, src without srclen), or -errno. */
+URT_API ssize_t urt_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *srclen);
+/* Send up to len bytes from buf to dst (dstlen bytes; NULL on a connected
+ * socket), as sendto(2) with MSG_NOSIGNAL added, with IORING_OP_SENDMSG.
+ * Returns the count sent, -EINVAL (buf NULL with len > 0), or -errno
+ * (-EPIPE on a closed stream, never SIGPIPE). */
+URT_API ssize_t urt_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dst, socklen_t dstlen);
+/* Receive into msg's iovecs (and its name and control buffers), as
+ * recvmsg(2), with IORING_OP_RECVMSG: msg_namelen, msg_controllen and
+ * msg_flags are written back as recvmsg(2) does (ancillary data such as
+ * IP_PKTINFO arrives in msg_control). Returns the count, -EINVAL (msg
+ * NULL, msg_iovlen > IOV_MAX, a NULL iovec base with a length, control
+ * NULL with a length), or -errno. */
+URT_API ssize_t urt_recvmsg(int fd, struct msghdr *msg, int flags);
+/* Send msg, as sendmsg(2) with MSG_NOSIGNAL added, with IORING_OP_SENDMSG.
+ * Returns the count sent (may be short on a stream), -EINVAL (as
+ * urt_recvmsg), or -errno (-EPIPE, never SIGPIPE). */
+URT_API ssize_t urt_sendmsg(int fd, const struct msghdr *msg, int flags);
+/* Move up to len bytes from fd_in to fd_out, one of which must be a pipe,
+ * as splice(2), with IORING_OP_SPLICE. off_in / off_out: the offset in a
+ * file that is not a pipe (its position is then not changed), or -1 for
+ * the fd's current position (advanced); a pipe needs -1. flags:
+ * SPLICE_F_MOVE, SPLICE_F_NONBLOCK, SPLICE_F_MORE, SPLICE_F_GIFT.
+ * Returns the count moved (0: end of input), -EBADF, -EINVAL (offset
+ * < -1, other flags), or -errno. */
+URT_API ssize_t urt_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len, unsigned flags);
+/* Send up to len bytes of file in_fd from offset off to out_fd (a socket,
+ * or any fd splice can write), as sendfile(2), with no copy through user
+ * space: IORING_OP_SPLICE file -> pipe, then pipe -> out_fd, in chunks of
+ * a pipe's size, until len, the end of the file, or an error (the pipe is
+ * the worker's own; urt keeps a few, closed when the runtime ends). off -1:
+ * from the file's current position, which is advanced by the bytes sent
+ * (sendfile with a NULL offset); otherwise the position is not changed.
+ * Returns the bytes sent (fewer than len at the end of the file, or when an
+ * error, a time bound or a cancel came after some were sent: the next call
+ * then reports it, e.g. -EPIPE when the peer closed), 0 at the end of the
+ * file, -EBADF, -EINVAL (off < -1), or -errno. */
+URT_API ssize_t urt_sendfile(int out_fd, int in_fd, int64_t off, size_t len);
+
 
 /* ---- Files (runtime/fs.c) -------------------------------------------------- */
 

@@ -182,6 +182,7 @@ typedef struct urt_worker {
     bool efd_armed;
     bool bell_retry;               /* a doorbell we sent failed: resend later */
     struct rx_pool *rxp;           /* provided buffers for urt_rx, made on first use */
+    struct sock_pipes *pipes;      /* idle pipes for urt_sendfile (sock.c), made on first use */
     unsigned multi_inflight;       /* multishot records the ring still holds */
     close_part *close_pending;     /* urt_close parts waiting for our ops on their fd to end */
     urt_task *hib_head, *hib_tail; /* tasks in a hibernatable wait, oldest first (hibernate.c) */
@@ -333,6 +334,9 @@ void hib_wait_end(urt_task *t);
 void hib_scan(urt_worker *w, uint64_t now);   /* maintenance: hibernate waits older than the threshold */
 void hib_restore(urt_worker *w, urt_task *t); /* before the fiber resumes */
 void hib_drop(urt_task *t);                   /* a task freed while hibernated: its image goes */
+
+/* ---- sock.c ---- */
+void sock_worker_exit(urt_worker *w);                /* owner, at exit: close the sendfile pipes */
 
 /* ---- fdtrack.c ---- */
 bool fdt_inc(urt_worker *w, int fd);                 /* owner: an op on fd starts; false: not tracked */

@@ -734,6 +734,7 @@ void *worker_main(void *arg)
         ring_reap(&w->ring, &handlers, w);
     }
     net_pool_destroy(w);
+    sock_worker_exit(w);
     fdt_destroy(w);
     publish_ring_stats(w);
     urt__stack_cache_drain(&rt->stack_pool, &w->stacks);

@@ -7,7 +7,7 @@
 # Usage: tools/test.sh [normal|address|thread]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/deps.sh g++ groff-base   # g++: urt.h is also compiled as C++; groff: the install check renders the man pages
+bash tools/deps.sh g++ groff-base libssl-dev   # g++: urt.h is also compiled as C++; groff: the install check renders the man pages; libssl-dev: examples/tls_echo.c
 bash tools/check-docs.sh
 python3 tools/gen-api-doc.py --check   # docs/reference.md and docs/man/man3 are what include/urt.h gives
 builds=("$@")
