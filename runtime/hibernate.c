@@ -45,6 +45,8 @@ static void list_unlink(urt_worker *w, urt_task *t)
         w->hib_tail = t->hib_prev;
     t->hib_prev = t->hib_next = NULL;
     t->hib_listed = false;
+    if (!w->hib_head)
+        w->hib_more = false;   /* nothing left to scan: the idle worker sleeps its full second */
 }
 
 void hib_wait_begin(urt_task *t)
