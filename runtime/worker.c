@@ -34,6 +34,8 @@
  *      no CQE came of that. A doorbell (MSG_RING or the eventfd read) is a
  *      CQE, so it ends the wait like any completion; the safety timeout only
  *      bounds a lost one. After it: reap (no enter), drain the mailbox.
+ *      A re-check that finds work (or the stop flag) skips the wait; the
+ *      queued SQEs are then submitted on their own, the cycle's one enter.
  * A busy worker (its queues never empty) makes no enter between tasks: at
  * maintenance it peeks the CQ (5 ns) and enters once only if task work is
  * flagged or SQEs are queued, so no queued op waits longer than
@@ -749,6 +751,12 @@ void *worker_main(void *arg)
             continue;
         }
         park(w);
+        /* park that found work instead of waiting (or whose wait failed)
+         * left the SQEs queued: they go now, before that work runs; after
+         * a wait nothing is queued and this makes no syscall. Without it a
+         * worker spinning through park at shutdown would never submit the
+         * cancels its tasks wait for. */
+        worker_submit(w);
     }
 
     /* Every task has ended (or shutdown gave up on one). Cancel what is left
