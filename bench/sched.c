@@ -1100,13 +1100,16 @@ static void wake_rtt_job(job *j)
     double urt_mean = (double)urt_total / n, fx_mean = (double)fx_total / n;
     printf("micro=wake_rtt workers=2 round_trips=%u batch=%u worker_a=%d worker_b=%d respawns=%u "
            "urt_median_rtt_ns=%.0f urt_mean_rtt_ns=%.0f futex_median_rtt_ns=%.0f futex_mean_rtt_ns=%.0f "
-           "ratio_urt_futex=%.2f parks=%llu wakes_sent=%llu wakes_received=%llu mailbox_pushes=%llu\n",
+           "ratio_urt_futex=%.2f parks=%llu wakes_sent=%llu wakes_received=%llu mailbox_pushes=%llu "
+           "enters=%llu enters_per_round_trip=%.2f futex_syscalls_per_round_trip=4\n",
            n, RTT_BATCH, wa, wb, respawns, urt_med, urt_mean, fx_med, fx_mean, fx_med > 0 ? urt_med / fx_med : 0.0,
            (unsigned long long)st.parks, (unsigned long long)st.wakes_sent,
-           (unsigned long long)st.wakes_received, (unsigned long long)st.mailbox_pushes);
+           (unsigned long long)st.wakes_received, (unsigned long long)st.mailbox_pushes,
+           (unsigned long long)st.enters, (double)st.enters / n);
     add_micro_row("wake_rtt: urt, 2 workers", "%.0f ns/round trip (mean %.0f)", urt_med, urt_mean);
     add_micro_row("wake_rtt: futex, 2 threads", "%.0f ns/round trip (mean %.0f)", fx_med, fx_mean);
     add_micro_row("wake_rtt: urt / futex", "%.2f", fx_med > 0 ? urt_med / fx_med : 0.0);
+    add_micro_row("wake_rtt: urt enters/trip", "%.2f io_uring_enter (futex pair: 4 syscalls)", (double)st.enters / n);
 
     urt_notify_destroy(r->ping);
     urt_notify_destroy(r->pong);

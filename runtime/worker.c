@@ -2,19 +2,45 @@
  * worker.c - the worker loop, after Tokio's multi_thread worker (Context::run).
  *
  *   tick++
- *   every event_interval ticks: maintenance (submit + reap without blocking,
+ *   every event_interval ticks: maintenance (one poll of the ring, below;
  *       deferred (yielded) tasks back to the run queue, mailbox drained,
  *       adaptive global_queue_interval recomputed, ring counters published)
  *   next task: every global_queue_interval ticks the inject queue first;
  *       otherwise LIFO slot (at most 3 in a row), the run queues (pinned
  *       runq and stealable lq, alternating), the mailbox, the inject queue
  *   run it until it suspends, yields or ends; then act on why it switched out
- *   nothing ready: submit and reap without blocking; deferred tasks back;
- *       steal (throttled: at most half the workers search; random first
- *       victim; take half of its stealable tasks), then the inject queue
- *   park: announce as sleeper (SeqCst), re-check the mailbox, the inject
- *       queue, the CQ and the stop flag, then block in
- *       io_uring_submit_and_wait(wait_nr = 1) with a safety timeout
+ *   nothing ready: the idle cycle (below)
+ *
+ * Syscall budget: at most ONE io_uring_enter per idle cycle, as a raw
+ * liburing loop makes one io_uring_submit_and_wait per pass. A task's op
+ * is only queued as an SQE when it suspends; nothing is submitted between
+ * tasks, so the SQEs of the tasks run in one pass go to the kernel together.
+ *
+ * The idle cycle (the run queues, LIFO slot and mailbox are empty):
+ *   1. poll_io: if the kernel holds completions as task work
+ *      (IORING_SQ_TASKRUN, one load of a shared word) or CQEs wait in the CQ
+ *      while SQEs are queued: ONE enter (ring_get_events: submit + run task
+ *      work, no wait), then reap. CQEs already in the CQ with nothing queued
+ *      are reaped with no enter. Work found: back to the top (the cycle's
+ *      one enter, if any, is spent).
+ *   2. steal (throttled: at most half the workers search; random first
+ *      victim; take half of its stealable tasks), then the inject queue,
+ *      all in user space. Work found: submit what the ended pass queued
+ *      (the cycle's one enter) and run it.
+ *   3. park: announce as sleeper (SeqCst), re-check the run queues, the
+ *      mailbox, the inject queue, the CQ and the stop flag, then ONE enter,
+ *      io_uring_submit_and_wait(wait_nr = 1) with a 1 s safety timeout:
+ *      it submits the queued SQEs, runs the task work, and sleeps only if
+ *      no CQE came of that. A doorbell (MSG_RING or the eventfd read) is a
+ *      CQE, so it ends the wait like any completion; the safety timeout only
+ *      bounds a lost one. After it: reap (no enter), drain the mailbox.
+ *      A re-check that finds work (or the stop flag) skips the wait; the
+ *      queued SQEs are then submitted on their own, the cycle's one enter.
+ * A busy worker (its queues never empty) makes no enter between tasks: at
+ * maintenance it peeks the CQ (5 ns) and enters once only if task work is
+ * flagged or SQEs are queued, so no queued op waits longer than
+ * event_interval tasks. An optional spin before park (spin_us) submits
+ * first, so queued SQEs do not wait out the spin.
  *
  * Two local queues, because a fiber that has run stays on its home worker:
  *   lq    never-run tasks and migratable tasks: other workers steal from it
@@ -44,7 +70,6 @@
 #define MAX_LIFO_POLLS 3
 #define PARK_SAFETY_NS (1000ull * 1000 * 1000)
 #define TARGET_GQI_NS 200000ull
-#define SUBMIT_BATCH 32
 #define STACK_RETRY_NS (10ull * 1000 * 1000)        /* a task with no stack tries again this often */
 #define STACK_GIVE_UP_NS (1000ull * 1000 * 1000)    /* and is failed with -ENOMEM after this long */
 
@@ -325,11 +350,30 @@ static void retry_stacks(urt_worker *w)
         push_queue(w, task_of(n));
 }
 
+/* Post and dispatch what the ring holds with at most one enter. The enter
+ * (ring_get_events: submit + run the kernel's task work, no wait) is made
+ * when the kernel holds completions as task work (IORING_SQ_TASKRUN, one
+ * load of a shared word), or when SQEs are queued and `submit` asks for
+ * them to go now, or when SQEs are queued and the CQ already has work (the
+ * pass that follows must not hold them back). Otherwise the CQ is only
+ * peeked. Returns the CQEs reaped. */
+static unsigned poll_ring(urt_worker *w, bool submit)
+{
+    urt_ring *r = &w->ring;
+    bool ready = ring_cq_ready(r);
+    if (ring_needs_enter(r) || (r->pending && (submit || ready))) {
+        ring_get_events(r);   /* -EBUSY (CQ backlog) included: the reap below makes room */
+        ready = ring_cq_ready(r);
+    }
+    return ready ? ring_reap(r, &handlers, w) : 0;
+}
+
 static void maintenance(urt_worker *w)
 {
     urt_runtime *rt = w->rt;
-    worker_submit(w);
-    ring_reap(&w->ring, &handlers, w);
+    /* a busy worker's only enter: its queued SQEs wait at most
+     * event_interval tasks, and task work is run only when flagged */
+    poll_ring(w, true);
     drain_defer(w);
     if (mail_waiting(w))
         drain_mailbox(w);
@@ -429,13 +473,14 @@ inject:
     return pull_inject(w);
 }
 
-/* Non-blocking poll of the ring. True when something became runnable here. */
+/* Non-blocking poll of the ring, the first step of an idle cycle: no enter
+ * unless completions wait as task work or in the CQ (then one, which also
+ * submits). Queued SQEs with nothing to collect are left for park's wait,
+ * which submits them in the same enter. True when something became
+ * runnable here. */
 static bool poll_io(urt_worker *w)
 {
-    worker_submit(w);
-    unsigned n = 0;
-    if (ring_cq_ready(&w->ring) || ring_needs_enter(&w->ring))
-        n = ring_reap(&w->ring, &handlers, w);
+    unsigned n = poll_ring(w, false);
     bool deferred = !qf_empty(&w->defer);
     drain_defer(w);
     net_pool_drain(w);
@@ -458,10 +503,10 @@ static void park(urt_worker *w)
 {
     urt_runtime *rt = w->rt;
     arm_eventfd(w);
-    worker_submit(w);
     publish_ring_stats(w);
     /* optional spin: a wake that lands within spin_us costs no syscall */
     if (rt->cfg.spin_us && rt->cfg.spin_us != URT_SPIN_NONE) {
+        worker_submit(w);   /* queued SQEs must not wait out the spin */
         uint64_t until = urt__now() + (uint64_t)rt->cfg.spin_us * 1000;
         do {
             for (int i = 0; i < 64; i++)
@@ -472,7 +517,8 @@ static void park(urt_worker *w)
         } while (urt__now() < until);
     }
     retry_bells(w);   /* a failed doorbell must not leave its target asleep */
-    /* the submit above may have reaped CQEs that made tasks runnable here */
+    /* a submit above (spin, doorbell) may have reaped CQEs that made tasks
+     * runnable here */
     if (has_local_work(w) || !qf_empty(&w->defer))
         return;
     bool last = idle_transition_to_parked(&rt->idle, w->id, w->searching);
@@ -492,6 +538,8 @@ static void park(urt_worker *w)
         !net_pool_has_returns(w) && !at_load_seqcst(&rt->stop)) {
         STAT_INC(w, parks);
         arm_eventfd(w);   /* a reap above may have consumed the armed read */
+        /* the idle cycle's one enter: submit what the last pass queued, run
+         * the task work, sleep until a CQE (a doorbell is one) */
         ring_submit_and_wait(&w->ring, qf_empty(&w->nomem) && !w->hib_more ? PARK_SAFETY_NS : STACK_RETRY_NS);
     }
     at_store_relaxed(&w->sleeping, 0);
@@ -626,8 +674,6 @@ static void run_task(urt_worker *w, urt_task *t)
     urt__set_cur(w, NULL);
     w->cur = NULL;
     after_switch(w, t);
-    if (w->ring.pending >= SUBMIT_BATCH || (w->ring.pending && (w->tick & 15) == 0))
-        worker_submit(w);
 }
 
 /* ---- the thread ------------------------------------------------------------------------ */
@@ -708,10 +754,19 @@ void *worker_main(void *arg)
         if (at_load_acquire(&rt->stop) && owned_live(rt) == 0)
             break;
         if ((t = steal_work(w))) {
+            /* the pass that ended queued SQEs: they go before the found
+             * tasks run (this idle cycle's one enter) */
+            worker_submit(w);
             run_task(w, t);
             continue;
         }
         park(w);
+        /* park that found work instead of waiting (or whose wait failed)
+         * left the SQEs queued: they go now, before that work runs; after
+         * a wait nothing is queued and this makes no syscall. Without it a
+         * worker spinning through park at shutdown would never submit the
+         * cancels its tasks wait for. */
+        worker_submit(w);
     }
 
     /* Every task has ended (or shutdown gave up on one). Cancel what is left

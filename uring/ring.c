@@ -10,6 +10,16 @@
  * must be created on its owner's thread: with SINGLE_ISSUER the creator is
  * the only thread allowed to submit or, with DEFER_TASKRUN, to wait.
  *
+ * Enters: every io_uring_enter this layer makes is one of three calls, and
+ * its user decides when each is worth a syscall:
+ *   ring_submit           hand the queued SQEs to the kernel (nothing queued:
+ *                         no syscall)
+ *   ring_get_events       submit what is queued AND run the kernel's pending
+ *                         task work (IORING_ENTER_GETEVENTS, no wait), so the
+ *                         completions it holds are posted to the CQ
+ *   ring_submit_and_wait  the same, then sleep until a CQE (or the timeout)
+ * ring_reap never enters: it only walks what is already in the CQ.
+ *
  * Dispatch: ring_reap walks the CQ once, decodes each user_data tag and calls
  * the owner's handlers; the CQ head is advanced after the walk, so handlers
  * may queue new SQEs (never wait) while it runs.
@@ -138,16 +148,32 @@ void ring_link_timeout(urt_ring *r, ring_op *op, struct io_uring_sqe *op_sqe, st
     op->nleft++;
 }
 
+/* ret SQEs went to the kernel */
+static void submitted(urt_ring *r, int ret)
+{
+    if (ret > 0) {
+        r->sqes_submitted += (unsigned)ret;
+        r->pending = r->pending > (unsigned)ret ? r->pending - (unsigned)ret : 0;
+    }
+}
+
 int ring_submit(urt_ring *r)
 {
     if (r->pending == 0)
         return 0;
     int ret = io_uring_submit(&r->uring);
     r->enters++;
-    if (ret > 0) {
-        r->sqes_submitted += (unsigned)ret;
-        r->pending = r->pending > (unsigned)ret ? r->pending - (unsigned)ret : 0;
-    }
+    submitted(r, ret);
+    return ret;
+}
+
+int ring_get_events(urt_ring *r)
+{
+    /* one io_uring_enter(to_submit = queued, GETEVENTS, min_complete = 0):
+     * the kernel submits, then runs the deferred task work that posts CQEs */
+    int ret = io_uring_submit_and_get_events(&r->uring);
+    r->enters++;
+    submitted(r, ret);
     return ret;
 }
 
@@ -176,10 +202,6 @@ int ring_submit_and_wait(urt_ring *r, uint64_t timeout_ns)
 
 unsigned ring_reap(urt_ring *r, const ring_handlers *h, void *ctx)
 {
-    if (ring_needs_enter(r)) {
-        io_uring_get_events(&r->uring);
-        r->enters++;
-    }
     unsigned head, n = 0;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(&r->uring, head, cqe) {

@@ -140,7 +140,12 @@ void ring_link_timeout(urt_ring *r, ring_op *op, struct io_uring_sqe *op_sqe, st
 
 /* Submit what is pending (no syscall when nothing is). Returns submitted or -errno. */
 int  ring_submit(urt_ring *r);
-/* Submit and wait for at least one CQE, at most timeout_ns (0: no timeout). */
+/* One enter that submits what is pending and runs the kernel's deferred task
+ * work (GETEVENTS, no wait), so every completion it holds reaches the CQ.
+ * Returns submitted or -errno. */
+int  ring_get_events(urt_ring *r);
+/* Submit and wait for at least one CQE, at most timeout_ns (0: no timeout):
+ * one enter that submits, runs task work, reaps and sleeps. */
 int  ring_submit_and_wait(urt_ring *r, uint64_t timeout_ns);
 /* Is there anything to reap, or kernel work that needs an enter to post? */
 static inline bool ring_cq_ready(urt_ring *r)
@@ -151,8 +156,9 @@ static inline bool ring_needs_enter(urt_ring *r)
 {
     return r->taskrun_flag && (IO_URING_READ_ONCE(*r->uring.sq.kflags) & IORING_SQ_TASKRUN);
 }
-/* Run pending kernel task work if the TASKRUN flag asks for it, then dispatch
- * every CQE. Returns the number reaped. */
+/* Dispatch every CQE already in the CQ (never enters: completions the kernel
+ * still holds as task work need ring_get_events or a wait first). Returns
+ * the number reaped. */
 unsigned ring_reap(urt_ring *r, const ring_handlers *h, void *ctx);
 
 /* Queue a cancel of the op (matched by user_data, generation included). */
