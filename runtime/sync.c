@@ -1,7 +1,8 @@
 /*
  * sync.c - the wait shared by the sync primitives (see sync.h for the
  * protocol), the cooperative budget, and urt_notify, an auto-reset event
- * with a FIFO of waiters.
+ * with a FIFO of waiters (signal wakes the oldest or stores the one permit;
+ * broadcast wakes every waiter queued at that moment and stores nothing).
  *
  * A task waits by suspending: its worker goes on with other tasks. A plain
  * thread (or a task inside urt_block_in_place) blocks on the waiter's futex
@@ -148,6 +149,18 @@ int urt_notify_signal(urt_notify *n)
         waiter_wake(w, 0);
     else
         n->permit = true;
+    pthread_mutex_unlock(&n->lock);
+    return 0;
+}
+
+int urt_notify_broadcast(urt_notify *n)
+{
+    if (!n)
+        return -EINVAL;
+    pthread_mutex_lock(&n->lock);
+    /* the permit is never set while a waiter is queued, and stays as it is:
+     * with nobody waiting this does nothing */
+    waitq_wake_all(&n->q, 0);
     pthread_mutex_unlock(&n->lock);
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
- * sync.h - what the sync primitives (notify, mutex, sem, chan) share: a FIFO
- * of waiters kept under the primitive's lock, and the wait itself.
+ * sync.h - what the sync primitives (notify, mutex, sem, chan, cond, rwlock)
+ * share: a FIFO of waiters kept under the primitive's lock, and the wait
+ * itself.
  *
  * Wait protocol (every primitive follows it):
  *   1. The waiter fills a urt_waiter on its own stack (task, or NULL for a
@@ -66,6 +67,14 @@ static inline urt_waiter *waitq_pop(waitq *q)
     if (w)
         waitq_unlink(q, w);
     return w;
+}
+
+/* Wake every waiter queued now with `result`, oldest first. */
+static inline void waitq_wake_all(waitq *q, int result)
+{
+    urt_waiter *w;
+    while ((w = waitq_pop(q)))
+        waiter_wake(w, result);
 }
 
 /*
