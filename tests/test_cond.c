@@ -1,0 +1,538 @@
+/*
+ * test_cond.c - urt_cond loses no signal (a ping-pong of a million rounds
+ * between two tasks, and between a task and a plain thread), broadcast wakes
+ * every waiter (tasks and plain threads mixed), and urt_cond_wait returns
+ * with the mutex held after a cancellation, an op timeout and a deadline;
+ * a signalled waiter that was also cancelled consumed the signal or left it
+ * to the next waiter, never both and never neither.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <urt.h>
+
+#include "tests/support/urt_test.h"
+
+#define MS (1000ull * 1000)
+
+/* Rounds per worker count. A round with a plain thread costs a futex wake
+ * one way and a doorbell the other: that test spreads a million rounds over
+ * its three worker counts. */
+#if defined(URT_ASAN) || defined(URT_TSAN)
+#define PINGPONG_ROUNDS 20000ul
+#define PINGPONG_THREAD_ROUNDS 10000ul
+#else
+#define PINGPONG_ROUNDS 1000000ul
+#define PINGPONG_THREAD_ROUNDS 333334ul
+#endif
+
+/* ---- no lost signal: ping-pong ----------------------------------------------------------------- */
+
+typedef struct pingpong {
+    urt_mutex *m;
+    urt_cond *c;
+    unsigned long rounds;          /* immutable: turns in all */
+    unsigned long n;               /* under m: the turn; side n % 2 moves next */
+    unsigned long moves[2];        /* under m */
+    atomic_int errors;
+} pingpong;
+
+/* Take rounds / 2 turns; each turn waits for the other side's signal. */
+static void play(pingpong *p, unsigned side)
+{
+    for (;;) {
+        if (urt_mutex_lock(p->m) != 0) {
+            atomic_fetch_add(&p->errors, 1);
+            return;
+        }
+        while (p->n < p->rounds && p->n % 2 != side) {
+            if (urt_cond_wait(p->c, p->m) != 0)
+                atomic_fetch_add(&p->errors, 1);
+        }
+        if (p->n >= p->rounds) {
+            urt_mutex_unlock(p->m);
+            return;
+        }
+        p->n++;
+        p->moves[side]++;
+        if (urt_cond_signal(p->c) != 0)
+            atomic_fetch_add(&p->errors, 1);
+        if (urt_mutex_unlock(p->m) != 0)
+            atomic_fetch_add(&p->errors, 1);
+    }
+}
+
+static void *play_even(void *arg)
+{
+    play(arg, 0);
+    return NULL;
+}
+
+static void *play_odd(void *arg)
+{
+    play(arg, 1);
+    return NULL;
+}
+
+static void pingpong_check(pingpong *p, unsigned w)
+{
+    cr_assert_eq(atomic_load(&p->errors), 0, "%u workers: %d errors", w, atomic_load(&p->errors));
+    cr_assert_eq(p->n, p->rounds, "%u workers: %lu turns", w, p->n);
+    cr_assert_eq(p->moves[0], p->rounds / 2);
+    cr_assert_eq(p->moves[1], p->rounds / 2);
+    cr_assert_eq(urt_mutex_try_lock(p->m), 0, "the mutex was left locked");
+    cr_assert_eq(urt_mutex_unlock(p->m), 0);
+}
+
+Test(cond, a_ping_pong_of_a_million_rounds_between_two_tasks_loses_no_signal, .timeout = 240)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        pingpong p;
+        memset(&p, 0, sizeof(p));
+        p.rounds = PINGPONG_ROUNDS;
+        cr_assert_eq(urt_mutex_create(&p.m), 0);
+        cr_assert_eq(urt_cond_create(&p.c), 0);
+        urt_task *a = NULL, *b = NULL;
+        cr_assert_eq(urt_spawn(rt, &a, play_even, &p), 0);
+        cr_assert_eq(urt_spawn(rt, &b, play_odd, &p), 0);
+        cr_assert_eq(urt_join(a, NULL), 0);
+        cr_assert_eq(urt_join(b, NULL), 0);
+        pingpong_check(&p, w);
+        urt_cond_destroy(p.c);
+        urt_mutex_destroy(p.m);
+        urt_runtime_destroy(rt);
+    }
+}
+
+Test(cond, a_ping_pong_of_a_million_rounds_between_a_task_and_a_plain_thread_loses_no_signal, .timeout = 240)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        pingpong p;
+        memset(&p, 0, sizeof(p));
+        p.rounds = PINGPONG_THREAD_ROUNDS;
+        cr_assert_eq(urt_mutex_create(&p.m), 0);
+        cr_assert_eq(urt_cond_create(&p.c), 0);
+        urt_task *a = NULL;
+        pthread_t th;
+        cr_assert_eq(urt_spawn(rt, &a, play_even, &p), 0);
+        cr_assert_eq(pthread_create(&th, NULL, play_odd, &p), 0);
+        cr_assert_eq(urt_join(a, NULL), 0);
+        cr_assert_eq(pthread_join(th, NULL), 0);
+        pingpong_check(&p, w);
+        urt_cond_destroy(p.c);
+        urt_mutex_destroy(p.m);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- broadcast wakes every waiter, tasks and plain threads ------------------------------------------ */
+
+#define BCAST_TASKS 12
+#define BCAST_THREADS 4
+
+typedef struct bcast {
+    urt_mutex *m;
+    urt_cond *c;
+    int waiting;                   /* under m: waiters that checked the predicate and wait */
+    bool go;                       /* under m */
+    atomic_int woken, errors;
+} bcast;
+
+static void *bcast_waiter(void *arg)
+{
+    bcast *b = arg;
+    if (urt_mutex_lock(b->m) != 0) {
+        atomic_fetch_add(&b->errors, 1);
+        return NULL;
+    }
+    b->waiting++;
+    while (!b->go) {
+        if (urt_cond_wait(b->c, b->m) != 0)
+            atomic_fetch_add(&b->errors, 1);
+    }
+    atomic_fetch_add(&b->woken, 1);
+    if (urt_mutex_unlock(b->m) != 0)
+        atomic_fetch_add(&b->errors, 1);
+    return NULL;
+}
+
+Test(cond, broadcast_wakes_every_waiter_of_tasks_and_plain_threads, .timeout = 120)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        bcast b;
+        memset(&b, 0, sizeof(b));
+        cr_assert_eq(urt_mutex_create(&b.m), 0);
+        cr_assert_eq(urt_cond_create(&b.c), 0);
+        urt_task *t[BCAST_TASKS];
+        pthread_t th[BCAST_THREADS];
+        for (int i = 0; i < BCAST_TASKS; i++)
+            cr_assert_eq(urt_spawn(rt, &t[i], bcast_waiter, &b), 0);
+        for (int i = 0; i < BCAST_THREADS; i++)
+            cr_assert_eq(pthread_create(&th[i], NULL, bcast_waiter, &b), 0);
+        /* a waiter counted itself under m and keeps m until it is queued on c:
+         * once we see them all under m, every one of them is queued */
+        for (;;) {
+            cr_assert_eq(urt_mutex_lock(b.m), 0);
+            if (b.waiting == BCAST_TASKS + BCAST_THREADS)
+                break;
+            cr_assert_eq(urt_mutex_unlock(b.m), 0);
+            usleep(1000);
+        }
+        b.go = true;
+        cr_assert_eq(urt_cond_broadcast(b.c), 0);
+        cr_assert_eq(urt_mutex_unlock(b.m), 0);
+        /* the one broadcast must wake them all: nothing else will */
+        uint64_t t0 = urt_now();
+        while (atomic_load(&b.woken) < BCAST_TASKS + BCAST_THREADS && urt_now() - t0 < 30000 * MS)
+            usleep(1000);
+        int woken = atomic_load(&b.woken);
+        if (woken < BCAST_TASKS + BCAST_THREADS)
+            urt_cond_broadcast(b.c);   /* let the test end, then fail */
+        for (int i = 0; i < BCAST_TASKS; i++)
+            cr_assert_eq(urt_join(t[i], NULL), 0);
+        for (int i = 0; i < BCAST_THREADS; i++)
+            cr_assert_eq(pthread_join(th[i], NULL), 0);
+        cr_assert_eq(woken, BCAST_TASKS + BCAST_THREADS, "%u workers: one broadcast woke %d waiters", w, woken);
+        cr_assert_eq(atomic_load(&b.errors), 0);
+        urt_cond_destroy(b.c);
+        urt_mutex_destroy(b.m);
+        urt_runtime_destroy(rt);
+    }
+}
+
+typedef struct signal_one {
+    urt_mutex *m;
+    urt_cond *c;
+    int waiting;                   /* under m */
+    int tickets;                   /* under m: each signal adds one */
+    atomic_int woken;
+} signal_one;
+
+static void *ticket_waiter(void *arg)
+{
+    signal_one *s = arg;
+    urt_mutex_lock(s->m);
+    s->waiting++;
+    while (s->tickets == 0)
+        urt_cond_wait(s->c, s->m);
+    s->tickets--;
+    atomic_fetch_add(&s->woken, 1);
+    urt_mutex_unlock(s->m);
+    return NULL;
+}
+
+Test(cond, each_signal_lets_one_more_waiter_through, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        signal_one s;
+        memset(&s, 0, sizeof(s));
+        cr_assert_eq(urt_mutex_create(&s.m), 0);
+        cr_assert_eq(urt_cond_create(&s.c), 0);
+        cr_assert_eq(urt_cond_signal(s.c), 0, "a signal with nobody waiting is fine (and not stored)");
+        urt_task *t[4];
+        for (int i = 0; i < 4; i++)
+            cr_assert_eq(urt_spawn(rt, &t[i], ticket_waiter, &s), 0);
+        for (;;) {
+            urt_mutex_lock(s.m);
+            bool all = s.waiting == 4;
+            urt_mutex_unlock(s.m);
+            if (all)
+                break;
+            usleep(1000);
+        }
+        for (int k = 1; k <= 4; k++) {
+            urt_mutex_lock(s.m);
+            s.tickets++;
+            urt_cond_signal(s.c);
+            urt_mutex_unlock(s.m);
+            while (atomic_load(&s.woken) < k)
+                usleep(1000);
+            usleep(5000);
+            cr_assert_eq(atomic_load(&s.woken), k, "%u workers: signal %d let %d through", w, k,
+                         atomic_load(&s.woken));
+        }
+        for (int i = 0; i < 4; i++)
+            cr_assert_eq(urt_join(t[i], NULL), 0);
+        urt_cond_destroy(s.c);
+        urt_mutex_destroy(s.m);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- the mutex is held on return after a cancellation, a timeout, a deadline ------------------------ */
+
+enum { END_CANCEL, END_OP_TIMEOUT, END_DEADLINE };
+
+typedef struct ended {
+    urt_runtime *rt;
+    urt_mutex *m;
+    urt_cond *c;
+    int how;
+    int res;
+    uint64_t restored;             /* the bound the waiter found when it restored its own */
+    bool cancelled;
+    atomic_int locked;             /* the waiter holds m and is about to wait */
+    atomic_int returned;           /* the waiter's wait returned */
+} ended;
+
+static void *wait_and_keep_the_mutex(void *arg)
+{
+    ended *e = arg;
+    if (urt_mutex_lock(e->m) != 0)
+        return (void *)1;
+    atomic_store(&e->locked, 1);
+    uint64_t old = 0;
+    if (e->how == END_OP_TIMEOUT)
+        old = urt_op_timeout(10 * MS);
+    else if (e->how == END_DEADLINE)
+        old = urt_deadline(urt_now() + 10 * MS);
+    e->res = urt_cond_wait(e->c, e->m);   /* nobody signals */
+    if (e->how == END_OP_TIMEOUT)
+        e->restored = urt_op_timeout(old);
+    else if (e->how == END_DEADLINE)
+        e->restored = urt_deadline(old);
+    e->cancelled = urt_cancelled();
+    atomic_store(&e->returned, 1);
+    return NULL;   /* returns with m locked, if the wait kept its promise */
+}
+
+static void *end_a_wait(void *arg)
+{
+    ended *e = arg;
+    urt_task *t = NULL;
+    if (urt_spawn(NULL, &t, wait_and_keep_the_mutex, e) != 0)
+        return (void *)1;
+    while (!atomic_load(&e->locked))
+        urt_yield();
+    /* m is ours once the waiter's wait has released it (it is queued on c
+     * by then): its re-lock, after the wait ends, has to wait for us */
+    if (urt_mutex_lock(e->m) != 0)
+        return (void *)2;
+    if (e->how == END_CANCEL)
+        urt_cancel(t);
+    /* its wait ended (cancelled or past its bound); now it waits for m,
+     * neither cancelled by the pending request nor bounded by its timeout */
+    while (!task_waits_on(e->rt, t, "mutex")) {
+        if (atomic_load(&e->returned))
+            return (void *)6;   /* it returned without m: we hold it */
+        urt_sleep(MS);
+    }
+    urt_sleep(30 * MS);
+    if (!task_waits_on(e->rt, t, "mutex"))
+        return (void *)3;
+    if (urt_mutex_unlock(e->m) != 0)
+        return (void *)4;
+    int j = urt_join(t, NULL);
+    if (j != (e->how == END_CANCEL ? -ECANCELED : 0))
+        return (void *)5;
+    return NULL;
+}
+
+static void check_end(int how, int expect)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        ended e;
+        memset(&e, 0, sizeof(e));
+        e.rt = rt;
+        e.how = how;
+        e.res = 1;
+        cr_assert_eq(urt_mutex_create(&e.m), 0);
+        cr_assert_eq(urt_cond_create(&e.c), 0);
+        void *err = (void *)9;
+        cr_assert_eq(urt_runtime_block_on(rt, end_a_wait, &e, &err), 0);
+        cr_assert_null(err, "%u workers: step %d failed", w, (int)(intptr_t)err);
+        cr_assert_eq(e.res, expect, "%u workers: the wait gave %d", w, e.res);
+        cr_assert_eq(e.cancelled, how == END_CANCEL);
+        if (how == END_OP_TIMEOUT)
+            cr_assert_eq(e.restored, 10 * MS, "the op timeout was not the waiter's own after the wait");
+        if (how == END_DEADLINE)
+            cr_assert_neq(e.restored, 0, "the deadline was not the waiter's own after the wait");
+        /* the waiter ended holding m: it is locked, and unlocks exactly once */
+        cr_assert_eq(urt_mutex_try_lock(e.m), -EBUSY, "%u workers: m was not held after the wait", w);
+        cr_assert_eq(urt_mutex_unlock(e.m), 0);
+        cr_assert_eq(urt_mutex_unlock(e.m), -EPERM);
+        cr_assert_eq(urt_mutex_try_lock(e.m), 0);
+        cr_assert_eq(urt_mutex_unlock(e.m), 0);
+        urt_cond_destroy(e.c);
+        urt_mutex_destroy(e.m);
+        urt_runtime_destroy(rt);
+    }
+}
+
+Test(cond, a_cancelled_wait_returns_ecanceled_with_the_mutex_held, .timeout = 60)
+{
+    check_end(END_CANCEL, -ECANCELED);
+}
+
+Test(cond, an_op_timeout_returns_etimedout_with_the_mutex_held, .timeout = 60)
+{
+    check_end(END_OP_TIMEOUT, -ETIMEDOUT);
+}
+
+Test(cond, a_deadline_returns_etimedout_with_the_mutex_held, .timeout = 60)
+{
+    check_end(END_DEADLINE, -ETIMEDOUT);
+}
+
+/* ---- a signalled waiter that was also cancelled -------------------------------------------------------- */
+
+typedef struct racer {
+    urt_mutex *m;
+    urt_cond *c;
+    int res;
+    atomic_int done;
+} racer;
+
+static void *wait_once(void *arg)
+{
+    racer *r = arg;
+    if (urt_mutex_lock(r->m) != 0)
+        return (void *)1;
+    r->res = urt_cond_wait(r->c, r->m);
+    urt_mutex_unlock(r->m);
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+typedef struct race {
+    urt_runtime *rt;
+    urt_mutex *m;
+    urt_cond *c;
+    racer a, b;
+    int a_took;                    /* the signal went to a */
+} race;
+
+static void *cancel_and_signal(void *arg)
+{
+    race *x = arg;
+    urt_task *a = NULL, *b = NULL;
+    memset(&x->a, 0, sizeof(x->a));
+    memset(&x->b, 0, sizeof(x->b));
+    x->a.m = x->b.m = x->m;
+    x->a.c = x->b.c = x->c;
+    x->a.res = x->b.res = 1;
+    if (urt_spawn(NULL, &a, wait_once, &x->a) != 0)
+        return (void *)1;
+    await_waiting(x->rt, a, "cond");
+    if (urt_spawn(NULL, &b, wait_once, &x->b) != 0)
+        return (void *)1;
+    await_waiting(x->rt, b, "cond");
+    urt_cancel(a);
+    urt_cond_signal(x->c);   /* races a's cancellation */
+    if (urt_join(a, NULL) != -ECANCELED)
+        return (void *)2;
+    x->a_took = x->a.res == 0;
+    if (x->a.res != 0 && x->a.res != -ECANCELED)
+        return (void *)3;
+    if (x->a_took) {
+        /* a consumed the signal: b must still wait */
+        urt_sleep(10 * MS);
+        if (atomic_load(&x->b.done) || !task_waits_on(x->rt, b, "cond"))
+            return (void *)4;
+        urt_cond_signal(x->c);
+    }
+    /* else the signal was b's: no second one is sent */
+    if (urt_join(b, NULL) != 0 || x->b.res != 0)
+        return (void *)5;
+    return NULL;
+}
+
+Test(cond, a_signal_racing_a_cancellation_is_consumed_or_passed_on_never_lost, .timeout = 120)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        race x;
+        memset(&x, 0, sizeof(x));
+        x.rt = rt;
+        cr_assert_eq(urt_mutex_create(&x.m), 0);
+        cr_assert_eq(urt_cond_create(&x.c), 0);
+        for (int round = 0; round < 20; round++) {
+            void *err = (void *)9;
+            cr_assert_eq(urt_runtime_block_on(rt, cancel_and_signal, &x, &err), 0);
+            cr_assert_null(err, "%u workers, round %d: step %d failed", w, round, (int)(intptr_t)err);
+            if (w == 1)
+                cr_assert(x.a_took, "on one worker the signal reaches a before its cancellation is seen");
+        }
+        urt_cond_destroy(x.c);
+        urt_mutex_destroy(x.m);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- bad input and calls that return at once ------------------------------------------------------------ */
+
+typedef struct quick {
+    urt_mutex *m;
+    urt_cond *c;
+    int unlocked_res, cancelled_res, try_after_cancel;
+    atomic_int started;
+} quick;
+
+static void *quick_calls(void *arg)
+{
+    quick *q = arg;
+    q->unlocked_res = urt_cond_wait(q->c, q->m);   /* m is not locked */
+    return NULL;
+}
+
+static void *cancelled_wait(void *arg)
+{
+    quick *q = arg;
+    if (urt_mutex_lock(q->m) != 0)
+        return (void *)1;
+    atomic_store(&q->started, 1);
+    while (!urt_cancelled())
+        urt_yield();
+    q->cancelled_res = urt_cond_wait(q->c, q->m);   /* at once, m never released */
+    q->try_after_cancel = urt_mutex_try_lock(q->m);
+    urt_mutex_unlock(q->m);
+    return NULL;
+}
+
+Test(cond, bad_input_is_einval_an_unlocked_mutex_is_eperm_and_a_cancelled_task_keeps_the_mutex, .timeout = 30)
+{
+    urt_runtime *rt = rt_new(2);
+    cr_assert_eq(urt_cond_create(NULL), -EINVAL);
+    urt_cond_destroy(NULL);
+    cr_assert_eq(urt_cond_signal(NULL), -EINVAL);
+    cr_assert_eq(urt_cond_broadcast(NULL), -EINVAL);
+    quick q;
+    memset(&q, 0, sizeof(q));
+    q.unlocked_res = q.cancelled_res = q.try_after_cancel = 1;
+    cr_assert_eq(urt_cond_create(&q.c), 0);
+    cr_assert_eq(urt_mutex_create(&q.m), 0);
+    cr_assert_eq(urt_cond_wait(NULL, q.m), -EINVAL);
+    cr_assert_eq(urt_cond_wait(q.c, NULL), -EINVAL);
+    cr_assert_eq(urt_cond_wait(q.c, q.m), -EPERM, "a plain thread waiting with an unlocked mutex");
+    void *err = (void *)1;
+    cr_assert_eq(urt_runtime_block_on(rt, quick_calls, &q, &err), 0);
+    cr_assert_null(err);
+    cr_assert_eq(q.unlocked_res, -EPERM, "a task waiting with an unlocked mutex gave %d", q.unlocked_res);
+    cr_assert_eq(urt_mutex_try_lock(q.m), 0, "a failed wait left the mutex locked");
+    cr_assert_eq(urt_mutex_unlock(q.m), 0);
+
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, cancelled_wait, &q), 0);
+    while (!atomic_load(&q.started))
+        usleep(1000);
+    cr_assert_eq(urt_cancel(t), 0);
+    cr_assert_eq(urt_join(t, NULL), -ECANCELED);
+    cr_assert_eq(q.cancelled_res, -ECANCELED);
+    cr_assert_eq(q.try_after_cancel, -EBUSY, "a cancelled task's wait released the mutex");
+    cr_assert_eq(urt_mutex_try_lock(q.m), 0);
+    cr_assert_eq(urt_mutex_unlock(q.m), 0);
+    urt_cond_destroy(q.c);
+    urt_mutex_destroy(q.m);
+    urt_runtime_destroy(rt);
+}
