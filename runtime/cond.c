@@ -28,7 +28,7 @@
  * in a loop.
  */
 #include <errno.h>
-#include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "runtime/sync.h"
@@ -42,21 +42,11 @@ int urt_cond_create(urt_cond **out)
 {
     if (!out)
         return -EINVAL;
-    urt_cond *c = calloc(1, sizeof(*c));
-    if (!c)
-        return -ENOMEM;
-    pthread_mutex_init(&c->lock, NULL);
-    *out = c;
-    return 0;
+    *out = sync_obj_alloc(sizeof(urt_cond), offsetof(urt_cond, lock));
+    return *out ? 0 : -ENOMEM;
 }
 
-void urt_cond_destroy(urt_cond *c)
-{
-    if (!c)
-        return;
-    pthread_mutex_destroy(&c->lock);
-    free(c);
-}
+void urt_cond_destroy(urt_cond *c) { sync_obj_free(c, offsetof(urt_cond, lock)); }
 
 /* Step 4: lock m again, unbounded and not cancellable, so it cannot fail. */
 static void relock(urt_task *t, urt_mutex *m)

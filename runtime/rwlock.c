@@ -30,7 +30,7 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "runtime/sync.h"
@@ -55,21 +55,11 @@ int urt_rwlock_create(urt_rwlock **out)
 {
     if (!out)
         return -EINVAL;
-    urt_rwlock *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    pthread_mutex_init(&l->lock, NULL);
-    *out = l;
-    return 0;
+    *out = sync_obj_alloc(sizeof(urt_rwlock), offsetof(urt_rwlock, lock));
+    return *out ? 0 : -ENOMEM;
 }
 
-void urt_rwlock_destroy(urt_rwlock *l)
-{
-    if (!l)
-        return;
-    pthread_mutex_destroy(&l->lock);
-    free(l);
-}
+void urt_rwlock_destroy(urt_rwlock *l) { sync_obj_free(l, offsetof(urt_rwlock, lock)); }
 
 /* Let in whom the head of the queue allows (see above). Under l->lock. */
 static void grant(urt_rwlock *l)
@@ -106,21 +96,17 @@ static int enter_now(urt_rwlock *l, bool writer)
     return 0;
 }
 
+static int read_now(void *l, void *unused) { (void)unused; return enter_now(l, false); }
+static int write_now(void *l, void *unused) { (void)unused; return enter_now(l, true); }
+
 static int lock_as(urt_rwlock *l, bool writer)
 {
     if (!l)
         return -EINVAL;
     urt_task *t;
-    int block_err;
-    int r = sync_enter(&t, &block_err);
-    if (r < 0)
+    int r = sync_try(&l->lock, writer ? write_now : read_now, l, NULL, -EBUSY, &t);
+    if (r != SYNC_MUST_WAIT)
         return r;
-    pthread_mutex_lock(&l->lock);
-    r = enter_now(l, writer);
-    if (r != -EBUSY || block_err) {
-        pthread_mutex_unlock(&l->lock);
-        return r == -EBUSY ? block_err : r;
-    }
     rw_waiter rw;
     memset(&rw, 0, sizeof(rw));
     rw.w.task = t;

@@ -80,87 +80,111 @@ static void *play_odd(void *arg)
     return NULL;
 }
 
-static void pingpong_check(pingpong *p, unsigned w)
+/* One ping-pong of `rounds` turns on w workers: play_even in a task, play_odd
+ * in a task or a plain thread. */
+static void pingpong_run(unsigned w, unsigned long rounds, bool odd_in_thread)
 {
-    cr_assert_eq(atomic_load(&p->errors), 0, "%u workers: %d errors", w, atomic_load(&p->errors));
-    cr_assert_eq(p->n, p->rounds, "%u workers: %lu turns", w, p->n);
-    cr_assert_eq(p->moves[0], p->rounds / 2);
-    cr_assert_eq(p->moves[1], p->rounds / 2);
-    cr_assert_eq(urt_mutex_try_lock(p->m), 0, "the mutex was left locked");
-    cr_assert_eq(urt_mutex_unlock(p->m), 0);
+    urt_runtime *rt = rt_new(w);
+    pingpong p;
+    memset(&p, 0, sizeof(p));
+    p.rounds = rounds;
+    cr_assert_eq(urt_mutex_create(&p.m), 0);
+    cr_assert_eq(urt_cond_create(&p.c), 0);
+    urt_task *a = NULL, *b = NULL;
+    pthread_t th;
+    cr_assert_eq(urt_spawn(rt, &a, play_even, &p), 0);
+    if (odd_in_thread)
+        cr_assert_eq(pthread_create(&th, NULL, play_odd, &p), 0);
+    else
+        cr_assert_eq(urt_spawn(rt, &b, play_odd, &p), 0);
+    cr_assert_eq(urt_join(a, NULL), 0);
+    if (odd_in_thread)
+        cr_assert_eq(pthread_join(th, NULL), 0);
+    else
+        cr_assert_eq(urt_join(b, NULL), 0);
+    cr_assert_eq(atomic_load(&p.errors), 0, "%u workers: %d errors", w, atomic_load(&p.errors));
+    cr_assert_eq(p.n, p.rounds, "%u workers: %lu turns", w, p.n);
+    cr_assert_eq(p.moves[0], p.rounds / 2);
+    cr_assert_eq(p.moves[1], p.rounds / 2);
+    cr_assert_eq(urt_mutex_try_lock(p.m), 0, "the mutex was left locked");
+    cr_assert_eq(urt_mutex_unlock(p.m), 0);
+    urt_cond_destroy(p.c);
+    urt_mutex_destroy(p.m);
+    urt_runtime_destroy(rt);
 }
 
 Test(cond, a_ping_pong_of_a_million_rounds_between_two_tasks_loses_no_signal, .timeout = 240)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        pingpong p;
-        memset(&p, 0, sizeof(p));
-        p.rounds = PINGPONG_ROUNDS;
-        cr_assert_eq(urt_mutex_create(&p.m), 0);
-        cr_assert_eq(urt_cond_create(&p.c), 0);
-        urt_task *a = NULL, *b = NULL;
-        cr_assert_eq(urt_spawn(rt, &a, play_even, &p), 0);
-        cr_assert_eq(urt_spawn(rt, &b, play_odd, &p), 0);
-        cr_assert_eq(urt_join(a, NULL), 0);
-        cr_assert_eq(urt_join(b, NULL), 0);
-        pingpong_check(&p, w);
-        urt_cond_destroy(p.c);
-        urt_mutex_destroy(p.m);
-        urt_runtime_destroy(rt);
-    }
+    FOR_EACH_WORKER_COUNT(w)
+        pingpong_run(w, PINGPONG_ROUNDS, false);
 }
 
 Test(cond, a_ping_pong_of_a_million_rounds_between_a_task_and_a_plain_thread_loses_no_signal, .timeout = 240)
 {
-    FOR_EACH_WORKER_COUNT(w) {
-        urt_runtime *rt = rt_new(w);
-        pingpong p;
-        memset(&p, 0, sizeof(p));
-        p.rounds = PINGPONG_THREAD_ROUNDS;
-        cr_assert_eq(urt_mutex_create(&p.m), 0);
-        cr_assert_eq(urt_cond_create(&p.c), 0);
-        urt_task *a = NULL;
-        pthread_t th;
-        cr_assert_eq(urt_spawn(rt, &a, play_even, &p), 0);
-        cr_assert_eq(pthread_create(&th, NULL, play_odd, &p), 0);
-        cr_assert_eq(urt_join(a, NULL), 0);
-        cr_assert_eq(pthread_join(th, NULL), 0);
-        pingpong_check(&p, w);
-        urt_cond_destroy(p.c);
-        urt_mutex_destroy(p.m);
-        urt_runtime_destroy(rt);
-    }
+    FOR_EACH_WORKER_COUNT(w)
+        pingpong_run(w, PINGPONG_THREAD_ROUNDS, true);
 }
 
-/* ---- broadcast wakes every waiter, tasks and plain threads ------------------------------------------ */
+/* ---- broadcast wakes every waiter, tasks and plain threads; signal wakes one ----------------------- */
 
-#define BCAST_TASKS 12
-#define BCAST_THREADS 4
+#define CROWD_TASKS 12
+#define CROWD_THREADS 4
 
-typedef struct bcast {
+typedef struct crowd {
     urt_mutex *m;
     urt_cond *c;
     int waiting;                   /* under m: waiters that checked the predicate and wait */
-    bool go;                       /* under m */
+    bool go;                       /* under m: the waiters' predicate */
+    bool once;                     /* immutable: wait once, not until go */
     atomic_int woken, errors;
-} bcast;
+} crowd;
 
-static void *bcast_waiter(void *arg)
+static void crowd_open(crowd *x)
 {
-    bcast *b = arg;
-    if (urt_mutex_lock(b->m) != 0) {
-        atomic_fetch_add(&b->errors, 1);
+    memset(x, 0, sizeof(*x));
+    cr_assert_eq(urt_mutex_create(&x->m), 0);
+    cr_assert_eq(urt_cond_create(&x->c), 0);
+}
+
+static void crowd_close(crowd *x)
+{
+    cr_assert_eq(atomic_load(&x->errors), 0);
+    urt_cond_destroy(x->c);
+    urt_mutex_destroy(x->m);
+}
+
+/* Until n waiters wait. A waiter counted itself under m and keeps m until
+ * it is queued on c: once we see n of them under m, all n are queued. */
+static void crowd_await(crowd *x, int n)
+{
+    for (;;) {
+        cr_assert_eq(urt_mutex_lock(x->m), 0);
+        bool all = x->waiting == n;
+        cr_assert_eq(urt_mutex_unlock(x->m), 0);
+        if (all)
+            return;
+        usleep(1000);
+    }
+}
+
+/* Wait until go, or with `once` a single wait: this implementation has no
+ * spurious wakeups, so each return is then one signal's (a caller must not
+ * count on that). */
+static void *crowd_waiter(void *arg)
+{
+    crowd *x = arg;
+    if (urt_mutex_lock(x->m) != 0) {
+        atomic_fetch_add(&x->errors, 1);
         return NULL;
     }
-    b->waiting++;
-    while (!b->go) {
-        if (urt_cond_wait(b->c, b->m) != 0)
-            atomic_fetch_add(&b->errors, 1);
-    }
-    atomic_fetch_add(&b->woken, 1);
-    if (urt_mutex_unlock(b->m) != 0)
-        atomic_fetch_add(&b->errors, 1);
+    x->waiting++;
+    do {
+        if (urt_cond_wait(x->c, x->m) != 0)
+            atomic_fetch_add(&x->errors, 1);
+    } while (!x->once && !x->go);
+    atomic_fetch_add(&x->woken, 1);
+    if (urt_mutex_unlock(x->m) != 0)
+        atomic_fetch_add(&x->errors, 1);
     return NULL;
 }
 
@@ -168,103 +192,62 @@ Test(cond, broadcast_wakes_every_waiter_of_tasks_and_plain_threads, .timeout = 1
 {
     FOR_EACH_WORKER_COUNT(w) {
         urt_runtime *rt = rt_new(w);
-        bcast b;
-        memset(&b, 0, sizeof(b));
-        cr_assert_eq(urt_mutex_create(&b.m), 0);
-        cr_assert_eq(urt_cond_create(&b.c), 0);
-        urt_task *t[BCAST_TASKS];
-        pthread_t th[BCAST_THREADS];
-        for (int i = 0; i < BCAST_TASKS; i++)
-            cr_assert_eq(urt_spawn(rt, &t[i], bcast_waiter, &b), 0);
-        for (int i = 0; i < BCAST_THREADS; i++)
-            cr_assert_eq(pthread_create(&th[i], NULL, bcast_waiter, &b), 0);
-        /* a waiter counted itself under m and keeps m until it is queued on c:
-         * once we see them all under m, every one of them is queued */
-        for (;;) {
-            cr_assert_eq(urt_mutex_lock(b.m), 0);
-            if (b.waiting == BCAST_TASKS + BCAST_THREADS)
-                break;
-            cr_assert_eq(urt_mutex_unlock(b.m), 0);
-            usleep(1000);
-        }
-        b.go = true;
-        cr_assert_eq(urt_cond_broadcast(b.c), 0);
-        cr_assert_eq(urt_mutex_unlock(b.m), 0);
+        crowd x;
+        crowd_open(&x);
+        urt_task *t[CROWD_TASKS];
+        pthread_t th[CROWD_THREADS];
+        for (int i = 0; i < CROWD_TASKS; i++)
+            cr_assert_eq(urt_spawn(rt, &t[i], crowd_waiter, &x), 0);
+        for (int i = 0; i < CROWD_THREADS; i++)
+            cr_assert_eq(pthread_create(&th[i], NULL, crowd_waiter, &x), 0);
+        crowd_await(&x, CROWD_TASKS + CROWD_THREADS);
+        cr_assert_eq(urt_mutex_lock(x.m), 0);
+        x.go = true;
+        cr_assert_eq(urt_cond_broadcast(x.c), 0);
+        cr_assert_eq(urt_mutex_unlock(x.m), 0);
         /* the one broadcast must wake them all: nothing else will */
         uint64_t t0 = urt_now();
-        while (atomic_load(&b.woken) < BCAST_TASKS + BCAST_THREADS && urt_now() - t0 < 30000 * MS)
+        while (atomic_load(&x.woken) < CROWD_TASKS + CROWD_THREADS && urt_now() - t0 < 30000 * MS)
             usleep(1000);
-        int woken = atomic_load(&b.woken);
-        if (woken < BCAST_TASKS + BCAST_THREADS)
-            urt_cond_broadcast(b.c);   /* let the test end, then fail */
-        for (int i = 0; i < BCAST_TASKS; i++)
+        int woken = atomic_load(&x.woken);
+        if (woken < CROWD_TASKS + CROWD_THREADS)
+            urt_cond_broadcast(x.c);   /* let the test end, then fail */
+        for (int i = 0; i < CROWD_TASKS; i++)
             cr_assert_eq(urt_join(t[i], NULL), 0);
-        for (int i = 0; i < BCAST_THREADS; i++)
+        for (int i = 0; i < CROWD_THREADS; i++)
             cr_assert_eq(pthread_join(th[i], NULL), 0);
-        cr_assert_eq(woken, BCAST_TASKS + BCAST_THREADS, "%u workers: one broadcast woke %d waiters", w, woken);
-        cr_assert_eq(atomic_load(&b.errors), 0);
-        urt_cond_destroy(b.c);
-        urt_mutex_destroy(b.m);
+        cr_assert_eq(woken, CROWD_TASKS + CROWD_THREADS, "%u workers: one broadcast woke %d waiters", w, woken);
+        crowd_close(&x);
         urt_runtime_destroy(rt);
     }
 }
 
-typedef struct signal_one {
-    urt_mutex *m;
-    urt_cond *c;
-    int waiting;                   /* under m */
-    int tickets;                   /* under m: each signal adds one */
-    atomic_int woken;
-} signal_one;
 
-static void *ticket_waiter(void *arg)
-{
-    signal_one *s = arg;
-    urt_mutex_lock(s->m);
-    s->waiting++;
-    while (s->tickets == 0)
-        urt_cond_wait(s->c, s->m);
-    s->tickets--;
-    atomic_fetch_add(&s->woken, 1);
-    urt_mutex_unlock(s->m);
-    return NULL;
-}
-
-Test(cond, each_signal_lets_one_more_waiter_through, .timeout = 60)
+Test(cond, each_signal_wakes_one_waiter_and_a_signal_with_nobody_waiting_is_not_kept, .timeout = 60)
 {
     FOR_EACH_WORKER_COUNT(w) {
         urt_runtime *rt = rt_new(w);
-        signal_one s;
-        memset(&s, 0, sizeof(s));
-        cr_assert_eq(urt_mutex_create(&s.m), 0);
-        cr_assert_eq(urt_cond_create(&s.c), 0);
-        cr_assert_eq(urt_cond_signal(s.c), 0, "a signal with nobody waiting is fine (and not stored)");
+        crowd x;
+        crowd_open(&x);
+        x.once = true;
+        cr_assert_eq(urt_cond_signal(x.c), 0, "a signal with nobody waiting is fine (and not stored)");
         urt_task *t[4];
         for (int i = 0; i < 4; i++)
-            cr_assert_eq(urt_spawn(rt, &t[i], ticket_waiter, &s), 0);
-        for (;;) {
-            urt_mutex_lock(s.m);
-            bool all = s.waiting == 4;
-            urt_mutex_unlock(s.m);
-            if (all)
-                break;
-            usleep(1000);
-        }
+            cr_assert_eq(urt_spawn(rt, &t[i], crowd_waiter, &x), 0);
+        crowd_await(&x, 4);
+        usleep(5000);
+        cr_assert_eq(atomic_load(&x.woken), 0, "%u workers: the signal sent before anyone waited was kept", w);
         for (int k = 1; k <= 4; k++) {
-            urt_mutex_lock(s.m);
-            s.tickets++;
-            urt_cond_signal(s.c);
-            urt_mutex_unlock(s.m);
-            while (atomic_load(&s.woken) < k)
+            cr_assert_eq(urt_cond_signal(x.c), 0);
+            while (atomic_load(&x.woken) < k)
                 usleep(1000);
             usleep(5000);
-            cr_assert_eq(atomic_load(&s.woken), k, "%u workers: signal %d let %d through", w, k,
-                         atomic_load(&s.woken));
+            cr_assert_eq(atomic_load(&x.woken), k, "%u workers: signal %d let %d through", w, k,
+                         atomic_load(&x.woken));
         }
         for (int i = 0; i < 4; i++)
             cr_assert_eq(urt_join(t[i], NULL), 0);
-        urt_cond_destroy(s.c);
-        urt_mutex_destroy(s.m);
+        crowd_close(&x);
         urt_runtime_destroy(rt);
     }
 }

@@ -35,18 +35,24 @@ static void *wait_once(void *arg)
     return NULL;
 }
 
+/* A new notify, and WAITERS tasks waiting on it (seen in the task dump). */
+static void crowd_start(urt_runtime *rt, crowd *c, urt_task **t)
+{
+    memset(c, 0, sizeof(*c));
+    cr_assert_eq(urt_notify_create(&c->n), 0);
+    for (int i = 0; i < WAITERS; i++)
+        cr_assert_eq(urt_spawn(rt, &t[i], wait_once, c), 0);
+    for (int i = 0; i < WAITERS; i++)
+        await_waiting(rt, t[i], "notify");
+}
+
 Test(notify_broadcast, one_broadcast_wakes_every_task_waiting_now, .timeout = 60)
 {
     FOR_EACH_WORKER_COUNT(w) {
         urt_runtime *rt = rt_new(w);
         crowd c;
-        memset(&c, 0, sizeof(c));
-        cr_assert_eq(urt_notify_create(&c.n), 0);
         urt_task *t[WAITERS];
-        for (int i = 0; i < WAITERS; i++)
-            cr_assert_eq(urt_spawn(rt, &t[i], wait_once, &c), 0);
-        for (int i = 0; i < WAITERS; i++)
-            await_waiting(rt, t[i], "notify");
+        crowd_start(rt, &c, t);
         cr_assert_eq(urt_notify_broadcast(c.n), 0);
         /* nothing else wakes them: wait (bounded) for all, then say how many */
         uint64_t t0 = urt_now();
@@ -72,16 +78,11 @@ Test(notify_broadcast, broadcasts_wake_plain_threads_and_tasks_each_once, .timeo
     FOR_EACH_WORKER_COUNT(w) {
         urt_runtime *rt = rt_new(w);
         crowd c;
-        memset(&c, 0, sizeof(c));
-        cr_assert_eq(urt_notify_create(&c.n), 0);
         urt_task *t[WAITERS];
         pthread_t th[THREADS];
+        crowd_start(rt, &c, t);
         for (int i = 0; i < THREADS; i++)
             cr_assert_eq(pthread_create(&th[i], NULL, wait_once, &c), 0);
-        for (int i = 0; i < WAITERS; i++)
-            cr_assert_eq(urt_spawn(rt, &t[i], wait_once, &c), 0);
-        for (int i = 0; i < WAITERS; i++)
-            await_waiting(rt, t[i], "notify");
         /* a plain thread's wait cannot be seen from outside: broadcast until
          * every waiter is through (each wakes exactly once, with 0) */
         while (atomic_load(&c.woken) < WAITERS + THREADS) {
@@ -107,22 +108,27 @@ typedef struct later {
     int first, second, after_signal;
 } later;
 
+/* A wait bounded by a 20 ms op timeout. */
+static int wait_20ms(urt_notify *n)
+{
+    uint64_t old = urt_op_timeout(20 * MS);
+    int r = urt_notify_wait(n);
+    urt_op_timeout(old);
+    return r;
+}
+
 static void *wait_after_broadcast(void *arg)
 {
     later *l = arg;
     urt_notify_broadcast(l->n);   /* nobody waits: nothing happens */
-    uint64_t old = urt_op_timeout(20 * MS);
-    l->first = urt_notify_wait(l->n);
-    urt_op_timeout(old);
+    l->first = wait_20ms(l->n);
     return NULL;
 }
 
 static void *wait_bounded(void *arg)
 {
     later *l = arg;
-    uint64_t old = urt_op_timeout(20 * MS);
-    l->second = urt_notify_wait(l->n);
-    urt_op_timeout(old);
+    l->second = wait_20ms(l->n);
     return NULL;
 }
 
