@@ -871,9 +871,8 @@ URT_API void urt_cond_destroy(urt_cond *c);
 URT_API int  urt_cond_wait(urt_cond *c, urt_mutex *m);
 /*
  * Wake the oldest waiter of c (nothing when none waits: a signal is not
- * stored). Calling it with the waiters' mutex held or not are both fine;
- * hold it to be sure a waiter that has not yet started waiting sees the
- * predicate you changed.
+ * stored). Change the predicate with the waiters' mutex held; the signal
+ * may be sent with it held or after unlocking it.
  * Context: any thread, in a task or not; never waits.
  * Returns 0, or -EINVAL (c NULL).
  */
