@@ -25,8 +25,8 @@
  * one way and a doorbell the other: that test spreads a million rounds over
  * its three worker counts. */
 #if defined(URT_ASAN) || defined(URT_TSAN)
-#define PINGPONG_ROUNDS 20000ul
-#define PINGPONG_THREAD_ROUNDS 10000ul
+#define PINGPONG_ROUNDS 100000ul
+#define PINGPONG_THREAD_ROUNDS 20000ul
 #else
 #define PINGPONG_ROUNDS 1000000ul
 #define PINGPONG_THREAD_ROUNDS 333334ul
