@@ -1,7 +1,8 @@
 /*
  * test_cond.c - urt_cond loses no signal (a ping-pong of a million rounds
  * between two tasks, and between a task and a plain thread), broadcast wakes
- * every waiter (tasks and plain threads mixed), and urt_cond_wait returns
+ * every waiter (tasks and plain threads mixed), a wait inside
+ * urt_block_in_place blocks its thread, and urt_cond_wait returns
  * with the mutex held after a cancellation, an op timeout and a deadline;
  * a signalled waiter that was also cancelled consumed the signal or left it
  * to the next waiter, never both and never neither.
@@ -247,6 +248,63 @@ Test(cond, each_signal_wakes_one_waiter_and_a_signal_with_nobody_waiting_is_not_
         }
         for (int i = 0; i < 4; i++)
             cr_assert_eq(urt_join(t[i], NULL), 0);
+        crowd_close(&x);
+        urt_runtime_destroy(rt);
+    }
+}
+
+/* ---- inside urt_block_in_place the wait blocks the pool thread, not the worker ------------------------ */
+
+static void *bystander(void *arg) { return arg; }
+
+static void *wait_in_place(void *arg)
+{
+    crowd *x = arg;
+    if (urt_mutex_lock(x->m) != 0)
+        return (void *)1;
+    x->waiting++;
+    while (!x->go) {
+        if (urt_cond_wait(x->c, x->m) != 0)
+            atomic_fetch_add(&x->errors, 1);
+    }
+    atomic_fetch_add(&x->woken, 1);
+    urt_mutex_unlock(x->m);
+    return NULL;
+}
+
+static void *task_waiting_in_place(void *arg)
+{
+    void *ret = (void *)1;
+    int r = urt_block_in_place(wait_in_place, arg, &ret);
+    return r != 0 ? (void *)(intptr_t)r : ret;
+}
+
+Test(cond, a_wait_inside_block_in_place_blocks_its_thread_and_a_signal_wakes_it, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        crowd x;
+        crowd_open(&x);
+        urt_task *t = NULL;
+        cr_assert_eq(urt_spawn(rt, &t, task_waiting_in_place, &x), 0);
+        crowd_await(&x, 1);
+        /* every worker still runs tasks meanwhile */
+        for (unsigned i = 0; i < 4 * w; i++) {
+            urt_task *b = NULL;
+            void *r = NULL;
+            cr_assert_eq(urt_spawn(rt, &b, bystander, (void *)(uintptr_t)(i + 1)), 0);
+            cr_assert_eq(urt_join(b, &r), 0);
+            cr_assert_eq((uintptr_t)r, i + 1);
+        }
+        cr_assert_eq(atomic_load(&x.woken), 0);
+        cr_assert_eq(urt_mutex_lock(x.m), 0);
+        x.go = true;
+        cr_assert_eq(urt_cond_signal(x.c), 0);
+        cr_assert_eq(urt_mutex_unlock(x.m), 0);
+        void *ret = (void *)9;
+        cr_assert_eq(urt_join(t, &ret), 0);
+        cr_assert_null(ret, "%u workers: the in-place wait gave %p", w, ret);
+        cr_assert_eq(atomic_load(&x.woken), 1);
         crowd_close(&x);
         urt_runtime_destroy(rt);
     }

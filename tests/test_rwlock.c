@@ -1,6 +1,7 @@
 /*
  * test_rwlock.c - urt_rwlock lets readers in together and a writer alone
- * (under a stress of tasks and plain threads, every operation counted once),
+ * (under a stress of tasks and plain threads, every operation counted once;
+ * a plain thread and a task inside urt_block_in_place block in it),
  * prefers a waiting writer to new readers, lets writers in in FIFO order and
  * the readers queued between two writers in together, and a queued writer
  * that is cancelled or times out lets the readers behind it in.
@@ -561,7 +562,7 @@ Test(rwlock, a_cancelled_queued_reader_takes_nothing, .timeout = 60)
 typedef struct blocker {
     urt_rwlock *l;
     atomic_int got;
-    int res;
+    int res, bip_res;
 } blocker;
 
 static void *thread_writer(void *arg)
@@ -574,34 +575,51 @@ static void *thread_writer(void *arg)
     return NULL;
 }
 
+static void *writer_in_place(void *arg)
+{
+    blocker *b = arg;
+    void *ret = NULL;
+    b->bip_res = urt_block_in_place(thread_writer, &b[1], &ret);
+    return NULL;
+}
+
+/* b[0]: a plain thread's writer, b[1]: a writer inside urt_block_in_place. */
 static void *hold_read_then_release(void *arg)
 {
     blocker *b = arg;
     if (urt_rwlock_rdlock(b->l) != 0)
         return (void *)1;
     pthread_t th;
-    if (pthread_create(&th, NULL, thread_writer, b) != 0)
+    urt_task *t = NULL;
+    if (pthread_create(&th, NULL, thread_writer, &b[0]) != 0)
         return (void *)2;
+    if (urt_spawn(NULL, &t, writer_in_place, b) != 0)
+        return (void *)4;
     urt_sleep(30 * MS);
-    bool early = atomic_load(&b->got);
+    bool early = atomic_load(&b[0].got) || atomic_load(&b[1].got);
     urt_rwlock_unlock(b->l);
-    pthread_join(th, NULL);   /* it gets the lock at once now */
+    pthread_join(th, NULL);   /* they get the lock one after the other now */
+    if (urt_join(t, NULL) != 0)
+        return (void *)5;
     return early ? (void *)3 : NULL;
 }
 
-Test(rwlock, a_plain_thread_writer_blocks_while_a_task_reads, .timeout = 60)
+Test(rwlock, writers_on_a_plain_thread_and_inside_block_in_place_block_while_a_task_reads, .timeout = 60)
 {
     FOR_EACH_WORKER_COUNT(w) {
         urt_runtime *rt = rt_new(w);
-        blocker b;
-        memset(&b, 0, sizeof(b));
-        b.res = 1;
-        cr_assert_eq(urt_rwlock_create(&b.l), 0);
+        blocker b[2];
+        memset(b, 0, sizeof(b));
+        b[0].res = b[1].res = b[0].bip_res = 1;
+        cr_assert_eq(urt_rwlock_create(&b[0].l), 0);
+        b[1].l = b[0].l;
         void *err = (void *)9;
-        cr_assert_eq(urt_runtime_block_on(rt, hold_read_then_release, &b, &err), 0);
+        cr_assert_eq(urt_runtime_block_on(rt, hold_read_then_release, b, &err), 0);
         cr_assert_null(err, "%u workers: step %d failed", w, (int)(intptr_t)err);
-        cr_assert_eq(b.res, 0);
-        urt_rwlock_destroy(b.l);
+        cr_assert_eq(b[0].res, 0);
+        cr_assert_eq(b[0].bip_res, 0);
+        cr_assert_eq(b[1].res, 0);
+        urt_rwlock_destroy(b[0].l);
         urt_runtime_destroy(rt);
     }
 }
