@@ -34,6 +34,15 @@ static void nap_1ms(void)
         usleep(1000);
 }
 
+/* l is free (nobody holds it, nobody waits): check, then destroy it. */
+static void free_and_destroy(urt_rwlock *l)
+{
+    cr_assert_eq(urt_rwlock_try_wrlock(l), 0, "the lock was left held");
+    cr_assert_eq(urt_rwlock_unlock(l), 0);
+    cr_assert_eq(urt_rwlock_unlock(l), -EPERM);
+    urt_rwlock_destroy(l);
+}
+
 /* ---- readers overlap ------------------------------------------------------------------------------ */
 
 #define OVERLAP_TASKS 6
@@ -88,9 +97,7 @@ Test(rwlock, readers_of_tasks_and_plain_threads_are_inside_together, .timeout = 
         cr_assert_eq(atomic_load(&o.errors), 0);
         cr_assert_eq(atomic_load(&o.met), OVERLAP_READERS, "%u workers: only %d readers saw all %d inside", w,
                      atomic_load(&o.met), OVERLAP_READERS);
-        cr_assert_eq(urt_rwlock_try_wrlock(o.l), 0, "the lock was left held");
-        cr_assert_eq(urt_rwlock_unlock(o.l), 0);
-        urt_rwlock_destroy(o.l);
+        free_and_destroy(o.l);
         urt_runtime_destroy(rt);
     }
 }
@@ -186,9 +193,7 @@ Test(rwlock, mixed_readers_and_writers_never_overlap_a_writer_and_every_operatio
         cr_assert_eq(s.b, writes);
         cr_assert_gt(writes, 0);
         cr_assert_gt(reads, 0);
-        cr_assert_eq(urt_rwlock_try_wrlock(s.l), 0, "the lock was left held");
-        cr_assert_eq(urt_rwlock_unlock(s.l), 0);
-        urt_rwlock_destroy(s.l);
+        free_and_destroy(s.l);
         urt_runtime_destroy(rt);
     }
 }
@@ -380,10 +385,8 @@ Test(rwlock, writers_go_in_fifo_order_and_the_readers_between_two_writers_go_in_
         cr_assert(out[3] < in[5] && out[4] < in[5], "%u workers: W5 overlapped a reader", w);
         cr_assert(out[5] < in[6], "%u workers: R6 (queued behind W5) overtook it", w);
         cr_assert(out[6] < in[7], "%u workers: W7 overlapped R6", w);
-        cr_assert_eq(urt_rwlock_try_wrlock(o.l), 0, "the lock was left held");
-        cr_assert_eq(urt_rwlock_unlock(o.l), 0);
         pthread_mutex_destroy(&o.log_lock);
-        urt_rwlock_destroy(o.l);
+        free_and_destroy(o.l);
         urt_runtime_destroy(rt);
     }
 }
@@ -496,10 +499,7 @@ static void check_give_up(int how, int expect)
         cr_assert(g.readers_done_while_held);
         cr_assert_eq(atomic_load(&g.rres[0]), 0);
         cr_assert_eq(atomic_load(&g.rres[1]), 0);
-        cr_assert_eq(urt_rwlock_try_wrlock(g.l), 0, "the lock was left held");
-        cr_assert_eq(urt_rwlock_unlock(g.l), 0);
-        cr_assert_eq(urt_rwlock_unlock(g.l), -EPERM);
-        urt_rwlock_destroy(g.l);
+        free_and_destroy(g.l);
         urt_runtime_destroy(rt);
     }
 }
@@ -550,9 +550,7 @@ Test(rwlock, a_cancelled_queued_reader_takes_nothing, .timeout = 60)
         cr_assert_eq(urt_runtime_block_on(rt, cancelled_reader_case, &g, &err), 0);
         cr_assert_null(err, "%u workers: step %d failed", w, (int)(intptr_t)err);
         cr_assert_eq(atomic_load(&g.rres[0]), -ECANCELED);
-        cr_assert_eq(urt_rwlock_try_wrlock(g.l), 0, "the lock was left held");
-        cr_assert_eq(urt_rwlock_unlock(g.l), 0);
-        urt_rwlock_destroy(g.l);
+        free_and_destroy(g.l);
         urt_runtime_destroy(rt);
     }
 }
