@@ -325,6 +325,7 @@ typedef struct ended {
     bool cancelled;
     atomic_int locked;             /* the waiter holds m and is about to wait */
     atomic_int returned;           /* the waiter's wait returned */
+    uint64_t main_id;              /* end_a_wait's task */
 } ended;
 
 static void *wait_and_keep_the_mutex(void *arg)
@@ -333,6 +334,11 @@ static void *wait_and_keep_the_mutex(void *arg)
     if (urt_mutex_lock(e->m) != 0)
         return (void *)1;
     atomic_store(&e->locked, 1);
+    /* start the bound only once end_a_wait is queued for m: the wait's
+     * release of m then hands it m, so the bound cannot pass while m is
+     * free (the re-lock would not have to wait) */
+    while (!task_id_waits_on(e->rt, e->main_id, "mutex"))
+        urt_sleep(MS);
     uint64_t old = 0;
     if (e->how == END_OP_TIMEOUT)
         old = urt_op_timeout(10 * MS);
@@ -352,6 +358,7 @@ static void *end_a_wait(void *arg)
 {
     ended *e = arg;
     urt_task *t = NULL;
+    e->main_id = urt_self_id();
     if (urt_spawn(NULL, &t, wait_and_keep_the_mutex, e) != 0)
         return (void *)1;
     while (!atomic_load(&e->locked))
