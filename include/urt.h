@@ -1154,6 +1154,136 @@ URT_API int urt_group_destroy(urt_group *g);
 
 /* ---- More sync primitives (runtime/cond.c, runtime/rwlock.c) --------------- */
 
+/*
+ * urt_notify_broadcast: wake every waiter waiting on n at this moment (each
+ * wait returns 0). It stores no permit: with nobody waiting it does nothing,
+ * and a wait that starts afterwards is not woken by it. A permit stored
+ * earlier by urt_notify_signal stays as it was (there is none while anyone
+ * waits).
+ * Context: any thread, in a task or not; never waits.
+ * Returns 0, or -EINVAL (n NULL).
+ */
+URT_API int  urt_notify_broadcast(urt_notify *n);
+
+/*
+ * urt_cond: a condition variable for a urt_mutex, like pthread_cond_t.
+ * Waiting and cancellation follow the rules common to urt_mutex, urt_sem and
+ * urt_chan above (a task suspends, a plain thread or a task inside
+ * urt_block_in_place blocks; urt_op_timeout and urt_deadline bound a task's
+ * wait). Wakeups may be spurious: wait in a loop that re-checks the
+ * predicate under the mutex, as with pthread_cond_wait. It belongs to no
+ * runtime, and waiters may wait with different mutexes.
+ */
+typedef struct urt_cond urt_cond;
+/*
+ * Create a condition variable with no waiters.
+ * Context: any thread.
+ * Ownership: on success *out is a new cond the caller owns and frees with
+ * urt_cond_destroy.
+ * Returns 0, -EINVAL (out NULL), -ENOMEM.
+ */
+URT_API int  urt_cond_create(urt_cond **out);
+/*
+ * Free c (NULL: nothing). Nobody may wait on c any more (destroying it with
+ * waiters is the caller's bug); a waiter whose wait returned may destroy it.
+ * Context: any thread. c is invalid afterwards.
+ */
+URT_API void urt_cond_destroy(urt_cond *c);
+/*
+ * Release m (which the caller has locked), wait until c is signalled, and
+ * lock m again before returning. The waiter is queued before m is released,
+ * so a signal or broadcast made after m is released (by whoever locks m
+ * next, or anyone else) wakes it: none is lost.
+ * m is locked again on every path that released it, also when the wait
+ * ends with -ECANCELED or -ETIMEDOUT: that re-lock is shielded from
+ * cancellation and not bounded by urt_op_timeout / urt_deadline, so it
+ * always succeeds, possibly after the bound. A waiter that was signalled
+ * before it noticed its cancellation or timeout consumed that signal and
+ * returns 0 (the cancellation ends its next suspending call); one that gave
+ * up while still waiting consumed none.
+ * Context: in a task it suspends the task; on a plain thread or inside
+ * urt_block_in_place it blocks the thread (no timeout, no cancellation).
+ * Returns 0 (woken by a signal or broadcast, or spuriously: re-check the
+ * predicate), -ECANCELED (the task was cancelled; a task already cancelled
+ * on entry gets it at once, m never released), -ETIMEDOUT (the task's
+ * urt_op_timeout or urt_deadline passed), with m held in all three; and,
+ * without touching m: -EINVAL (c or m NULL), -EPERM (m not locked, or a
+ * worker thread outside a task), -EDEADLK (in a hook).
+ */
+URT_API int  urt_cond_wait(urt_cond *c, urt_mutex *m);
+/*
+ * Wake the oldest waiter of c (nothing when none waits: a signal is not
+ * stored). Change the predicate with the waiters' mutex held; the signal
+ * may be sent with it held or after unlocking it.
+ * Context: any thread, in a task or not; never waits.
+ * Returns 0, or -EINVAL (c NULL).
+ */
+URT_API int  urt_cond_signal(urt_cond *c);
+/*
+ * Wake every waiter of c waiting now (nothing is stored for later ones).
+ * Context: any thread, in a task or not; never waits.
+ * Returns 0, or -EINVAL (c NULL).
+ */
+URT_API int  urt_cond_broadcast(urt_cond *c);
+
+/*
+ * urt_rwlock: a reader-writer lock that prefers writers. Many readers may
+ * hold it at once, a writer alone. A writer that waits stops new readers
+ * (they queue behind it), so writers never starve; waiting readers and
+ * writers are served in arrival order: writers one by one in FIFO order,
+ * and when the head of the queue is a reader, it and every reader queued
+ * before the next writer get in together. A waiter that is cancelled or
+ * times out while queued takes nothing and lets in whoever it held back
+ * (the readers queued behind a writer that gave up). Waiting follows the
+ * rules common to urt_mutex, urt_sem and urt_chan above. Like urt_mutex it
+ * is not tied to a thread: a task keeps it across suspensions, and the
+ * lock does not record who holds it.
+ */
+typedef struct urt_rwlock urt_rwlock;
+/*
+ * Create an unlocked rwlock.
+ * Context: any thread.
+ * Ownership: on success *out is a new rwlock the caller owns and frees with
+ * urt_rwlock_destroy.
+ * Returns 0, -EINVAL (out NULL), -ENOMEM.
+ */
+URT_API int  urt_rwlock_create(urt_rwlock **out);
+/*
+ * Free l (NULL: nothing). Nobody may hold it or wait on it any more
+ * (destroying it with waiters is the caller's bug).
+ * Context: any thread. l is invalid afterwards.
+ */
+URT_API void urt_rwlock_destroy(urt_rwlock *l);
+/*
+ * Lock l for reading (shared) / for writing (exclusive), waiting while it
+ * is not free for that. rdlock waits while a writer holds l or anyone is
+ * queued (a waiting writer); wrlock waits while anyone holds it or is
+ * queued.
+ * Context: in a task it suspends the task (urt_op_timeout and urt_deadline
+ * apply); on a plain thread or inside urt_block_in_place it blocks.
+ * Returns 0 (held), -ECANCELED, -ETIMEDOUT (not held; as for urt_mutex, a
+ * waiter let in before it noticed returns 0 instead), -EAGAIN (rdlock:
+ * INT_MAX readers hold it already), -EPERM / -EDEADLK (on a worker thread
+ * outside a task / in a hook, where it would have to wait), -EINVAL (l NULL).
+ */
+URT_API int  urt_rwlock_rdlock(urt_rwlock *l);
+URT_API int  urt_rwlock_wrlock(urt_rwlock *l);
+/*
+ * As rdlock / wrlock, but never wait: -EBUSY where they would wait.
+ * Context: any thread.
+ * Returns 0 (held), -EBUSY, -EAGAIN (try_rdlock: INT_MAX readers), -EINVAL.
+ */
+URT_API int  urt_rwlock_try_rdlock(urt_rwlock *l);
+URT_API int  urt_rwlock_try_wrlock(urt_rwlock *l);
+/*
+ * Release l: the writer's hold if a writer holds it, else one reader's;
+ * then let in the waiters that may now enter. The caller must hold l (the
+ * lock does not check that it is the caller who does).
+ * Context: any thread, in a task or not; never waits.
+ * Returns 0, -EPERM (nobody holds l), -EINVAL (l NULL).
+ */
+URT_API int  urt_rwlock_unlock(urt_rwlock *l);
+
 
 /* ---- Runtime metrics (runtime/metrics.c) ----------------------------------- */
 

@@ -75,9 +75,11 @@ void urt_chan_destroy(urt_chan *c)
     free(c);
 }
 
-/* Under the lock. 0 or -EPIPE when it is done; -EAGAIN: full, nobody waits to receive. */
-static int send_now(urt_chan *c, const void *item)
+/* Under the lock (sync_now_fn; item is only read). 0 or -EPIPE when it is done;
+ * -EAGAIN: full, nobody waits to receive. */
+static int send_now(void *obj, void *item)
 {
+    urt_chan *c = obj;
     if (c->closed)
         return -EPIPE;
     urt_waiter *w = waitq_pop(&c->recvq);
@@ -93,9 +95,10 @@ static int send_now(urt_chan *c, const void *item)
     return 0;
 }
 
-/* Under the lock. 0 or -EPIPE (closed and drained); -EAGAIN: empty. */
-static int recv_now(urt_chan *c, void *out)
+/* Under the lock (sync_now_fn). 0 or -EPIPE (closed and drained); -EAGAIN: empty. */
+static int recv_now(void *obj, void *out)
 {
+    urt_chan *c = obj;
     if (c->count == 0)
         return c->closed ? -EPIPE : -EAGAIN;
     memcpy(out, slot(c, c->head), c->item_size);
@@ -115,7 +118,7 @@ int urt_chan_try_send(urt_chan *c, const void *item)
     if (!c || !item)
         return -EINVAL;
     pthread_mutex_lock(&c->lock);
-    int r = send_now(c, item);
+    int r = send_now(c, (void *)item);
     pthread_mutex_unlock(&c->lock);
     return r;
 }
@@ -135,16 +138,9 @@ int urt_chan_send(urt_chan *c, const void *item)
     if (!c || !item)
         return -EINVAL;
     urt_task *t;
-    int block_err;
-    int r = sync_enter(&t, &block_err);
-    if (r < 0)
+    int r = sync_try(&c->lock, send_now, c, (void *)item, -EAGAIN, &t);
+    if (r != SYNC_MUST_WAIT)
         return r;
-    pthread_mutex_lock(&c->lock);
-    r = send_now(c, item);
-    if (r != -EAGAIN || block_err) {
-        pthread_mutex_unlock(&c->lock);
-        return r == -EAGAIN ? block_err : r;
-    }
     chan_waiter cw;
     memset(&cw, 0, sizeof(cw));
     cw.w.task = t;
@@ -157,16 +153,9 @@ int urt_chan_recv(urt_chan *c, void *item)
     if (!c || !item)
         return -EINVAL;
     urt_task *t;
-    int block_err;
-    int r = sync_enter(&t, &block_err);
-    if (r < 0)
+    int r = sync_try(&c->lock, recv_now, c, item, -EAGAIN, &t);
+    if (r != SYNC_MUST_WAIT)
         return r;
-    pthread_mutex_lock(&c->lock);
-    r = recv_now(c, item);
-    if (r != -EAGAIN || block_err) {
-        pthread_mutex_unlock(&c->lock);
-        return r == -EAGAIN ? block_err : r;
-    }
     chan_waiter cw;
     memset(&cw, 0, sizeof(cw));
     cw.w.task = t;

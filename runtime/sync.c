@@ -1,7 +1,8 @@
 /*
  * sync.c - the wait shared by the sync primitives (see sync.h for the
  * protocol), the cooperative budget, and urt_notify, an auto-reset event
- * with a FIFO of waiters.
+ * with a FIFO of waiters (signal wakes the oldest or stores the one permit;
+ * broadcast wakes every waiter queued at that moment and stores nothing).
  *
  * A task waits by suspending: its worker goes on with other tasks. A plain
  * thread (or a task inside urt_block_in_place) blocks on the waiter's futex
@@ -10,6 +11,7 @@
  * task stays on that worker until the timer's CQE is in.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +56,36 @@ int sync_enter(urt_task **t, int *block_err)
     if (coop_spend())
         urt_yield();
     return 0;
+}
+
+int sync_try(pthread_mutex_t *lock, sync_now_fn now, void *obj, void *arg, int busy, urt_task **t)
+{
+    int block_err;
+    int r = sync_enter(t, &block_err);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(lock);
+    r = now(obj, arg);
+    if (r == busy && !block_err)
+        return SYNC_MUST_WAIT;
+    pthread_mutex_unlock(lock);
+    return r == busy ? block_err : r;
+}
+
+void *sync_obj_alloc(size_t size, size_t lock_off)
+{
+    char *p = calloc(1, size);
+    if (p)
+        pthread_mutex_init((pthread_mutex_t *)(p + lock_off), NULL);
+    return p;
+}
+
+void sync_obj_free(void *obj, size_t lock_off)
+{
+    if (!obj)
+        return;
+    pthread_mutex_destroy((pthread_mutex_t *)((char *)obj + lock_off));
+    free(obj);
 }
 
 int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
@@ -122,21 +154,11 @@ int urt_notify_create(urt_notify **out)
 {
     if (!out)
         return -EINVAL;
-    urt_notify *n = calloc(1, sizeof(*n));
-    if (!n)
-        return -ENOMEM;
-    pthread_mutex_init(&n->lock, NULL);
-    *out = n;
-    return 0;
+    *out = sync_obj_alloc(sizeof(urt_notify), offsetof(urt_notify, lock));
+    return *out ? 0 : -ENOMEM;
 }
 
-void urt_notify_destroy(urt_notify *n)
-{
-    if (!n)
-        return;
-    pthread_mutex_destroy(&n->lock);
-    free(n);
-}
+void urt_notify_destroy(urt_notify *n) { sync_obj_free(n, offsetof(urt_notify, lock)); }
 
 int urt_notify_signal(urt_notify *n)
 {
@@ -148,6 +170,18 @@ int urt_notify_signal(urt_notify *n)
         waiter_wake(w, 0);
     else
         n->permit = true;
+    pthread_mutex_unlock(&n->lock);
+    return 0;
+}
+
+int urt_notify_broadcast(urt_notify *n)
+{
+    if (!n)
+        return -EINVAL;
+    pthread_mutex_lock(&n->lock);
+    /* the permit is never set while a waiter is queued, and stays as it is:
+     * with nobody waiting this does nothing */
+    waitq_wake_all(&n->q, 0);
     pthread_mutex_unlock(&n->lock);
     return 0;
 }

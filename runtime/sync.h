@@ -1,6 +1,7 @@
 /*
- * sync.h - what the sync primitives (notify, mutex, sem, chan) share: a FIFO
- * of waiters kept under the primitive's lock, and the wait itself.
+ * sync.h - what the sync primitives (notify, mutex, sem, chan, cond, rwlock)
+ * share: a FIFO of waiters kept under the primitive's lock, and the wait
+ * itself.
  *
  * Wait protocol (every primitive follows it):
  *   1. The waiter fills a urt_waiter on its own stack (task, or NULL for a
@@ -68,6 +69,14 @@ static inline urt_waiter *waitq_pop(waitq *q)
     return w;
 }
 
+/* Wake every waiter queued now with `result`, oldest first. */
+static inline void waitq_wake_all(waitq *q, int result)
+{
+    urt_waiter *w;
+    while ((w = waitq_pop(q)))
+        waiter_wake(w, result);
+}
+
 /*
  * Who may wait here: *t gets the task to suspend, or NULL for a thread that
  * blocks (a plain thread, or a task inside urt_block_in_place). -EPERM on a
@@ -95,5 +104,26 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what);
  */
 #define SYNC_COOP_BUDGET 128
 int sync_enter(urt_task **t, int *block_err);
+
+/*
+ * The entry of a call that takes something (a lock, an item) or waits for
+ * it: sync_enter, then now(obj, arg) under `lock` tries to take it at once
+ * (it returns 0 or -errno).
+ * Returns what now returned when that is not `busy`, or *block_err (from
+ * sync_caller) when busy and the caller may not wait, with `lock` released
+ * either way; or SYNC_MUST_WAIT with `lock` still held and *t set, when the
+ * caller is to fill its waiter and call sync_wait.
+ */
+#define SYNC_MUST_WAIT 1
+typedef int (*sync_now_fn)(void *obj, void *arg);
+int sync_try(pthread_mutex_t *lock, sync_now_fn now, void *obj, void *arg, int busy, urt_task **t);
+
+/*
+ * A zeroed primitive of `size` bytes with its pthread mutex, `lock_off`
+ * bytes in, initialised; NULL when out of memory. sync_obj_free destroys
+ * that mutex and frees the primitive (NULL: nothing).
+ */
+void *sync_obj_alloc(size_t size, size_t lock_off);
+void sync_obj_free(void *obj, size_t lock_off);
 
 #endif /* URT_RUNTIME_SYNC_H */
