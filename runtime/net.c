@@ -148,12 +148,14 @@ static void wait_disarmed(urt_worker *w, bool *armed, urt_task **waiter)
     urt_task *t = urt__cur_task();
     if (!t || t->in_bip)
         return;
-    bool old = t->shield;
+    bool old = t->shield, pinned = t->op_pending;
     t->shield = true;
+    t->op_pending = true;   /* the record's CQEs come to w: resume here */
     *waiter = t;
     while (*armed)
         task_suspend(t, SW_PARK);
     *waiter = NULL;
+    t->op_pending = pinned;
     t->shield = old;
 }
 
@@ -420,7 +422,10 @@ int urt_listener_accept(urt_listener *l)
         __atomic_store_n(&t->wait_what, "accept", __ATOMIC_RELAXED);
         __atomic_store_n(&t->wait_fd, l->fd, __ATOMIC_RELAXED);
         hib_wait_begin(t);   /* l and its queue are on the heap: the wake writes no stack */
+        bool pinned = t->op_pending;
+        t->op_pending = true;   /* a migratable task waits here: it must resume on l's worker */
         task_suspend(t, SW_PARK);
+        t->op_pending = pinned;
         hib_wait_end(t);
         __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
         l->waiter = NULL;
@@ -807,7 +812,10 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
         __atomic_store_n(&t->wait_what, "rx", __ATOMIC_RELAXED);
         __atomic_store_n(&t->wait_fd, rx->fd, __ATOMIC_RELAXED);
         hib_wait_begin(t);   /* rx is on the heap: the wake writes no stack (a timer would) */
+        bool pinned = t->op_pending;
+        t->op_pending = true;   /* a migratable task waits here: it must resume on rx's worker */
         task_suspend(t, SW_PARK);
+        t->op_pending = pinned;
         hib_wait_end(t);
         __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
         rx->waiter = NULL;

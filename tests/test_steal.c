@@ -110,3 +110,55 @@ Test(steal, work_spawned_by_one_task_is_stolen_with_four_workers, .timeout = 60)
 {
     run_and_check(4);
 }
+
+/* A migratable task that waits in a pooled receive is woken from another
+ * thread (its wake goes through its worker's mailbox, where idle workers
+ * could steal it): it must resume on the receive's worker, whose ring and
+ * buffers the receive uses, and close it there. */
+typedef struct mig_rx {
+    int fd;
+    int opened_on, resumed_on;
+    ssize_t got;
+    int closed;
+    _Atomic int waiting;
+} mig_rx;
+
+static void *mig_rx_task(void *arg)
+{
+    mig_rx *m = arg;
+    urt_rx *rx;
+    if (urt_rx_open(&rx, m->fd) != 0)
+        return (void *)1;
+    m->opened_on = urt_worker_id();
+    atomic_store(&m->waiting, 1);
+    urt_buf b;
+    m->got = urt_rx_recv(rx, &b);
+    m->resumed_on = urt_worker_id();
+    m->closed = urt_rx_close(rx);
+    return NULL;
+}
+
+Test(steal, a_migratable_task_woken_in_a_pooled_receive_resumes_on_its_worker, .timeout = 120)
+{
+    urt_runtime *rt = rt_new(4);
+    urt_spawn_opts mg = {.flags = URT_TASK_MIGRATABLE};
+    for (int round = 0; round < 200; round++) {
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        mig_rx m = {.fd = sv[0], .opened_on = -1, .resumed_on = -1, .closed = 1};
+        urt_task *t;
+        cr_assert_eq(urt_spawn_ex(rt, &t, mig_rx_task, &m, &mg), 0);
+        while (!atomic_load(&m.waiting))
+            sched_yield();
+        usleep(200);
+        urt_cancel(t);   /* a wake from a plain thread */
+        urt_join(t, NULL);
+        cr_assert_eq(m.got, -ECANCELED, "round %d: the receive gave %zd", round, m.got);
+        cr_assert_eq(m.resumed_on, m.opened_on, "round %d: opened on worker %d, resumed on %d", round, m.opened_on,
+                     m.resumed_on);
+        cr_assert_eq(m.closed, 0, "round %d: urt_rx_close gave %d", round, m.closed);
+        close(sv[0]);
+        close(sv[1]);
+    }
+    urt_runtime_destroy(rt);
+}
