@@ -683,3 +683,28 @@ Test(echo_tool, sigusr1_writes_the_task_dump_and_stats_print_metrics, .timeout =
     free(text);
     close(keep);
 }
+
+/* SIGUSR2: the totals line alone, no dump (samplers send it ten times a
+ * second; a dump of every task each time would load the server they measure) */
+Test(echo_tool, sigusr2_prints_the_totals_without_a_dump, .timeout = 60)
+{
+    struct echo e;
+    echo_start(&e, -1, -1, NULL);
+    int fd = served_client(e.port, "a connection before the signals");
+    char *text = NULL;
+    for (uint64_t end = now_ms() + 10000, next = 0; now_ms() < end; sleep_ms(20)) {
+        if (now_ms() >= next) {
+            cr_assert_eq(kill(e.pid, SIGUSR2), 0);
+            next = now_ms() + 200;
+        }
+        free(text);
+        text = log_text_of(&e);
+        if (strstr(text, "totals when=signal"))
+            break;
+    }
+    cr_assert(strstr(text, "totals when=signal"), "no totals line after SIGUSR2; got:\n%s", text);
+    cr_assert_null(strstr(text, "name=acceptor"), "SIGUSR2 wrote a task dump; got:\n%s", text);
+    free(text);
+    close(fd);
+    echo_stop(&e, 10000);
+}

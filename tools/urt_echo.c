@@ -14,11 +14,12 @@
  *             connection task the acceptor spawned has started, and
  *             returns; main then calls urt_runtime_shutdown(rt, 0), whose
  *             cancellation tells every connection to stop (see conn).
- *   signals   urt_read on a signalfd for SIGINT/SIGTERM/SIGUSR1 (blocked
+ *   signals   urt_read on a signalfd for SIGINT/SIGTERM/SIGUSR1/SIGUSR2 (blocked
  *             in every thread: main blocks them before the runtime starts
  *             its threads); SIGINT or SIGTERM sets the end of the grace
  *             period (now + 2 s) and signals `stop`, SIGUSR1 prints the
- *             totals line (below) and the runtime's task dump
+ *             totals line (below) and the runtime's task dump, SIGUSR2
+ *             the totals line alone (for samplers that ask often)
  *             (urt_runtime_dump: every task, then the runtime metrics) on
  *             stderr. The dump is written into a memfd first (memory only:
  *             the runtime's locks are never held across a write that could
@@ -55,7 +56,7 @@
  *             (below); with --stats the metrics line is printed once more
  *             on exit (when=exit), after the shutdown.
  *
- * The totals line, on stdout on SIGUSR1 and once more on exit (when=signal
+ * The totals line, on stdout on SIGUSR1 or SIGUSR2 and once more on exit (when=signal
  * or when=exit), for scripts:
  *   totals when=W t_ns=T workers=N conns=C accepted=A msgs=M bytes=B
  *          enters=E sqes=S cqes=Q polls=P parks=K steals=X wakes_sent=Y
@@ -802,15 +803,17 @@ static void dump_tasks(struct server *s)
 }
 
 /* True when the signal asks the server to stop; SIGUSR1 prints the totals
- * and the task dump. */
+ * and the task dump, SIGUSR2 the totals alone (a dump of every task is far
+ * too much for a sampler that asks ten times a second). */
 static bool take_signal(struct server *s, const struct signalfd_siginfo *si)
 {
-    if (si->ssi_signo == SIGUSR1) {
+    if (si->ssi_signo == SIGUSR1 || si->ssi_signo == SIGUSR2) {
         char line[512];
         size_t len = format_totals(s, "signal", line, sizeof(line));
         if (len)
             log_put(&log_out, line, len, true);
-        dump_tasks(s);
+        if (si->ssi_signo == SIGUSR1)
+            dump_tasks(s);
         return false;
     }
     log_msg("%s, shutting down: the %llu open connections get back what they sent, then a FIN (%.1f s grace)",
@@ -1117,7 +1120,8 @@ static void usage(FILE *f)
             "had received, then a FIN, and is closed when the peer closes, or after %.0f s; exit 0.\n"
             "SIGUSR1 prints a line \"totals when=signal t_ns=... msgs=... enters=... ...\" (counters\n"
             "since the start, summed over the workers); the same line with when=exit ends the run.\n"
-            "SIGUSR1 also writes the task dump (every task, then the runtime metrics) to stderr.\n"
+            "SIGUSR1 also writes the task dump (every task, then the runtime metrics) to stderr;\n"
+            "SIGUSR2 prints the totals line alone.\n"
             "Output never stalls the server: lines that find stdout or stderr full are dropped,\n"
             "and the next line that gets out says how many.\n",
             prog, (double)GRACE_NS / NS_PER_SEC);
@@ -1452,6 +1456,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 || (s->sig_fd = signalfd(-1, &set, SFD_CLOEXEC)) < 0) {
         fprintf(stderr, "%s: signalfd: %s\n", prog, strerror(errno));
         return 1;
