@@ -427,7 +427,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         }
     }
     if (w && w->rt == rt)
-        worker_schedule_local(w, t, urt__cur_task() != NULL);
+        worker_schedule_local(w, t, w->cur != NULL);   /* spawned by the task running on w */
     else
         worker_schedule_remote(rt, t);
     return 0;
