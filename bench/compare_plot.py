@@ -165,7 +165,8 @@ def _idle_rss(outdir, term, meta, mem_rows, pngs, errors):
     name = "idle-rss"
     with open(os.path.join(outdir, name + ".dat"), "w") as f:
         for r in rows:
-            f.write(f"{r['server']} {r['per_conn'] / 1024:.2f}\n")
+            label = r['server'] + (f"/{r['kind']}" if r.get('kind') else "")
+            f.write(f"{label} {r['per_conn'] / 1024:.2f}\n")
     held = max(r["held"] for r in rows)
     script = f"""set terminal {term} size 1000,600
 set output {_q(name + '.png')}

@@ -4,8 +4,9 @@
 # server on a free loopback port, drives it with urt-load (depth 1 by
 # default), stops it with SIGTERM and waits for it. Prints a table and writes
 # a CSV. Then the memory point: the server's RSS per idle connection, from
-# its VmRSS before and after urt-load --idle-talk opens N connections that
-# echo 4 bytes once and then send nothing (so each connection has run).
+# its VmRSS before and after urt-load opens N connections, in two rows per
+# mode: "never" (--idle: they send nothing) and "talked" (--idle-talk: each
+# echoes 4 bytes once and then sends nothing, so each connection has run).
 #
 #   bench/echo.sh [--duration S] [--warmup S] [--conns 1,50,500,5000]
 #                 [--sizes 64,4096] [--depth D] [--modes plain,pooled]
@@ -285,15 +286,19 @@ done
 # ---- memory per idle connection ----------------------------------------------------
 if [ "$memory" -eq 1 ]; then
     echo
-    echo "server RSS per idle connection ($idle_conns connections that echoed 4 bytes once, then sent nothing)"
-    printf '%-7s %14s %14s %16s %13s\n' mode "RSS before" "RSS after" "per connection" "held/opened"
+    echo "server RSS per idle connection, $idle_conns connections (never: connected and sent nothing;"
+    echo "talked: echoed 4 bytes once, then sent nothing)"
+    printf '%-7s %-7s %14s %14s %16s %13s\n' mode conns "RSS before" "RSS after" "per connection" "held/opened"
     hold="$(awk -v n="$idle_conns" 'BEGIN { printf "%d", 60 + n / 200 }')"
     for mode in "${modes[@]}"; do
+      for kind in never talked; do
         status=ok
+        idle_flag=--idle
+        [ "$kind" = never ] || idle_flag=--idle-talk
         after=""
         if ! start_server "$mode" $((idle_conns + 1000)); then
             failed=1
-            printf '%-7s %s\n' "$mode" "server did not start"
+            printf '%-7s %-7s %s\n' "$mode" "$kind" "server did not start"
             continue
         fi
         sleep 0.5
@@ -301,7 +306,7 @@ if [ "$memory" -eq 1 ]; then
         fds_before="$(open_fds "$server_pid")"
         # small, paced batches: nothing tells an idle client that the server
         # has accepted, so it must not get far ahead of the accept loop
-        args=(--addr "$server_addr" --conns "$idle_conns" --idle-talk --duration "$hold" --batch 32 --pace 1)
+        args=(--addr "$server_addr" --conns "$idle_conns" "$idle_flag" --duration "$hold" --batch 32 --pace 1)
         [ -z "$load_workers" ] || args+=(--workers "$load_workers")
         "${load_pin[@]}" "$load_bin" "${args[@]}" >"$tmp/idle.out" 2>"$tmp/idle.err" </dev/null &
         load_pid=$!
@@ -334,21 +339,22 @@ if [ "$memory" -eq 1 ]; then
         stop_server
         if [ -z "$opened" ] || [ "$accepted" -le 0 ] || [ -z "$before" ] || [ -z "$after" ]; then
             failed=1
-            printf '%-7s %s\n' "$mode" "idle connections could not be opened (urt-load exit $lrc)"
+            printf '%-7s %-7s %s\n' "$mode" "$kind" "idle connections could not be opened (urt-load exit $lrc)"
             sed 's/^/  | /' "$tmp/idle.err" | tail -n 5
-            echo "idle_rss,$date_iso,$server_kind,$mode,$workers,$load_workers,$idle_conns,0,0,,,,,,,,,failed,,," >>"$csv"
+            echo "idle_rss,$date_iso,$server_kind,$mode/$kind,$workers,$load_workers,$idle_conns,0,0,,,,,,,,,failed,,," >>"$csv"
             continue
         fi
         per="$(awk -v a="$after" -v b="$before" -v n="$accepted" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')"
         if [ "$accepted" -ne "$idle_conns" ]; then
             status="accepted$accepted"
-            echo "echo.sh: $mode: the server holds $accepted of $idle_conns connections (urt-load: $opened open)" >&2
+            echo "echo.sh: $mode/$kind: the server holds $accepted of $idle_conns connections (urt-load: $opened open)" >&2
         fi
         [ "$lrc" -eq 0 ] || { status="rc$lrc"; failed=1; }
-        printf '%-7s %10.1f MiB %10.1f MiB %10.1f KiB %13s\n' "$mode" \
+        printf '%-7s %-7s %10.1f MiB %10.1f MiB %10.2f KiB %13s\n' "$mode" "$kind" \
             "$(awk -v k="$before" 'BEGIN { print k / 1024 }')" "$(awk -v k="$after" 'BEGIN { print k / 1024 }')" \
             "$(awk -v b="$per" 'BEGIN { print b / 1024 }')" "$accepted/$opened"
-        echo "idle_rss,$date_iso,$server_kind,$mode,$workers,$load_workers,$accepted,0,0,,,,,,,,,$status,$before,$after,$per" >>"$csv"
+        echo "idle_rss,$date_iso,$server_kind,$mode/$kind,$workers,$load_workers,$accepted,0,0,,,,,,,,,$status,$before,$after,$per" >>"$csv"
+      done
     done
 fi
 

@@ -59,10 +59,12 @@
  * The totals line, on stdout on SIGUSR1 or SIGUSR2 and once more on exit (when=signal
  * or when=exit), for scripts:
  *   totals when=W t_ns=T workers=N conns=C accepted=A msgs=M bytes=B
- *          enters=E sqes=S cqes=Q polls=P parks=K steals=X wakes_sent=Y
+ *          enters=E sqes=S cqes=Q polls=P parks=K steals=X wakes_sent=Y hibernated=H
  * counters summed over the workers since the start; t_ns is CLOCK_MONOTONIC
  * (urt_now). msgs counts received chunks sent back whole, bytes the bytes
- * the kernel took from the sends (never more than was actually sent).
+ * the kernel took from the sends (never more than was actually sent);
+ * hibernated is not a sum since the start but the tasks whose stacks are
+ * hibernated at that moment.
  * bench/compare takes the difference of two such lines.
  *
  * The metrics line (urt_runtime_metrics), on stdout with each --stats
@@ -895,7 +897,9 @@ static size_t format_totals(struct server *s, const char *when, char *line, size
         return 0;
     }
     take_samples(s, ws, cur);
+    unsigned long long hibernated = 0;
     for (unsigned i = 0; i < nw; i++) {
+        hibernated += ws[i].hibernated;
         sum.polls += cur[i].polls;
         sum.steals += cur[i].steals;
         sum.parks += cur[i].parks;
@@ -911,16 +915,17 @@ static size_t format_totals(struct server *s, const char *when, char *line, size
     free(cur);
     int len = snprintf(line, cap,
                        "totals when=%s t_ns=%llu workers=%u conns=%llu accepted=%llu msgs=%llu bytes=%llu "
-                       "enters=%llu sqes=%llu cqes=%llu polls=%llu parks=%llu steals=%llu wakes_sent=%llu\n",
+                       "enters=%llu sqes=%llu cqes=%llu polls=%llu parks=%llu steals=%llu wakes_sent=%llu "
+                       "hibernated=%llu\n",
                        when, (unsigned long long)urt_now(), nw,
                        (unsigned long long)__atomic_load_n(&s->active, __ATOMIC_RELAXED),
                        (unsigned long long)__atomic_load_n(&s->accepted, __ATOMIC_RELAXED),
                        (unsigned long long)sum.msgs, (unsigned long long)sum.bytes, (unsigned long long)sum.enters,
                        (unsigned long long)sum.sqes, (unsigned long long)sum.cqes, (unsigned long long)sum.polls,
                        (unsigned long long)sum.parks, (unsigned long long)sum.steals,
-                       (unsigned long long)sum.wakes_tx);
+                       (unsigned long long)sum.wakes_tx, hibernated);
     if (len <= 0 || (size_t)len >= cap)
-        return 0;   /* cannot happen at 512 bytes: 14 numbers of at most 20 digits */
+        return 0;   /* cannot happen at 512 bytes: 15 numbers of at most 20 digits */
     return (size_t)len;
 }
 

@@ -45,8 +45,10 @@
  *
  * --idle opens the connections and sends nothing: it prints
  * "idle: N connections open" on stdout and holds them for --duration seconds
- * (or until SIGINT/SIGTERM). bench/echo.sh uses it to measure the server's
- * memory per idle connection.
+ * (or until SIGINT/SIGTERM; SIGUSR2 ends the hold as its end would, so
+ * --idle-wake still runs). bench/echo.sh and bench/compare use it to measure
+ * the server's memory per idle connection; --idle-wake N then times the
+ * first message after idling of N of them, one at a time.
  *
  * SIGINT and SIGTERM end the measurement early (results are still printed);
  * a second one exits at once. They are taken by a dedicated thread with
@@ -240,6 +242,7 @@ typedef struct options {
     size_t size;
     double duration, warmup, timeout, pace;
     uint64_t messages;          /* 0: run for duration */
+    unsigned idle_wake;         /* --idle-wake: connections timed after the hold */
     bool duration_set, idle, idle_talk, verbose;
 } options;
 
@@ -256,8 +259,10 @@ typedef struct conn {
     bool connected;
     /* written by the coordinator before the spawn, or after the join */
     struct load *lg;
-    urt_notify *go;                 /* the start line, see conn_traffic */
+    urt_notify *go;                 /* the start line, see conn_traffic; with
+                                       --idle-wake, the wake of a picked connection */
     uint32_t id;
+    bool wake_pick;                 /* --idle-wake: this one is timed after the hold */
     bool joined;
 } urt_cacheline_aligned conn;
 
@@ -275,6 +280,7 @@ typedef struct load {
     _Atomic uint32_t open;                            /* connections established and not closed */
     _Atomic uint64_t claimed urt_cacheline_aligned;   /* --messages: message slots handed out */
     _Atomic uint64_t claimed_done;                    /* --messages: claimed messages completed */
+    urt_notify *wake_done;                            /* --idle-wake: a timed wake is over */
     /* coordinator only */
     uint32_t batch_target;
     uint64_t t_begin, t_connected, t_start, t_end, t_drained, t_joined;
@@ -283,6 +289,7 @@ typedef struct load {
 } load;
 
 static _Atomic int stop_requested;   /* set by the signal thread */
+static _Atomic int hold_over;        /* SIGUSR2: the idle hold ends now (set by the signal thread) */
 
 /* ---- the connection task -------------------------------------------------------- */
 
@@ -475,6 +482,38 @@ out:
     free(slots);
 }
 
+/* --idle-wake: once the coordinator says so (after the hold), one timed
+ * 4-byte echo: the first message after idling, which an echo server that
+ * hibernated the connection's fiber answers only after bringing it back.
+ * The coordinator wakes the picked connections one at a time, so the
+ * figure is that latency alone, not a queue of wakes. */
+static int idle_wake(load *lg, conn *c, int fd)
+{
+    uint64_t old = urt_op_timeout(0);   /* the hold has no bound */
+    int r = urt_notify_wait(c->go);
+    urt_op_timeout(old);
+    if (r < 0)
+        return r;                       /* cancelled: the run ended first */
+    uint8_t msg[4] = {'w', 'a', 'k', 'e'}, back[4];
+    size_t got = 0;
+    uint64_t t0 = urt_now();
+    ssize_t n = urt_send_all(fd, msg, sizeof(msg), 0);
+    while (n > 0 && got < sizeof(back) && (n = urt_recv(fd, back + got, sizeof(back) - got, 0)) > 0)
+        got += (size_t)n;
+    if (n > 0) {
+        hist_record(c->h, urt_now() - t0);
+        bump(&c->counted);
+        if (memcmp(msg, back, sizeof(msg)) != 0)
+            c->mismatches++;
+    } else if (n == 0) {
+        c->err[E_CLOSED]++;
+    } else {
+        count_error(lg, c, n);
+    }
+    urt_notify_signal(lg->wake_done);
+    return n > 0 ? 0 : -1;
+}
+
 static void conn_idle(load *lg, conn *c, int fd, bool *settled)
 {
     uint8_t b;
@@ -498,6 +537,8 @@ static void conn_idle(load *lg, conn *c, int fd, bool *settled)
             c->mismatches++;
     }
     settle(lg, settled);
+    if (c->wake_pick && idle_wake(lg, c, fd) < 0)
+        return;
     uint64_t old = urt_op_timeout(0);   /* wait until cancelled or closed */
     ssize_t n = urt_recv(fd, &b, 1, 0);
     urt_op_timeout(old);
@@ -605,6 +646,8 @@ static void wait_until(load *lg, progress *pr, const char *what, uint64_t until,
 
 static bool measure_done(load *lg)
 {
+    if (lg->o.idle && at_load_relaxed(&hold_over))
+        return true;
     if (at_load_relaxed(&lg->live) == 0)
         return true;
     return lg->o.messages && at_load_relaxed(&lg->claimed_done) >= lg->o.messages;
@@ -658,6 +701,26 @@ static void release_all(load *lg, urt_task **handles)
             urt_notify_signal(lg->conns[i].go);
 }
 
+/* --idle-wake: wake the picked connections one after the other, each
+ * after the previous one's echo is back (or its op timeout passed). */
+static void wake_picked(load *lg, urt_task **handles)
+{
+    uint64_t old = urt_op_timeout((uint64_t)(lg->o.timeout * NS_PER_S) + NS_PER_S);
+    unsigned woken = 0;
+    for (unsigned i = 0; i < lg->o.conns && !should_stop(); i++) {
+        conn *c = &lg->conns[i];
+        if (!c->wake_pick || !handles[i] || !c->connected)
+            continue;
+        urt_notify_signal(c->go);
+        if (urt_notify_wait(lg->wake_done) < 0)
+            break;
+        woken++;
+    }
+    urt_op_timeout(old);
+    printf("wake: %u idle connections woken one at a time\n", woken);
+    fflush(stdout);
+}
+
 static void *coordinator(void *arg)
 {
     load *lg = arg;
@@ -702,7 +765,7 @@ static void *coordinator(void *arg)
     }
     lg->t_start = urt_now();
     at_store_relaxed(&lg->phase, PH_MEASURE);
-    if (o->warmup <= 0)
+    if (o->warmup <= 0 && !o->idle)
         release_all(lg, handles);
     if (!should_stop()) {
         uint64_t until = lg->t_start + (uint64_t)(o->duration * NS_PER_S);
@@ -710,6 +773,8 @@ static void *coordinator(void *arg)
                    o->messages ? NS_PER_MS / 4 : 10 * NS_PER_MS, measure_done);
     }
     lg->t_end = urt_now();
+    if (o->idle_wake && !should_stop())
+        wake_picked(lg, handles);
 
     /* 4. stop: drain, then cancel the stragglers */
     at_store_relaxed(&lg->phase, PH_STOP);
@@ -754,6 +819,10 @@ static void *signal_thread(void *arg)
             continue;
         if (sig == SIGUSR1)
             break;                              /* main says we are done */
+        if (sig == SIGUSR2) {
+            at_store_relaxed(&hold_over, 1);    /* --idle: end the hold, go on as after --duration */
+            continue;
+        }
         if (at_xchg_seqcst(&stop_requested, 1) != 0)
             _exit(128 + sig);                   /* the second one */
     }
@@ -782,6 +851,9 @@ static void usage(FILE *f)
         "  --idle             open the connections, send nothing, hold them for --duration\n"
         "                     (default 10 s) or until SIGINT/SIGTERM\n"
         "  --idle-talk        as --idle, but each connection first echoes 4 bytes once\n"
+        "  --idle-wake N      with --idle(-talk): after the hold, N connections spread over\n"
+        "                     all of them send one 4-byte echo each, one at a time; its round\n"
+        "                     trip (the first message after idling) is the last line's p50/p99\n"
         "  --verbose          per-worker connection counts and runtime counters\n"
         "  --help\n"
         "Also the flags of the common echo benchmark client: -a/--address = --addr,\n"
@@ -850,7 +922,7 @@ static int resolve(load *lg)
 static int parse_args(options *o, int argc, char **argv)
 {
     enum { O_ADDR = 256, O_CONNS, O_SIZE, O_DEPTH, O_DURATION, O_MESSAGES, O_WARMUP, O_WORKERS,
-           O_TIMEOUT, O_BATCH, O_PACE, O_IDLE, O_IDLE_TALK, O_VERBOSE, O_HELP };
+           O_TIMEOUT, O_BATCH, O_PACE, O_IDLE, O_IDLE_TALK, O_IDLE_WAKE, O_VERBOSE, O_HELP };
     static const struct option longs[] = {
         {"addr", required_argument, NULL, O_ADDR},
         {"address", required_argument, NULL, O_ADDR},
@@ -868,6 +940,7 @@ static int parse_args(options *o, int argc, char **argv)
         {"pace", required_argument, NULL, O_PACE},
         {"idle", no_argument, NULL, O_IDLE},
         {"idle-talk", no_argument, NULL, O_IDLE_TALK},
+        {"idle-wake", required_argument, NULL, O_IDLE_WAKE},
         {"verbose", no_argument, NULL, O_VERBOSE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -919,6 +992,9 @@ static int parse_args(options *o, int argc, char **argv)
         case O_IDLE_TALK:
             o->idle = o->idle_talk = true;
             break;
+        case O_IDLE_WAKE:
+            if (!parse_u64(optarg, 0, MAX_CONNS, &v)) bad = "--idle-wake"; else o->idle_wake = (unsigned)v;
+            break;
         case O_VERBOSE:
             o->verbose = true;
             break;
@@ -947,6 +1023,12 @@ static int parse_args(options *o, int argc, char **argv)
         o->duration = MESSAGES_CAP;
     if (o->idle && !o->duration_set)
         o->duration = IDLE_HOLD;
+    if (o->idle_wake && !o->idle) {
+        fprintf(stderr, "urt-load: --idle-wake goes with --idle or --idle-talk\n");
+        return -1;
+    }
+    if (o->idle_wake > o->conns)
+        o->idle_wake = o->conns;
     return 0;
 }
 
@@ -1046,6 +1128,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     pthread_t sigthr;
     bool have_sigthr = pthread_create(&sigthr, NULL, signal_thread, &set) == 0;
@@ -1056,6 +1139,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "urt-load: urt_notify_create: %s\n", strerror(-r));
             return 2;
         }
+    }
+    if (o->idle_wake) {
+        int r = urt_notify_create(&lg.wake_done);
+        if (r < 0) {
+            fprintf(stderr, "urt-load: urt_notify_create: %s\n", strerror(-r));
+            return 2;
+        }
+        /* spread over all the connections: over every batch and worker */
+        for (unsigned k = 0; k < o->idle_wake; k++)
+            lg.conns[(uint64_t)k * o->conns / o->idle_wake].wake_pick = true;
     }
     urt_config cfg = {.workers = o->workers};
     urt_runtime *rt = NULL;
@@ -1126,6 +1219,9 @@ int main(int argc, char **argv)
     if (undrained)
         printf("%u connections still had echoes outstanding %.1f s after the end (not counted as errors)\n",
                undrained, (double)DRAIN_GRACE / NS_PER_S);
+    if (o->idle && o->idle_wake && tot.count)
+        printf("first message after idling, %llu connections: p50 %.1f us  p99 %.1f us  max %.1f us\n",
+               (unsigned long long)tot.count, p50, p99, (double)tot.max / NS_PER_US);
     if (!o->idle) {
         printf("messages %llu in %.3f s: %.0f msg/s, %.2f MB/s each way\n", (unsigned long long)tot.count, secs,
                mps, mbps);
@@ -1138,6 +1234,8 @@ int main(int argc, char **argv)
            mbps, p50, p99, p999, (unsigned long long)errors, (unsigned long long)mismatches);
     fflush(stdout);
     free(lg.conns);
+    if (lg.wake_done)
+        urt_notify_destroy(lg.wake_done);
 
     if (mismatches)
         return 1;
