@@ -102,11 +102,10 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
         return w->result;
     }
     __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
-    ring_op top;
     struct __kernel_timespec ts;
-    bool timer = task_timer_start(t, &top, &ts, true);
+    bool timer = task_timer_start(t, &ts, true);
     if (timer)
-        t->op_pending = true;   /* top's CQE comes to this worker's ring: do not migrate */
+        t->op_pending = true;   /* the timer's CQE comes to this worker's ring: do not migrate */
     int res;
     for (;;) {
         /* acquire: pairs with the release store in waiter_wake. Only a hint
@@ -123,7 +122,7 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
             pthread_mutex_unlock(lock);
             break;
         }
-        int why = task_cancel_pending(t) ? -ECANCELED : (timer && top.done) ? -ETIMEDOUT : 0;
+        int why = task_cancel_pending(t) ? -ECANCELED : (timer && task_timer_fired(t)) ? -ETIMEDOUT : 0;
         if (why)
             waitq_unlink(q, w);
         pthread_mutex_unlock(lock);
@@ -135,7 +134,7 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
     }
     __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
     if (timer) {
-        task_timer_finish(t, &top);
+        task_timer_finish(t);
         t->op_pending = false;
     }
     coop_reset();
