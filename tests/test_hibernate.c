@@ -300,30 +300,6 @@ static void *acceptor(void *arg)
     return NULL;
 }
 
-Test(hibernate, an_idle_listener_accept_hibernates_and_accepts_after_waking, .timeout = 60)
-{
-    urt_runtime *rt = rt_hib(2, 20 * MS);
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(lfd, 8), 0);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
-    acc ac = {.lfd = lfd, .fd = -1};
-    urt_task *t;
-    cr_assert_eq(urt_spawn(rt, &t, acceptor, &ac), 0);
-    cr_assert(await_hibernated(rt, 1), "the accepting task was never hibernated");
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(urt_join(t, NULL), 0);
-    cr_assert_geq(ac.fd, 0, "accept gave %d", ac.fd);
-    cr_assert(ac.intact);
-    close(ac.fd);
-    close(c);
-    close(lfd);
-    urt_runtime_destroy(rt);
-}
-
 static void *acceptor_with_deadline(void *arg)
 {
     urt_deadline(urt_now() + 30000 * MS);   /* armed as t->timer: the wait still hibernates */
@@ -331,19 +307,16 @@ static void *acceptor_with_deadline(void *arg)
     return NULL;
 }
 
-Test(hibernate, a_listener_accept_with_a_deadline_hibernates_and_accepts, .timeout = 60)
+/* A task accepting in fn hibernates, then accepts a connection. */
+static void accept_case(urt_fn fn, const char *what)
 {
     urt_runtime *rt = rt_hib(2, 20 * MS);
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(lfd, 8), 0);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+    struct sockaddr_in a;
+    int lfd = hib_listen_loopback(&a);
     acc ac = {.lfd = lfd, .fd = -1};
     urt_task *t;
-    cr_assert_eq(urt_spawn(rt, &t, acceptor_with_deadline, &ac), 0);
-    cr_assert(await_hibernated(rt, 1), "the accept with a deadline was never hibernated");
+    cr_assert_eq(urt_spawn(rt, &t, fn, &ac), 0);
+    cr_assert(await_hibernated(rt, 1), "%s was never hibernated", what);
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
     cr_assert_eq(urt_join(t, NULL), 0);
@@ -353,6 +326,16 @@ Test(hibernate, a_listener_accept_with_a_deadline_hibernates_and_accepts, .timeo
     close(c);
     close(lfd);
     urt_runtime_destroy(rt);
+}
+
+Test(hibernate, an_idle_listener_accept_hibernates_and_accepts_after_waking, .timeout = 60)
+{
+    accept_case(acceptor, "the accepting task");
+}
+
+Test(hibernate, a_listener_accept_with_a_deadline_hibernates_and_accepts, .timeout = 60)
+{
+    accept_case(acceptor_with_deadline, "the accept with a deadline");
 }
 
 /* ---- stress: hibernate and wake at random ----------------------------------------------- */

@@ -234,12 +234,8 @@ Test(hibernate_waits, a_recvfrom_into_heap_memory_hibernates_and_gets_bytes_and_
 Test(hibernate_waits, a_one_shot_accept_hibernates_and_accepts, .timeout = 60)
 {
     urt_runtime *rt = rt_one();
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(lfd, 8), 0);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+    struct sockaddr_in a;
+    int lfd = hib_listen_loopback(&a);
     job j = {.kind = K_ACCEPT, .fd = lfd};
     urt_task *t = spawn_hibernated(rt, &j, "urt_accept");
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -276,15 +272,31 @@ Test(hibernate_waits, a_recv_into_a_buffer_on_the_stack_is_never_hibernated, .ti
 
 /* ---- wakes that race a hibernated task ------------------------------------------------ */
 
-Test(hibernate_waits, a_cancel_from_another_thread_wakes_a_hibernated_sleep, .timeout = 60)
+/* A hibernated wait of `kind` is cancelled from this thread: it resumes
+ * with -ECANCELED and its stack intact. */
+static void cancel_kind(enum kind k, const char *what)
 {
     urt_runtime *rt = rt_hib(2, 20 * MS);
-    job j = {.kind = K_SLEEP, .ns = 600000 * MS};
-    urt_task *t = spawn_hibernated(rt, &j, "urt_sleep");
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    job j = {.kind = k, .fd = sv[0], .ns = 600000 * MS};
+    urt_task *t = spawn_hibernated(rt, &j, what);
     cr_assert_eq(urt_cancel(t), 0);
     joined_restored(rt, t, &j);
-    cr_assert_eq(j.res, -ECANCELED, "the cancelled sleep gave %d", j.res);
+    cr_assert_eq(j.res, -ECANCELED, "the cancelled %s gave %d", what, j.res);
+    close(sv[0]);
+    close(sv[1]);
     urt_runtime_destroy(rt);
+}
+
+Test(hibernate_waits, a_cancel_from_another_thread_wakes_a_hibernated_sleep, .timeout = 60)
+{
+    cancel_kind(K_SLEEP, "urt_sleep");
+}
+
+Test(hibernate_waits, a_cancel_from_another_thread_wakes_a_hibernated_poll, .timeout = 60)
+{
+    cancel_kind(K_POLL, "urt_poll");
 }
 
 Test(hibernate_waits, a_deadline_firing_wakes_a_hibernated_sleep, .timeout = 60)
@@ -295,21 +307,6 @@ Test(hibernate_waits, a_deadline_firing_wakes_a_hibernated_sleep, .timeout = 60)
     joined_restored(rt, t, &j);
     cr_assert_eq(j.res, -ETIMEDOUT, "the sleep past its deadline gave %d", j.res);
     cr_assert_geq(j.waited + 50 * MS, 1500 * MS, "the deadline fired early");
-    urt_runtime_destroy(rt);
-}
-
-Test(hibernate_waits, a_cancel_wakes_a_hibernated_poll, .timeout = 60)
-{
-    urt_runtime *rt = rt_one();
-    int sv[2];
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    job j = {.kind = K_POLL, .fd = sv[0]};
-    urt_task *t = spawn_hibernated(rt, &j, "urt_poll");
-    cr_assert_eq(urt_cancel(t), 0);
-    joined_restored(rt, t, &j);
-    cr_assert_eq(j.res, -ECANCELED, "the cancelled poll gave %d", j.res);
-    close(sv[0]);
-    close(sv[1]);
     urt_runtime_destroy(rt);
 }
 

@@ -5,7 +5,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <urt.h>
@@ -65,6 +68,18 @@ static inline bool await_hibernated_poked(urt_runtime *rt, uint64_t n, unsigned 
 
 /* Wait until `n` tasks are hibernated, at most ~5 s. */
 static inline bool await_hibernated(urt_runtime *rt, uint64_t n) { return await_hibernated_for(rt, n, 5000); }
+
+/* A TCP listener on 127.0.0.1 at an ephemeral port; *a is its address. */
+static inline int hib_listen_loopback(struct sockaddr_in *a)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(*a);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)a, sizeof(*a)), 0);
+    cr_assert_eq(listen(lfd, 8), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)a, &al), 0);
+    return lfd;
+}
 
 /* Pages of [lo, hi) resident in memory. */
 static inline size_t resident_pages(const void *lo, const void *hi)
