@@ -20,7 +20,7 @@
  *     frame, which op_wait keeps alive until the op's CQE is in (the task
  *     is runnable only through that CQE). Since the kernel writes into the
  *     task's stack, this wait must never be one whose stack is hibernated
- *     (DESIGN.md). A cancel or timeout ends the op without reaping the
+ *     (plain op_wait: hibernate.c); the pidfd wait below may be. A cancel or timeout ends the op without reaping the
  *     child.
  *   - else: a pidfd of the child (pidfd_open), a non-blocking
  *     waitid(P_PIDFD, WNOHANG) to reap it if it has already ended, and a

@@ -7,8 +7,10 @@
  * A task waits by suspending: its worker goes on with other tasks. A plain
  * thread (or a task inside urt_block_in_place) blocks on the waiter's futex
  * word. A task whose urt_op_timeout is set arms a TIMEOUT on its worker's
- * ring for the wait; the record lives on the waiting task's stack, so the
- * task stays on that worker until the timer's CQE is in.
+ * ring for the wait; its record is the task's t->timer (time.c), and the
+ * task stays on that worker until the timer's CQE is in. The waiter node
+ * itself lives on the waiting task's stack and other threads write it, so
+ * these waits never hibernate (hibernate.c).
  */
 #include <errno.h>
 #include <stddef.h>

@@ -28,7 +28,18 @@
 
 #define DEEP 4096   /* bytes of stack each waiter fills with its pattern */
 
-enum kind { K_SLEEP, K_SLEEP_UNTIL, K_TICK, K_POLL, K_RECV_HEAP, K_RECV_STACK, K_READ_HEAP, K_RECVFROM_HEAP, K_ACCEPT };
+enum kind {
+    K_SLEEP,
+    K_SLEEP_UNTIL,
+    K_TICK,
+    K_POLL,
+    K_RECV_HEAP,
+    K_RECV_STACK,
+    K_READ_HEAP,
+    K_RECVFROM_HEAP,
+    K_ACCEPT,
+    K_SEND_HEAP,
+};
 
 typedef struct job {
     enum kind kind;
@@ -36,6 +47,7 @@ typedef struct job {
     uint64_t ns;          /* how long a sleep or a tick waits */
     uint64_t deadline;    /* urt_deadline set first (absolute), 0: none */
     char *heap;           /* a buffer off the task's stack */
+    size_t len;           /* K_SEND_HEAP: bytes of heap to send */
     struct sockaddr_un *from;
     socklen_t fromlen;
     int res;              /* the call's result (or revents) */
@@ -88,6 +100,9 @@ __attribute__((noinline)) static void wait_one(job *j)
         break;
     case K_ACCEPT:
         j->res = urt_accept(j->fd, NULL, NULL, SOCK_CLOEXEC);
+        break;
+    case K_SEND_HEAP:
+        __atomic_store_n(&j->res, (int)urt_send(j->fd, j->heap, j->len, 0), __ATOMIC_RELEASE);   /* read by the test */
         break;
     }
     j->waited = urt_now() - t0;
@@ -245,6 +260,51 @@ Test(hibernate_waits, a_one_shot_accept_hibernates_and_accepts, .timeout = 60)
     close(j.res);
     close(c);
     close(lfd);
+    urt_runtime_destroy(rt);
+}
+
+Test(hibernate_waits, a_send_from_a_heap_buffer_waits_for_room_hibernated_and_sends_it_whole, .timeout = 60)
+{
+    enum { LEN = 65536 };
+    urt_runtime *rt = rt_one();
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    /* fill the socket so that the task's send has to wait for room */
+    static char junk[4096];
+    size_t filled = 0;
+    for (;;) {
+        ssize_t n = send(sv[0], junk, sizeof(junk), MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        filled += (size_t)n;
+    }
+    job j = {.kind = K_SEND_HEAP, .fd = sv[0], .heap = malloc(LEN), .len = LEN};
+    cr_assert_not_null(j.heap);
+    for (size_t i = 0; i < LEN; i++)
+        j.heap[i] = (char)(i * 7 + 1);
+    urt_task *t = spawn_hibernated(rt, &j, "urt_send");
+    /* drain: the kernel reads the rest of the task's buffer only now */
+    char *got = malloc(filled + LEN);
+    size_t have = 0;
+    while (have < filled + LEN) {
+        ssize_t n = recv(sv[1], got + have, filled + LEN - have, have >= filled ? MSG_DONTWAIT : 0);
+        if (n < 0 && have >= filled && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (__atomic_load_n(&j.res, __ATOMIC_ACQUIRE) != 0 && have - filled >= (size_t)j.res)
+                break;   /* a short send: all it sent is here */
+            usleep(1000);
+            continue;
+        }
+        cr_assert_gt(n, 0);
+        have += (size_t)n;
+    }
+    joined_restored(rt, t, &j);
+    cr_assert_gt(j.res, 0, "urt_send gave %d", j.res);
+    cr_assert_eq(have - filled, (size_t)j.res, "the peer got what the send says it sent");
+    cr_assert_eq(memcmp(got + filled, j.heap, (size_t)j.res), 0, "the bytes sent after hibernation are the buffer's");
+    free(got);
+    free(j.heap);
+    close(sv[0]);
+    close(sv[1]);
     urt_runtime_destroy(rt);
 }
 
