@@ -398,6 +398,7 @@ typedef struct sleeper {
     _Atomic unsigned rounds;   /* sleeps that ended on time */
     _Atomic unsigned ended;    /* times the task reached its end: exactly once */
     int last;                  /* what ended the final, long wait */
+    _Atomic unsigned *final;   /* counts the tasks that reached it */
     bool intact;
 } sleeper;
 
@@ -417,6 +418,7 @@ __attribute__((noinline)) static void sleep_at_random(sleeper *s)
         if (e == 0 && urt_now() - t0 >= ns)
             __atomic_fetch_add(&s->rounds, 1, __ATOMIC_RELAXED);
     }
+    __atomic_fetch_add(s->final, 1, __ATOMIC_RELEASE);
     s->last = urt_sleep(600000 * MS);   /* until cancelled, hibernated by then */
     bool ok = true;
     for (size_t i = 0; i < sizeof(deep); i++)
@@ -443,11 +445,15 @@ Test(hibernate_waits, stress_ten_thousand_tasks_hibernate_and_wake_at_random, .t
     urt_runtime *rt = rt_hib(2, 1 * MS);
     static sleeper s[N];
     static urt_task *t[N];
+    static _Atomic unsigned final;
     for (int i = 0; i < N; i++) {
-        s[i] = (sleeper){.seed = (unsigned)i * 2654435761u + 1};
+        s[i] = (sleeper){.seed = (unsigned)i * 2654435761u + 1, .final = &final};
         cr_assert_eq(urt_spawn(rt, &t[i], sleeper_task, &s[i]), 0);
     }
     /* every task ends its rounds and is hibernated in its long sleep */
+    for (int spin = 0; __atomic_load_n(&final, __ATOMIC_ACQUIRE) < N && spin < 120000; spin++)
+        usleep(1000);
+    cr_assert_eq(__atomic_load_n(&final, __ATOMIC_ACQUIRE), N, "not every task reached its last sleep");
     cr_assert(await_hibernated_poked(rt, N, 120000), "only %llu of %d hibernated",
               (unsigned long long)stat_sum(rt, 0), N);
     uint64_t hib = stat_sum(rt, 1);
