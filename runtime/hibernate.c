@@ -146,7 +146,9 @@ void hib_scan(urt_worker *w, uint64_t now)
         return;
     /* an SQE still queued may point at a timespec in a waiting fiber's
      * frame (the kernel copies it at submission): submit them first, and
-     * hibernate nothing while any remain */
+     * hibernate nothing while any remain. (Both callers, maintenance and
+     * the wake from a park, have submitted just before; this holds it when
+     * that submit failed, a full CQ say, or if the order ever changes.) */
     if (w->ring.pending && (ring_submit(&w->ring), w->ring.pending)) {
         w->hib_more = true;
         return;
