@@ -119,8 +119,9 @@ typedef struct urt_config {
     uint64_t cancel_wait_ns;        /* how long urt_runtime_shutdown waits for cancelled tasks
                                        (and blocking jobs) to end before it gives up on them;
                                        0: default (5 s) */
-    uint64_t hibernate_after_ns;    /* a task waiting this long in urt_rx_recv or
-                                       urt_listener_accept (with no time bound set) has its
+    uint64_t hibernate_after_ns;    /* a task waiting this long in a wait that allows it
+                                       (a receive, accept, poll or sleep whose memory is off
+                                       its stack; docs/stacks.md lists them) has its
                                        stack hibernated: its live frames are copied to the heap
                                        and the stack's pages given back, until it wakes; 0:
                                        default (1 s); URT_HIBERNATE_NEVER: never. While

@@ -82,4 +82,12 @@ void urt__check_rt(const urt_runtime *rt, const char *call)
         misuse(call, "runtime", rt, "was already destroyed (or is no runtime)");
 }
 
+void urt__check_rec_free(const urt_task *t, const ring_op *rec, const char *call)
+{
+    /* a task waits on one op and arms one timer at a time: a second start
+     * while the record is in flight would lose the first one's CQE */
+    if (!rec->done)
+        misuse(call, "task", t, "started a ring op whose record is still in flight");
+}
+
 #endif

@@ -227,9 +227,8 @@ static long fs_run(fs_args *a)
     struct io_uring_sqe *sqe = op_sqe(t, true);
     if (!sqe)
         return -EBUSY;
-    ring_op op;
     fs_prep(sqe, a);
-    return op_wait(t, &op, sqe, a->what, a->fd);
+    return op_wait(t, &t->op, sqe, a->what, a->fd);
 }
 
 /* ---- the calls: check the arguments, then fs_run -------------------------------- */

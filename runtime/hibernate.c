@@ -2,8 +2,8 @@
  * hibernate.c - stack hibernation: an idle connection costs its live frames,
  * not its stack's pages.
  *
- * A fiber that waits long for something that may take minutes (a pooled
- * receive, a listener accept) still holds every stack page it ever touched.
+ * A fiber that waits long for something that may take minutes (a receive,
+ * an accept, a poll, a sleep) still holds every stack page it ever touched.
  * Its home worker, during maintenance, hibernates such a fiber once it has
  * waited cfg.hibernate_after_ns: the live part of its stack, from the saved
  * stack pointer (less the red zone) up to the top, is copied into a
@@ -12,18 +12,42 @@
  * stay valid; when the task is next run (run_task), the image is copied
  * back to the same addresses before the fiber resumes.
  *
- * Rule: nothing may write into (or read from) a hibernated stack. So only
- * waits whose wake path touches no stack memory call hib_wait_begin: the
- * pooled receive and the listener accept keep their records on the heap
- * and wake the task through its header. A wait with a ring op in flight
- * (t->op_pending: an op record or a timer on the stack, the kernel may
- * write it) is never hibernated, nor a migratable task, a task spawned with
- * URT_TASK_NO_HIBERNATE, or one inside urt_block_in_place.
+ * The rule: nothing may write into (or read from) a hibernated stack, not
+ * the kernel, not another thread. A wait is hibernatable when its wake path
+ * writes only the task header and heap memory:
+ *   - the records a CQE handler writes are in the header: t->op for the one
+ *     op a task waits on (op.c), t->timer for the bound timer of a wait
+ *     that is not a ring op (time.c); hib_wait_begin refuses any other
+ *     record (one on the stack);
+ *   - the memory the kernel reads or writes after submission (a buffer, an
+ *     iovec, a msghdr, a sockaddr) lies outside the task's stack
+ *     (task_stack_holds; op_wait_mem and OP_HIB in op.h);
+ *   - timespecs (of a sleep, a linked timeout, a bound timer) are read by
+ *     the kernel when the SQE is submitted, so hib_scan submits the ring's
+ *     queued SQEs before it hibernates anything (and hibernates nothing
+ *     while any remain unsubmitted).
+ * So these waits hibernate: urt_sleep, urt_sleep_until, urt_interval_tick;
+ * urt_poll (and the readiness waits built on it); urt_recv, urt_read,
+ * urt_send, urt_write, urt_recvmsg, urt_sendmsg, urt_recvfrom (its msghdr
+ * then goes on the heap), urt_accept, where their memory is off the stack;
+ * urt_rx_recv and urt_listener_accept, with or without a time bound; a
+ * urt_process_wait on the pidfd path. Not: the sync primitives, joins and
+ * task groups (their waiter node is on the waiter's stack and another
+ * thread writes it, under the primitive's lock, at any time), urt_sleep
+ * inside urt_block_in_place, a waitid wait (siginfo on the stack), file
+ * ops (short), a migratable task (it may run elsewhere), a task spawned
+ * with URT_TASK_NO_HIBERNATE, and every wait when hibernate_after_ns is
+ * URT_HIBERNATE_NEVER. A wait outside the rule is simply never listed.
  *
  * Threads: everything here runs on the task's home worker thread. Only a
  * non-migratable task may hibernate and such a task, once it has run, runs
  * only there; a wake from another thread (a cancel) just queues it to that
- * worker, which restores it before running it.
+ * worker, which restores it before running it, and the CQE handler of
+ * that worker's ring writes only the header before it queues the task.
+ *
+ * ASan: the copy (raw_copy) is not instrumented, so the red zones ASan
+ * poisons in the live frames are copied as words and their shadow, which
+ * describes the addresses, not the pages, stays as it was.
  */
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -49,11 +73,16 @@ static void list_unlink(urt_worker *w, urt_task *t)
         w->hib_more = false;   /* nothing left to scan: the idle worker sleeps its full second */
 }
 
-void hib_wait_begin(urt_task *t)
+bool hib_allowed(const urt_task *t)
 {
-    urt_worker *w = urt__cur_worker();
-    if (!w || t->in_bip || t->op_pending || (t->flags & (URT_TASK_MIGRATABLE | URT_TASK_NO_HIBERNATE)) ||
-        w->rt->cfg.hibernate_after_ns == URT_HIBERNATE_NEVER)
+    return !t->in_bip && !(t->flags & (URT_TASK_MIGRATABLE | URT_TASK_NO_HIBERNATE)) &&
+           t->rt->cfg.hibernate_after_ns != URT_HIBERNATE_NEVER;
+}
+
+void hib_wait_begin(urt_worker *w, urt_task *t, const ring_op *rec)
+{
+    /* the rule (see the top): only the header's records may be in flight */
+    if (!hib_allowed(t) || (rec && rec != &t->op) || t->hib_listed)
         return;
     /* maint_ns: the worker's coarse clock, read at every maintenance and
      * wake-up; exact enough for a threshold of about a second */
@@ -68,10 +97,10 @@ void hib_wait_begin(urt_task *t)
     t->hib_listed = true;
 }
 
-void hib_wait_end(urt_task *t)
+void hib_wait_end(urt_worker *w, urt_task *t)
 {
     if (t->hib_listed)
-        list_unlink(urt__cur_worker(), t);
+        list_unlink(w, t);
 }
 
 /* A copy that sanitizers do not see: the live frames hold ASan's poisoned
@@ -113,6 +142,17 @@ void hib_scan(urt_worker *w, uint64_t now)
 {
     w->hib_more = false;
     uint64_t after = w->rt->cfg.hibernate_after_ns;
+    if (!w->hib_head || now - w->hib_head->hib_since < after)
+        return;
+    /* an SQE still queued may point at a timespec in a waiting fiber's
+     * frame (the kernel copies it at submission): submit them first, and
+     * hibernate nothing while any remain. (Both callers, maintenance and
+     * the wake from a park, have submitted just before; this holds it when
+     * that submit failed, a full CQ say, or if the order ever changes.) */
+    if (w->ring.pending && (ring_submit(&w->ring), w->ring.pending)) {
+        w->hib_more = true;
+        return;
+    }
     unsigned done = 0;
     urt_task *t;
     while ((t = w->hib_head) && now - t->hib_since >= after) {

@@ -20,7 +20,7 @@ ssize_t urt_recv(int fd, void *buf, size_t len, int flags)
     len = io_len(len);
     IO_PROLOGUE(recv(fd, buf, len, flags));
     io_uring_prep_recv(sqe, fd, buf, len, flags);
-    return op_wait(t, &op, sqe, "recv", fd);
+    return op_wait_mem(t, op, sqe, "recv", fd, buf, len);   /* a heap buffer: it may hibernate */
 }
 
 ssize_t urt_send(int fd, const void *buf, size_t len, int flags)
@@ -30,7 +30,7 @@ ssize_t urt_send(int fd, const void *buf, size_t len, int flags)
     len = io_len(len);
     IO_PROLOGUE(send(fd, buf, len, flags | MSG_NOSIGNAL));
     io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
-    return op_wait(t, &op, sqe, "send", fd);
+    return op_wait_mem(t, op, sqe, "send", fd, buf, len);   /* the kernel reads buf until it is sent */
 }
 
 ssize_t urt_read(int fd, void *buf, size_t len, int64_t off)
@@ -40,7 +40,7 @@ ssize_t urt_read(int fd, void *buf, size_t len, int64_t off)
     len = io_len(len);
     IO_PROLOGUE(off < 0 ? read(fd, buf, len) : pread(fd, buf, len, off));
     io_uring_prep_read(sqe, fd, buf, (unsigned)len, (uint64_t)off);
-    return op_wait(t, &op, sqe, "read", fd);
+    return op_wait_mem(t, op, sqe, "read", fd, buf, len);
 }
 
 ssize_t urt_write(int fd, const void *buf, size_t len, int64_t off)
@@ -50,7 +50,7 @@ ssize_t urt_write(int fd, const void *buf, size_t len, int64_t off)
     len = io_len(len);
     IO_PROLOGUE(off < 0 ? write(fd, buf, len) : pwrite(fd, buf, len, off));
     io_uring_prep_write(sqe, fd, buf, (unsigned)len, (uint64_t)off);
-    return op_wait(t, &op, sqe, "write", fd);
+    return op_wait_mem(t, op, sqe, "write", fd, buf, len);
 }
 
 int urt_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags)
@@ -59,7 +59,9 @@ int urt_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags)
         return -EINVAL;
     IO_PROLOGUE(accept4(fd, addr, len, flags));
     io_uring_prep_accept(sqe, fd, addr, len, flags);
-    return op_wait(t, &op, sqe, "accept", fd);
+    /* the kernel writes *addr and *len when a connection comes */
+    bool on_stack = addr && (task_stack_holds(t, addr, *len) || task_stack_holds(t, len, sizeof(*len)));
+    return op_wait_ex(t, op, sqe, "accept", fd, OP_TIMED | (on_stack ? 0 : OP_HIB));
 }
 
 int urt_connect(int fd, const struct sockaddr *addr, socklen_t len)
@@ -68,7 +70,7 @@ int urt_connect(int fd, const struct sockaddr *addr, socklen_t len)
         return -EINVAL;
     IO_PROLOGUE(connect(fd, addr, len));
     io_uring_prep_connect(sqe, fd, addr, len);
-    return op_wait(t, &op, sqe, "connect", fd);
+    return op_wait(t, op, sqe, "connect", fd);
 }
 
 int urt_close(int fd)
@@ -88,9 +90,8 @@ int urt_close(int fd)
     int r;
     struct io_uring_sqe *sqe = op_sqe(t, false);
     if (sqe) {
-        ring_op op;
         io_uring_prep_close(sqe, fd);
-        r = op_wait_ex(t, &op, sqe, "close", -1, false);
+        r = op_wait_ex(t, &t->op, sqe, "close", -1, 0);
     } else {
         r = close(fd) < 0 ? -errno : 0;   /* no SQE: the fd is consumed all the same */
     }
@@ -118,5 +119,5 @@ int urt_shutdown(int fd, int how)
         return -EINVAL;
     IO_PROLOGUE(shutdown(fd, how));
     io_uring_prep_shutdown(sqe, fd, how);
-    return op_wait(t, &op, sqe, "shutdown", fd);
+    return op_wait(t, op, sqe, "shutdown", fd);
 }

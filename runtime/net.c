@@ -388,8 +388,7 @@ int urt_listener_accept(urt_listener *l)
         return err;
     if (urt__cur_worker() != l->w)
         return -EXDEV;   /* only on the worker that opened it */
-    ring_op top;
-    struct __kernel_timespec ts;
+    struct __kernel_timespec ts;   /* the deadline timer's time, until its SQE is submitted */
     bool timer = false;
     int ret;
     for (;;) {
@@ -408,30 +407,31 @@ int urt_listener_accept(urt_listener *l)
             ret = -ECANCELED;
             break;
         }
-        if (timer ? top.done : task_deadline_passed(t)) {
+        if (timer ? task_timer_fired(t) : task_deadline_passed(t)) {
             ret = -ETIMEDOUT;   /* urt_deadline (the op timeout does not apply here) */
             break;
         }
         if (!l->armed)
             listener_arm(l);   /* the kernel ended it (an error, or a full CQ): again */
-        if (!timer && t->deadline && !(timer = task_timer_start(t, &top, &ts, false))) {
+        if (!timer && t->deadline && !(timer = task_timer_start(t, &ts, false))) {
             ret = -EBUSY;
             break;
         }
         l->waiter = t;
         __atomic_store_n(&t->wait_what, "accept", __ATOMIC_RELAXED);
         __atomic_store_n(&t->wait_fd, l->fd, __ATOMIC_RELAXED);
-        hib_wait_begin(t);   /* l and its queue are on the heap: the wake writes no stack */
+        /* l and its queue are on the heap, the timer is t->timer: the wake writes no stack */
+        hib_wait_begin(l->w, t, NULL);
         bool pinned = t->op_pending;
         t->op_pending = true;   /* a migratable task waits here: it must resume on l's worker */
         task_suspend(t, SW_PARK);
         t->op_pending = pinned;
-        hib_wait_end(t);
+        hib_wait_end(l->w, t);
         __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
         l->waiter = NULL;
     }
     if (timer)
-        task_timer_finish(t, &top);
+        task_timer_finish(t);
     return ret;
 }
 
@@ -755,8 +755,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
         return -EXDEV;
     if (!rx->pool->bufs.br)
         return rx_recv_plain(rx, buf);
-    ring_op top;              /* the per-task op timeout, when set */
-    bool timer = false;
+    bool timer = false;            /* t->timer is armed: the op timeout or deadline */
     struct __kernel_timespec ts;
     ssize_t ret;
     for (;;) {
@@ -784,7 +783,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             ret = 0;
             break;
         }
-        if (timer && top.done) {
+        if (timer && task_timer_fired(t)) {
             ret = -ETIMEDOUT;
             break;
         }
@@ -804,25 +803,25 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             else
                 starve_push(rx->pool, rx);
         }
-        if (!timer && task_bound(t, true) && !(timer = task_timer_start(t, &top, &ts, true))) {
+        if (!timer && task_bound(t, true) && !(timer = task_timer_start(t, &ts, true))) {
             ret = -EBUSY;
             break;
         }
         rx->waiter = t;
         __atomic_store_n(&t->wait_what, "rx", __ATOMIC_RELAXED);
         __atomic_store_n(&t->wait_fd, rx->fd, __ATOMIC_RELAXED);
-        hib_wait_begin(t);   /* rx is on the heap: the wake writes no stack (a timer would) */
+        hib_wait_begin(w, t, NULL);   /* rx is on the heap, the timer is t->timer: the wake writes no stack */
         bool pinned = t->op_pending;
         t->op_pending = true;   /* a migratable task waits here: it must resume on rx's worker */
         task_suspend(t, SW_PARK);
         t->op_pending = pinned;
-        hib_wait_end(t);
+        hib_wait_end(w, t);
         __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
         rx->waiter = NULL;
     }
     rx_unstarve(rx);
     if (timer)
-        task_timer_finish(t, &top);
+        task_timer_finish(t);
     return ret;
 }
 

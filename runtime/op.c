@@ -2,9 +2,11 @@
  * op.c - the one way a task's call becomes an op on its worker's ring and
  * waits for it (see op.h for how a call uses it).
  *
- * An op's record (ring_op) lives on the task's stack in op_wait's caller; the
- * task becomes runnable only through that op's CQE, so the record outlives
- * the kernel's use of it:
+ * An op's record (ring_op) is the task's own t->op, in its header (not on
+ * its stack: a wait that writes no stack memory may then hibernate, see
+ * hibernate.c); a task has one op in flight at a time (the checked build
+ * aborts on a second), and it becomes runnable only through that op's CQE,
+ * so the record outlives the kernel's use of it:
  *   1. op_sqe reserves room (two SQEs when a time bound links a
  *      LINK_TIMEOUT, so a flush never splits the pair) and returns the SQE;
  *   2. the caller preps it; op_wait tags it with (record, generation) and
@@ -60,11 +62,12 @@ struct io_uring_sqe *op_sqe(urt_task *t, bool timed)
     return ring_sqe(&w->ring);
 }
 
-int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *what, int fd, bool timed)
+int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *what, int fd, unsigned flags)
 {
     urt_worker *w = urt__cur_worker();
-    struct __kernel_timespec ts;
-    uint64_t bound = timed ? task_bound(t, true) : 0;
+    struct __kernel_timespec ts;   /* copied by the kernel at submission */
+    uint64_t bound = (flags & OP_TIMED) ? task_bound(t, true) : 0;
+    CHECK_REC_FREE(t, op, what);
     ring_op_start(&w->ring, op, t);
     io_uring_sqe_set_data64(sqe, ring_op_data(op));
     if (bound) {
@@ -75,11 +78,16 @@ int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *w
     t->op_pending = true;
     __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
     __atomic_store_n(&t->wait_fd, fd, __ATOMIC_RELAXED);
+    bool hib = (flags & OP_HIB) != 0;
+    if (hib)
+        hib_wait_begin(w, t, op);
     while (!op->done) {
         if (!op->cancel_sent && task_cancel_pending(t))
             ring_cancel_op(&w->ring, op);   /* w: the op pins the task to this worker */
         task_suspend(t, SW_PARK);
     }
+    if (hib)
+        hib_wait_end(w, t);
     t->op_pending = false;
     __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&t->wait_fd, -1, __ATOMIC_RELAXED);

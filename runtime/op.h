@@ -7,7 +7,12 @@
  * A call is:
  *     IO_PROLOGUE(plain syscall expression);   // t, op, sqe in scope
  *     io_uring_prep_xxx(sqe, ...);
- *     return op_wait(t, &op, sqe, "what", fd);
+ *     return op_wait(t, op, sqe, "what", fd);
+ * op is the task's own record, t->op (in the header, not on the stack: the
+ * CQE handler writes it, and a wait that writes no stack memory may
+ * hibernate). A task has one op in flight at a time. op_wait_mem instead of
+ * op_wait says which memory the kernel reads or writes after submission:
+ * where none of it lies in the task's stack, the wait may hibernate.
  * IO_PROLOGUE returns early with -EDEADLK (in a hook), -EPERM (no task),
  * -ECANCELED (cancelled), -ETIMEDOUT (the task's deadline has passed),
  * -EBUSY (no SQE), or runs the plain syscall inside urt_block_in_place.
@@ -35,16 +40,32 @@ urt_task *io_task(int *err);
  * for its linked timeout; NULL when the ring cannot give them (-EBUSY). */
 struct io_uring_sqe *op_sqe(urt_task *t, bool timed);
 
+/* op_wait_ex's flags */
+#define OP_TIMED 0x1u   /* the task's time bounds apply (a LINK_TIMEOUT at the earlier) */
+#define OP_HIB   0x2u   /* the wait may hibernate: nothing the kernel reads or writes
+                           after submission lies in the task's stack */
+
 /* Submit the op prepared in sqe and suspend until it ends; returns its
  * result: -ECANCELED after a cancel, -ETIMEDOUT when the bound (op timeout
- * or deadline, the earlier, for a `timed` op) fired. A result that raced
+ * or deadline, the earlier, for an OP_TIMED op) fired. A result that raced
  * the cancel is returned, not lost. fd (or -1) is counted for urt_close.
- * The op's record and everything the kernel reads stay valid: the caller's
- * frame lives until this returns. */
-int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *what, int fd, bool timed);
+ * op is t->op (a record elsewhere is allowed but never hibernates). What
+ * the kernel reads stays valid: the caller's frame lives until this
+ * returns, and nothing still unsubmitted is hibernated (hibernate.c). */
+int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *what, int fd, unsigned flags);
 static inline int op_wait(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *what, int fd)
 {
-    return op_wait_ex(t, op, sqe, what, fd, true);
+    return op_wait_ex(t, op, sqe, what, fd, OP_TIMED);
+}
+
+/* op_wait for an op whose only user memory touched after submission is
+ * [p, p + n) (n == 0: none besides the record): it may hibernate when that
+ * lies outside the task's stack. */
+static inline int op_wait_mem(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *what, int fd,
+                              const void *p, size_t n)
+{
+    bool off = !p || !task_stack_holds(t, p, n);
+    return op_wait_ex(t, op, sqe, what, fd, OP_TIMED | (off ? OP_HIB : 0));
 }
 
 /* Does the calling worker's ring have the opcode? (False: use the call's
@@ -63,7 +84,7 @@ static inline bool op_have(unsigned opcode) { return ring_has_op(&urt__cur_worke
         }                                           \
         return err_;                                \
     }                                               \
-    ring_op op;                                     \
+    ring_op *op = &t->op;                           \
     struct io_uring_sqe *sqe = op_sqe(t, true);     \
     if (!sqe)                                       \
         return -EBUSY;

@@ -20,7 +20,7 @@
  *     frame, which op_wait keeps alive until the op's CQE is in (the task
  *     is runnable only through that CQE). Since the kernel writes into the
  *     task's stack, this wait must never be one whose stack is hibernated
- *     (DESIGN.md). A cancel or timeout ends the op without reaping the
+ *     (plain op_wait: hibernate.c); the pidfd wait below may be. A cancel or timeout ends the op without reaping the
  *     child.
  *   - else: a pidfd of the child (pidfd_open), a non-blocking
  *     waitid(P_PIDFD, WNOHANG) to reap it if it has already ended, and a
@@ -141,9 +141,8 @@ static int wait_pidfd(urt_task *t, pid_t pid, siginfo_t *si)
             r = -EBUSY;
             break;
         }
-        ring_op op;
         io_uring_prep_poll_add(sqe, pfd, POLLIN);
-        r = op_wait(t, &op, sqe, "pidfd", -1);
+        r = op_wait_mem(t, &t->op, sqe, "pidfd", -1, NULL, 0);   /* no memory: it may hibernate */
         if (r < 0)
             break;   /* -ECANCELED, -ETIMEDOUT: the child stays unreaped */
     }
@@ -166,9 +165,8 @@ int urt_process_wait(pid_t pid, int *status)
         struct io_uring_sqe *sqe = op_sqe(t, true);
         if (!sqe)
             return -EBUSY;
-        ring_op op;
         prep_waitid(sqe, P_PID, (id_t)pid, &si, WEXITED);
-        r = op_wait(t, &op, sqe, "waitid", -1);
+        r = op_wait(t, &t->op, sqe, "waitid", -1);   /* si is in this frame: never hibernates */
     } else {
         r = wait_pidfd(t, pid, &si);
     }

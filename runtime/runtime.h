@@ -120,6 +120,13 @@ struct urt_task {
     /* block_in_place */
     urt_fn bip_fn;
     void *bip_arg, *bip_ret;
+    /* The records a waker writes, here rather than on the fiber's stack so a
+     * wait that uses them may hibernate (hibernate.c). A task waits on at
+     * most one op at a time (op.c) and arms at most one bound timer for a
+     * wait that is not a ring op (time.c); the CQE handler of its ring
+     * writes them. done is true whenever a record is not in flight. */
+    ring_op op;                   /* its one-shot op: op_wait (owner fiber / its ring) */
+    ring_op timer;                /* the bound timer: task_timer_start .. finish (likewise) */
     /* hibernation (hibernate.c), home worker only */
     void *hib_img;                /* the live frames while hibernated, else NULL */
     char *hib_from;               /* where they go back: [hib_from, stack.hi) */
@@ -314,11 +321,14 @@ void worker_submit(urt_worker *w);
 /* ---- time.c ---- */
 /* The time bound of a wait that is not a ring op itself (join, sync, rx,
  * accept): a TIMEOUT op at the task's bound (its deadline, and its op
- * timeout when `op_timeout` applies to the wait) whose record lives on the
- * waiter's stack. start returns false when there is no bound; finish ends
- * it and waits for its CQE. */
-bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts, bool op_timeout);
-void task_timer_finish(urt_task *t, ring_op *op);
+ * timeout when `op_timeout` applies to the wait) whose record is t->timer.
+ * ts (the caller's, in its frame) holds the time until the SQE is
+ * submitted. start returns false when there is no bound; finish ends it
+ * and waits for its CQE. */
+bool task_timer_start(urt_task *t, struct __kernel_timespec *ts, bool op_timeout);
+void task_timer_finish(urt_task *t);
+/* Has the timer armed by task_timer_start fired (its CQE is in)? */
+static inline bool task_timer_fired(const urt_task *t) { return t->timer.done; }
 
 /* ---- net.c ---- */
 void net_pool_drain(urt_worker *w);                   /* buffers released elsewhere come home */
@@ -328,9 +338,22 @@ void worker_kick(urt_runtime *rt, unsigned target);   /* ring target's doorbell 
 
 /* ---- hibernate.c ---- */
 /* Around the suspension of a wait whose wake path writes no stack memory
- * (owner fiber, on its home worker): the wait may be hibernated meanwhile. */
-void hib_wait_begin(urt_task *t);
-void hib_wait_end(urt_task *t);
+ * (owner fiber, on its home worker w): the wait may be hibernated
+ * meanwhile. rec: the op record its CQE writes, NULL when none (a timer
+ * armed by task_timer_start is t->timer). A wait that breaks the rule (a
+ * record that is not t's own, a migratable or opted-out task, inside
+ * block_in_place) is simply not listed. */
+void hib_wait_begin(urt_worker *w, urt_task *t, const ring_op *rec);
+bool hib_allowed(const urt_task *t);   /* may t hibernate at all (flags, config, block_in_place)? */
+void hib_wait_end(urt_worker *w, urt_task *t);
+/* Does [p, p + n) overlap t's stack (guard included)? Memory there that the
+ * kernel reads or writes after submission keeps a wait from hibernating.
+ * n == 0 asks about the one byte at p; NULL is never on a stack. */
+static inline bool task_stack_holds(const urt_task *t, const void *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p, lo = (uintptr_t)t->stack.base, hi = (uintptr_t)t->stack.hi;
+    return p && a < hi && (n ? a + n : a + 1) > lo;
+}
 void hib_scan(urt_worker *w, uint64_t now);   /* maintenance: hibernate waits older than the threshold */
 void hib_restore(urt_worker *w, urt_task *t); /* before the fiber resumes */
 void hib_drop(urt_task *t);                   /* a task freed while hibernated: its image goes */
@@ -361,11 +384,14 @@ void urt__quarantine(void *p, size_t size);          /* free later; its first wo
                                                         DEAD meanwhile, ASan poisons the rest */
 void urt__check_handle(const urt_task *t, const char *call);  /* abort unless a live, held handle */
 void urt__check_rt(const urt_runtime *rt, const char *call);  /* abort unless a live runtime */
+void urt__check_rec_free(const urt_task *t, const ring_op *rec, const char *call);  /* abort if in flight */
 #define CHECK_HANDLE(t, call) urt__check_handle((t), (call))
 #define CHECK_RT(rt, call)    urt__check_rt((rt), (call))
+#define CHECK_REC_FREE(t, rec, call) urt__check_rec_free((t), (rec), (call))
 #else
 #define CHECK_HANDLE(t, call) ((void)0)
 #define CHECK_RT(rt, call)    ((void)0)
+#define CHECK_REC_FREE(t, rec, call) ((void)0)
 #endif
 
 /* ---- log.c ---- */

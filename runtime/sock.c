@@ -10,9 +10,10 @@
  *                   revents mask
  *   urt_socket      IORING_OP_SOCKET (Linux 5.19+)
  *   urt_recvmsg     IORING_OP_RECVMSG; urt_recvfrom is a recvmsg with a
- *                   msghdr and an iovec in its own frame, which the kernel
- *                   reads while the op is in flight: the frame lives until
- *                   op_wait returns, so they stay valid
+ *                   msghdr and an iovec in its own frame (or on the heap,
+ *                   so that the wait may hibernate, see hibernate.c), which
+ *                   the kernel reads and writes while the op is in flight:
+ *                   they live until op_wait returns
  *   urt_sendmsg     IORING_OP_SENDMSG (MSG_NOSIGNAL added, as urt_send);
  *                   urt_sendto likewise
  *   urt_splice      IORING_OP_SPLICE
@@ -107,12 +108,11 @@ static int poll_result(int r, short revents)
 
 static int poll_ring(urt_task *t, int fd, short events, const char *what)
 {
-    ring_op op;
     struct io_uring_sqe *sqe = op_sqe(t, true);
     if (!sqe)
         return -EBUSY;
     io_uring_prep_poll_add(sqe, fd, (unsigned)(unsigned short)events);
-    return op_wait(t, &op, sqe, what, fd);
+    return op_wait_mem(t, &t->op, sqe, what, fd, NULL, 0);   /* no memory: it may hibernate */
 }
 
 typedef struct poll_job {
@@ -200,12 +200,11 @@ int urt_socket(int domain, int type, int protocol)
     urt_task *t = sock_task(IORING_OP_SOCKET, &err);
     if (err)
         return err == IO_PLAIN || err == SOCK_FALLBACK ? (int)sys_ret(socket(domain, type, protocol)) : err;
-    ring_op op;
     struct io_uring_sqe *sqe = op_sqe(t, true);
     if (!sqe)
         return -EBUSY;
     io_uring_prep_socket(sqe, domain, type, protocol, 0);
-    return op_wait(t, &op, sqe, "socket", -1);
+    return op_wait(t, &t->op, sqe, "socket", -1);
 }
 
 /* -EBADF / -EINVAL for what no recvmsg/sendmsg could take, else 0. */
@@ -243,6 +242,20 @@ static ssize_t msg_fallback(urt_task *t, int fd, struct msghdr *msg, int flags, 
     }
 }
 
+/* Does any memory of msg (the msghdr itself, which a recvmsg's completion
+ * writes; its iovec array, buffers, name and control) lie in t's stack? */
+static bool msg_on_stack(urt_task *t, const struct msghdr *msg)
+{
+    if (task_stack_holds(t, msg, sizeof(*msg)) || task_stack_holds(t, msg->msg_name, msg->msg_namelen) ||
+        task_stack_holds(t, msg->msg_control, msg->msg_controllen) ||
+        task_stack_holds(t, msg->msg_iov, msg->msg_iovlen * sizeof(struct iovec)))
+        return true;
+    for (size_t i = 0; i < msg->msg_iovlen; i++)
+        if (task_stack_holds(t, msg->msg_iov[i].iov_base, msg->msg_iov[i].iov_len))
+            return true;
+    return false;
+}
+
 /* recvmsg or sendmsg (MSG_NOSIGNAL added), on whichever path applies. */
 static ssize_t msg_call(int fd, struct msghdr *msg, int flags, bool send)
 {
@@ -259,7 +272,6 @@ static ssize_t msg_call(int fd, struct msghdr *msg, int flags, bool send)
         return msg_fallback(t, fd, msg, flags, send);
     if (err)
         return err;
-    ring_op op;
     struct io_uring_sqe *sqe = op_sqe(t, true);
     if (!sqe)
         return -EBUSY;
@@ -267,7 +279,8 @@ static ssize_t msg_call(int fd, struct msghdr *msg, int flags, bool send)
         io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
     else
         io_uring_prep_recvmsg(sqe, fd, msg, (unsigned)flags);
-    return op_wait(t, &op, sqe, send ? "sendmsg" : "recvmsg", fd);
+    unsigned f = OP_TIMED | (msg_on_stack(t, msg) ? 0 : OP_HIB);
+    return op_wait_ex(t, &t->op, sqe, send ? "sendmsg" : "recvmsg", fd, f);
 }
 
 ssize_t urt_recvmsg(int fd, struct msghdr *msg, int flags) { return msg_call(fd, msg, flags, false); }
@@ -275,16 +288,34 @@ ssize_t urt_recvmsg(int fd, struct msghdr *msg, int flags) { return msg_call(fd,
 /* The kernel only reads a sendmsg's msghdr: the cast drops const for the shared path. */
 ssize_t urt_sendmsg(int fd, const struct msghdr *msg, int flags) { return msg_call(fd, (struct msghdr *)msg, flags, true); }
 
+typedef struct from_msg {
+    struct msghdr m;
+    struct iovec iov;
+} from_msg;
+
 ssize_t urt_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *srclen)
 {
     if ((!buf && len) || (src && !srclen))
         return -EINVAL;
-    /* in this frame until urt_recvmsg returns: the kernel reads them meanwhile */
-    struct iovec iov = {.iov_base = buf, .iov_len = io_len(len)};
-    struct msghdr m = {.msg_name = src, .msg_namelen = src ? *srclen : 0, .msg_iov = &iov, .msg_iovlen = 1};
-    ssize_t r = urt_recvmsg(fd, &m, flags);
+    /* The kernel reads the iovec and writes the msghdr back while the op is
+     * in flight: in this frame until urt_recvmsg returns. Where the caller's
+     * buffer and address are off the stack and the task may hibernate, they
+     * go on the heap instead, so the wait may hibernate too. */
+    from_msg here, *fm = &here;
+    urt_task *t = urt__cur_task();
+    if (t && urt__cur_worker() && hib_allowed(t) && !task_stack_holds(t, buf, len) &&
+        !(src && task_stack_holds(t, src, *srclen))) {
+        fm = malloc(sizeof(*fm));
+        if (!fm)
+            fm = &here;   /* it works all the same, without hibernating */
+    }
+    fm->iov = (struct iovec){.iov_base = buf, .iov_len = io_len(len)};
+    fm->m = (struct msghdr){.msg_name = src, .msg_namelen = src ? *srclen : 0, .msg_iov = &fm->iov, .msg_iovlen = 1};
+    ssize_t r = urt_recvmsg(fd, &fm->m, flags);
     if (r >= 0 && src)
-        *srclen = m.msg_namelen;   /* the address's full length, as recvfrom(2) says it */
+        *srclen = fm->m.msg_namelen;   /* the address's full length, as recvfrom(2) says it */
+    if (fm != &here)
+        free(fm);
     return r;
 }
 
@@ -303,14 +334,13 @@ ssize_t urt_sendto(int fd, const void *buf, size_t len, int flags, const struct 
 static ssize_t splice_ring(urt_task *t, int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len,
                            unsigned flags, const char *what)
 {
-    ring_op op;
     struct io_uring_sqe *sqe = op_sqe(t, true);
     if (!sqe)
         return -EBUSY;
     io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out, (unsigned)len, flags);
     urt_worker *w = urt__cur_worker();   /* the op pins the task here until op_wait returns */
     bool tracked = fdt_inc(w, fd_in);
-    int r = op_wait(t, &op, sqe, what, fd_out);
+    int r = op_wait(t, &t->op, sqe, what, fd_out);
     if (tracked)
         fdt_dec(w, fd_in);
     return r;

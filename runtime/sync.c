@@ -7,8 +7,10 @@
  * A task waits by suspending: its worker goes on with other tasks. A plain
  * thread (or a task inside urt_block_in_place) blocks on the waiter's futex
  * word. A task whose urt_op_timeout is set arms a TIMEOUT on its worker's
- * ring for the wait; the record lives on the waiting task's stack, so the
- * task stays on that worker until the timer's CQE is in.
+ * ring for the wait; its record is the task's t->timer (time.c), and the
+ * task stays on that worker until the timer's CQE is in. The waiter node
+ * itself lives on the waiting task's stack and other threads write it, so
+ * these waits never hibernate (hibernate.c).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -102,11 +104,10 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
         return w->result;
     }
     __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
-    ring_op top;
     struct __kernel_timespec ts;
-    bool timer = task_timer_start(t, &top, &ts, true);
+    bool timer = task_timer_start(t, &ts, true);
     if (timer)
-        t->op_pending = true;   /* top's CQE comes to this worker's ring: do not migrate */
+        t->op_pending = true;   /* the timer's CQE comes to this worker's ring: do not migrate */
     int res;
     for (;;) {
         /* acquire: pairs with the release store in waiter_wake. Only a hint
@@ -123,7 +124,7 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
             pthread_mutex_unlock(lock);
             break;
         }
-        int why = task_cancel_pending(t) ? -ECANCELED : (timer && top.done) ? -ETIMEDOUT : 0;
+        int why = task_cancel_pending(t) ? -ECANCELED : (timer && task_timer_fired(t)) ? -ETIMEDOUT : 0;
         if (why)
             waitq_unlink(q, w);
         pthread_mutex_unlock(lock);
@@ -135,7 +136,7 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
     }
     __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
     if (timer) {
-        task_timer_finish(t, &top);
+        task_timer_finish(t);
         t->op_pending = false;
     }
     coop_reset();

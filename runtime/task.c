@@ -72,6 +72,7 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
     t->fn = fn;
     t->arg = arg;
     t->wait_fd = -1;
+    t->op.done = t->timer.done = true;   /* not in flight */
     t->stack_size = (o && o->stack_size) ? o->stack_size : rt->cfg.stack_size;
     urt_worker *w = urt__cur_worker();
     if (w && w->rt == rt) {
@@ -500,14 +501,13 @@ int urt_join(urt_task *t, void **ret)
             return join_finish(t, ret);   /* exp == JOINER_DONE */
         }
         __atomic_store_n(&cur->wait_what, "join", __ATOMIC_RELAXED);
-        ring_op top;
         struct __kernel_timespec ts;
-        bool timer = task_timer_start(cur, &top, &ts, true);
+        bool timer = task_timer_start(cur, &ts, true);
         bool gave_up = false;
         int why = 0;
         while (at_load_acquire(&w.futex) == 0) {
             if (!gave_up) {
-                why = task_cancel_pending(cur) ? -ECANCELED : (timer && top.done) ? -ETIMEDOUT : 0;
+                why = task_cancel_pending(cur) ? -ECANCELED : (timer && task_timer_fired(cur)) ? -ETIMEDOUT : 0;
                 if (why) {
                     exp = &w;
                     if (at_cas_strong_acqrel(&t->joiner, &exp, NULL))
@@ -520,7 +520,7 @@ int urt_join(urt_task *t, void **ret)
         }
         __atomic_store_n(&cur->wait_what, NULL, __ATOMIC_RELAXED);
         if (timer)
-            task_timer_finish(cur, &top);
+            task_timer_finish(cur);
         if (why) {
             task_unref(cur);
             return join_give_up(t, why);

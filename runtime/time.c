@@ -5,9 +5,9 @@
  * A ring op that honours the bounds links a LINK_TIMEOUT at the bound
  * (op.c). A wait that is not a ring op itself (a join, a sync primitive, a
  * pooled receive, a listener accept) arms a TIMEOUT op of its own at the
- * bound with task_timer_start; its record lives on the waiter's stack, so
- * the task stays by its ring until the timer's CQE is in
- * (task_timer_finish). Every timer is absolute CLOCK_MONOTONIC (the clock
+ * bound with task_timer_start; its record is the task's t->timer (in the
+ * header, so the wait may hibernate), and the task stays by its ring until
+ * the timer's CQE is in (task_timer_finish). Every timer is absolute CLOCK_MONOTONIC (the clock
  * of urt_now), so a bound never drifts however often a wait resumes, and
  * sums saturate instead of overflowing: a time past about 292 years of
  * uptime means "never".
@@ -74,9 +74,11 @@ uint64_t task_bound(urt_task *t, bool op_timeout)
     return b;
 }
 
-bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts, bool op_timeout)
+bool task_timer_start(urt_task *t, struct __kernel_timespec *ts, bool op_timeout)
 {
     urt_worker *w = urt__cur_worker();
+    ring_op *op = &t->timer;
+    CHECK_REC_FREE(t, op, "task_timer_start");
     if (!w)
         return false;
     uint64_t bound = task_bound(t, op_timeout);
@@ -93,10 +95,11 @@ bool task_timer_start(urt_task *t, ring_op *op, struct __kernel_timespec *ts, bo
     return true;
 }
 
-void task_timer_finish(urt_task *t, ring_op *op)
+void task_timer_finish(urt_task *t)
 {
+    ring_op *op = &t->timer;
     if (!op->done) {
-        /* the record is on the caller's stack: end it and wait for its CQE */
+        /* the record is the task's, for its next wait: end it and wait for its CQE */
         ring_cancel_op(&urt__cur_worker()->ring, op);
         bool old = t->shield;
         t->shield = true;
@@ -109,16 +112,17 @@ void task_timer_finish(urt_task *t, ring_op *op)
 
 /* ---- sleeps ------------------------------------------------------------------ */
 
-/* Suspend until `until` (absolute urt__now time) on the ring: never early. */
+/* Suspend until `until` (absolute urt__now time) on the ring: never early.
+ * It may hibernate: the kernel copies ts when the SQE is submitted, which
+ * hib_scan makes sure of before it hibernates anything. */
 static int ring_sleep(urt_task *t, uint64_t until, const char *what)
 {
     struct __kernel_timespec ts = ns_to_ts(until);
-    ring_op op;
     struct io_uring_sqe *sqe = op_sqe(t, false);
     if (!sqe)
         return -EBUSY;
     io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS);
-    int r = op_wait_ex(t, &op, sqe, what, -1, false);
+    int r = op_wait_ex(t, &t->op, sqe, what, -1, OP_HIB);
     return r == -ETIME || r == 0 ? 0 : r;
 }
 

@@ -17,58 +17,14 @@
 
 #include <urt.h>
 
+#include "tests/support/urt_hib.h"
 #include "tests/support/urt_test.h"
 
-#define MS (1000ull * 1000)
+
 
 static inline void at_fadd_relaxed_u(_Atomic unsigned *p, unsigned v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 static inline unsigned at_load_relaxed_u(_Atomic unsigned *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 #define DEEP 16384   /* bytes of stack each waiter fills with its pattern */
-
-static urt_runtime *rt_hib(unsigned workers, uint64_t after)
-{
-    urt_config c;
-    memset(&c, 0, sizeof(c));
-    c.workers = workers;
-    c.hibernate_after_ns = after;
-    return rt_new_cfg(&c);
-}
-
-static uint64_t stat_sum(urt_runtime *rt, int which)
-{
-    urt_worker_stats st[8];
-    int n = urt_runtime_stats(rt, st, 8);
-    uint64_t s = 0;
-    for (int i = 0; i < n && i < 8; i++)
-        s += which == 0 ? st[i].hibernated : which == 1 ? st[i].hibernations : st[i].restores;
-    return s;
-}
-
-/* Wait until `n` tasks are hibernated, at most ~5 s. */
-static bool await_hibernated(urt_runtime *rt, uint64_t n)
-{
-    for (int i = 0; i < 5000; i++) {
-        if (stat_sum(rt, 0) >= n)
-            return true;
-        usleep(1000);
-    }
-    return false;
-}
-
-/* Pages of [lo, hi) resident in memory. */
-static size_t resident_pages(const void *lo, const void *hi)
-{
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)lo & ~(uintptr_t)(pg - 1), b = ((uintptr_t)hi + pg - 1) & ~(uintptr_t)(pg - 1);
-    size_t n = (b - a) / (size_t)pg;
-    unsigned char vec[n];
-    if (mincore((void *)a, b - a, vec) != 0)
-        return (size_t)-1;
-    size_t r = 0;
-    for (size_t i = 0; i < n; i++)
-        r += vec[i] & 1;
-    return r;
-}
 
 typedef struct waiter {
     int fd;
@@ -194,6 +150,69 @@ Test(hibernate, a_cancelled_hibernated_task_resumes_and_ends, .timeout = 60)
     urt_runtime_destroy(rt);
 }
 
+Test(hibernate, a_pooled_receive_with_a_time_bound_hibernates_and_gets_its_byte, .timeout = 60)
+{
+    urt_runtime *rt = rt_hib(2, 20 * MS);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    waiter wt = {.fd = sv[0], .seed = 5, .use_timeout = true};   /* its timer record is t->timer */
+    urt_task *t;
+    cr_assert_eq(urt_spawn(rt, &t, rx_waiter, &wt), 0);
+    cr_assert(await_hibernated(rt, 1), "a timed pooled receive was never hibernated");
+    cr_assert_eq(send(sv[1], "q", 1, 0), 1);
+    cr_assert_eq(urt_join(t, NULL), 0);
+    cr_assert_eq(wt.got, 1);
+    cr_assert_eq(wt.byte, 'q');
+    cr_assert(wt.intact);
+    close(sv[0]);
+    close(sv[1]);
+    urt_runtime_destroy(rt);
+}
+
+typedef struct timed_rx {
+    int fd;
+    ssize_t got;
+    uint64_t waited;
+} timed_rx;
+
+static void *rx_times_out(void *arg)
+{
+    timed_rx *x = arg;
+    urt_rx *rx;
+    if (urt_rx_open(&rx, x->fd) != 0) {
+        x->got = -999;
+        return NULL;
+    }
+    urt_op_timeout(1500 * MS);
+    uint64_t t0 = urt_now();
+    urt_buf b;
+    x->got = urt_rx_recv(rx, &b);
+    x->waited = urt_now() - t0;
+    if (x->got > 0)
+        urt_buf_release(&b);
+    urt_rx_close(rx);
+    return NULL;
+}
+
+Test(hibernate, an_op_timeout_firing_while_hibernated_ends_the_receive, .timeout = 60)
+{
+    urt_runtime *rt = rt_hib(1, 20 * MS);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    timed_rx x = {.fd = sv[0]};
+    urt_task *t;
+    cr_assert_eq(urt_spawn(rt, &t, rx_times_out, &x), 0);
+    cr_assert(await_hibernated_poked(rt, 1, 10000), "the timed receive was never hibernated");
+    cr_assert_eq(urt_join(t, NULL), 0);
+    cr_assert_eq(x.got, -ETIMEDOUT, "got %zd", x.got);
+    cr_assert_geq(x.waited, 1500 * MS, "the timeout fired early: %llu ns", (unsigned long long)x.waited);
+    cr_assert_geq(stat_sum(rt, 2), 1, "the timer's wake restored the stack");
+    cr_assert_eq(stat_sum(rt, 0), 0);
+    close(sv[0]);
+    close(sv[1]);
+    urt_runtime_destroy(rt);
+}
+
 /* ---- waits and tasks that must not hibernate -------------------------------------------- */
 
 static void *notify_waiter(void *arg)
@@ -202,46 +221,34 @@ static void *notify_waiter(void *arg)
     return NULL;
 }
 
-static void *sleeper(void *arg)
-{
-    urt_sleep(60000 * MS);
-    return arg;
-}
-
-Test(hibernate, timed_waits_sync_waits_sleeps_and_opted_out_tasks_keep_their_stacks, .timeout = 60)
+Test(hibernate, sync_waits_and_opted_out_or_migratable_tasks_keep_their_stacks, .timeout = 60)
 {
     urt_runtime *rt = rt_hib(2, 10 * MS);
-    int sv[3][2];
-    for (int i = 0; i < 3; i++)
+    int sv[2][2];
+    for (int i = 0; i < 2; i++)
         cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
-    waiter timed = {.fd = sv[0][0], .use_timeout = true};   /* a timer record on its stack */
-    waiter optout = {.fd = sv[1][0]};
-    waiter migr = {.fd = sv[2][0]};
-    urt_task *t[6];
+    waiter optout = {.fd = sv[0][0]};
+    waiter migr = {.fd = sv[1][0]};
+    urt_task *t[3];
     urt_spawn_opts no = {.flags = URT_TASK_NO_HIBERNATE}, mg = {.flags = URT_TASK_MIGRATABLE};
     urt_notify *n;
     cr_assert_eq(urt_notify_create(&n), 0);
-    cr_assert_eq(urt_spawn(rt, &t[0], rx_waiter, &timed), 0);
-    cr_assert_eq(urt_spawn_ex(rt, &t[1], rx_waiter, &optout, &no), 0);
-    cr_assert_eq(urt_spawn_ex(rt, &t[2], rx_waiter, &migr, &mg), 0);
-    cr_assert_eq(urt_spawn(rt, &t[3], notify_waiter, n), 0);
-    cr_assert_eq(urt_spawn(rt, &t[4], sleeper, NULL), 0);
-    for (int i = 0; i < 3; i++)
+    cr_assert_eq(urt_spawn_ex(rt, &t[0], rx_waiter, &optout, &no), 0);
+    cr_assert_eq(urt_spawn_ex(rt, &t[1], rx_waiter, &migr, &mg), 0);
+    cr_assert_eq(urt_spawn(rt, &t[2], notify_waiter, n), 0);   /* its waiter node is on its stack */
+    for (int i = 0; i < 2; i++)
         await_waiting(rt, t[i], "rx");
-    await_waiting(rt, t[3], "notify");
-    await_waiting(rt, t[4], "sleep");
-    usleep(300 * 1000);   /* 30 thresholds; an idle worker scans at least once a second */
-    usleep(1200 * 1000);
+    await_waiting(rt, t[2], "notify");
+    usleep(1500 * 1000);   /* 150 thresholds; an idle worker scans at least once a second */
     cr_assert_eq(stat_sum(rt, 1), 0, "a wait that may write its stack, or an opted-out task, was hibernated");
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 2; i++)
         cr_assert_eq(send(sv[i][1], "x", 1, 0), 1);
     urt_notify_signal(n);
-    urt_cancel(t[4]);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 3; i++)
         urt_join(t[i], NULL);
-    cr_assert(timed.intact && optout.intact && migr.intact);
+    cr_assert(optout.intact && migr.intact);
     urt_notify_destroy(n);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         close(sv[i][0]);
         close(sv[i][1]);
     }
@@ -293,19 +300,23 @@ static void *acceptor(void *arg)
     return NULL;
 }
 
-Test(hibernate, an_idle_listener_accept_hibernates_and_accepts_after_waking, .timeout = 60)
+static void *acceptor_with_deadline(void *arg)
+{
+    urt_deadline(urt_now() + 30000 * MS);   /* armed as t->timer: the wait still hibernates */
+    accept_with_pattern(arg);
+    return NULL;
+}
+
+/* A task accepting in fn hibernates, then accepts a connection. */
+static void accept_case(urt_fn fn, const char *what)
 {
     urt_runtime *rt = rt_hib(2, 20 * MS);
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(lfd, 8), 0);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+    struct sockaddr_in a;
+    int lfd = hib_listen_loopback(&a);
     acc ac = {.lfd = lfd, .fd = -1};
     urt_task *t;
-    cr_assert_eq(urt_spawn(rt, &t, acceptor, &ac), 0);
-    cr_assert(await_hibernated(rt, 1), "the accepting task was never hibernated");
+    cr_assert_eq(urt_spawn(rt, &t, fn, &ac), 0);
+    cr_assert(await_hibernated(rt, 1), "%s was never hibernated", what);
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
     cr_assert_eq(urt_join(t, NULL), 0);
@@ -315,6 +326,16 @@ Test(hibernate, an_idle_listener_accept_hibernates_and_accepts_after_waking, .ti
     close(c);
     close(lfd);
     urt_runtime_destroy(rt);
+}
+
+Test(hibernate, an_idle_listener_accept_hibernates_and_accepts_after_waking, .timeout = 60)
+{
+    accept_case(acceptor, "the accepting task");
+}
+
+Test(hibernate, a_listener_accept_with_a_deadline_hibernates_and_accepts, .timeout = 60)
+{
+    accept_case(acceptor_with_deadline, "the accept with a deadline");
 }
 
 /* ---- stress: hibernate and wake at random ----------------------------------------------- */
