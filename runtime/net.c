@@ -388,7 +388,6 @@ int urt_listener_accept(urt_listener *l)
         return err;
     if (urt__cur_worker() != l->w)
         return -EXDEV;   /* only on the worker that opened it */
-    struct __kernel_timespec ts;   /* the deadline timer's time, until its SQE is submitted */
     bool timer = false;
     int ret;
     for (;;) {
@@ -413,7 +412,7 @@ int urt_listener_accept(urt_listener *l)
         }
         if (!l->armed)
             listener_arm(l);   /* the kernel ended it (an error, or a full CQ): again */
-        if (!timer && t->deadline && !(timer = task_timer_start(t, &ts, false))) {
+        if (!timer && t->deadline && !(timer = task_timer_start(t, false))) {
             ret = -EBUSY;
             break;
         }
@@ -756,7 +755,6 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
     if (!rx->pool->bufs.br)
         return rx_recv_plain(rx, buf);
     bool timer = false;            /* t->timer is armed: the op timeout or deadline */
-    struct __kernel_timespec ts;
     ssize_t ret;
     for (;;) {
         if (rx->qn) {
@@ -803,7 +801,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             else
                 starve_push(rx->pool, rx);
         }
-        if (!timer && task_bound(t, true) && !(timer = task_timer_start(t, &ts, true))) {
+        if (!timer && task_bound(t, true) && !(timer = task_timer_start(t, true))) {
             ret = -EBUSY;
             break;
         }

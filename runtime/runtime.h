@@ -76,6 +76,18 @@ typedef struct urt_waiter {
 #define RT_MAGIC   0x72756e74u    /* a live runtime (checked builds) */
 #define DEAD_MAGIC 0xdeaddeadu
 
+/* The bound timer of a task's waits that are not ring ops (time.c): one
+ * TIMEOUT at a time, kept armed across waits (lazy), owner's worker only. */
+typedef struct task_timer {
+    ring_multi m;                 /* first: its CQEs come to time.c's handler */
+    struct urt_worker *w;         /* the ring it is armed on (the task's worker) */
+    struct __kernel_timespec ts;  /* the armed time: the kernel reads it when the SQE is submitted */
+    uint64_t armed_at;            /* when the TIMEOUT in flight fires; 0: none in flight */
+    uint64_t bound;               /* the bound of the timed wait in progress; 0: none */
+    bool fired;                   /* that bound has passed (set by the CQE handler) */
+    bool closing;                 /* removed: its owner waits for the last CQE */
+} task_timer;
+
 struct urt_task {
     _Atomic uint32_t magic;       /* TASK_MAGIC until freed; first: the checked build poisons the rest */
     q_node node;                  /* run queues; a task is in at most one */
@@ -126,7 +138,7 @@ struct urt_task {
      * wait that is not a ring op (time.c); the CQE handler of its ring
      * writes them. done is true whenever a record is not in flight. */
     ring_op op;                   /* its one-shot op: op_wait (owner fiber / its ring) */
-    ring_op timer;                /* the bound timer: task_timer_start .. finish (likewise) */
+    task_timer timer;             /* the bound timer of waits that are not ring ops (time.c) */
     /* hibernation (hibernate.c), home worker only */
     void *hib_img;                /* the live frames while hibernated, else NULL */
     char *hib_from;               /* where they go back: [hib_from, stack.hi) */
@@ -320,15 +332,18 @@ void worker_submit(urt_worker *w);
 
 /* ---- time.c ---- */
 /* The time bound of a wait that is not a ring op itself (join, sync, rx,
- * accept): a TIMEOUT op at the task's bound (its deadline, and its op
- * timeout when `op_timeout` applies to the wait) whose record is t->timer.
- * ts (the caller's, in its frame) holds the time until the SQE is
- * submitted. start returns false when there is no bound; finish ends it
- * and waits for its CQE. */
-bool task_timer_start(urt_task *t, struct __kernel_timespec *ts, bool op_timeout);
+ * accept): the task's bound (its deadline, and its op timeout when
+ * `op_timeout` applies to the wait), kept by t->timer, one TIMEOUT on the
+ * task's ring that stays armed from one wait to the next (see time.c).
+ * start returns false when there is no bound (or no SQE); finish ends the
+ * wait's use of it; the task wakes (task_timer_fired) once the bound has
+ * passed. task_timer_close, before the task ends, removes a timer still in
+ * flight and waits for its CQE. */
+bool task_timer_start(urt_task *t, bool op_timeout);
 void task_timer_finish(urt_task *t);
-/* Has the timer armed by task_timer_start fired (its CQE is in)? */
-static inline bool task_timer_fired(const urt_task *t) { return t->timer.done; }
+void task_timer_close(urt_task *t);
+/* Has the bound of the timed wait in progress passed? */
+static inline bool task_timer_fired(const urt_task *t) { return t->timer.fired; }
 
 /* ---- net.c ---- */
 void net_pool_drain(urt_worker *w);                   /* buffers released elsewhere come home */

@@ -104,8 +104,7 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
         return w->result;
     }
     __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
-    struct __kernel_timespec ts;
-    bool timer = task_timer_start(t, &ts, true);
+    bool timer = task_timer_start(t, true);
     if (timer)
         t->op_pending = true;   /* the timer's CQE comes to this worker's ring: do not migrate */
     int res;

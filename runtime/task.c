@@ -72,7 +72,7 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
     t->fn = fn;
     t->arg = arg;
     t->wait_fd = -1;
-    t->op.done = t->timer.done = true;   /* not in flight */
+    t->op.done = true;   /* not in flight */
     t->stack_size = (o && o->stack_size) ? o->stack_size : rt->cfg.stack_size;
     urt_worker *w = urt__cur_worker();
     if (w && w->rt == rt) {
@@ -501,8 +501,7 @@ int urt_join(urt_task *t, void **ret)
             return join_finish(t, ret);   /* exp == JOINER_DONE */
         }
         __atomic_store_n(&cur->wait_what, "join", __ATOMIC_RELAXED);
-        struct __kernel_timespec ts;
-        bool timer = task_timer_start(cur, &ts, true);
+        bool timer = task_timer_start(cur, true);
         bool gave_up = false;
         int why = 0;
         while (at_load_acquire(&w.futex) == 0) {

@@ -4,12 +4,19 @@
  *
  * A ring op that honours the bounds links a LINK_TIMEOUT at the bound
  * (op.c). A wait that is not a ring op itself (a join, a sync primitive, a
- * pooled receive, a listener accept) arms a TIMEOUT op of its own at the
- * bound with task_timer_start; its record is the task's t->timer (in the
- * header, so the wait may hibernate), and the task stays by its ring until
- * the timer's CQE is in (task_timer_finish). Every timer is absolute CLOCK_MONOTONIC (the clock
- * of urt_now), so a bound never drifts however often a wait resumes, and
- * sums saturate instead of overflowing: a time past about 292 years of
+ * pooled receive, a listener accept) uses the task's bound timer, t->timer
+ * (in the header, so the wait may hibernate): one TIMEOUT on the task's
+ * ring, which stays armed from one wait to the next. A wait whose bound is
+ * at or after the armed time submits nothing: when the timer fires early,
+ * its CQE arms it again for the bound of the wait then in progress, or does
+ * nothing between waits. Only a bound earlier than the armed time moves it
+ * (TIMEOUT_UPDATE). A server that pushes a connection's deadline on with
+ * every request thus makes one timer op per idle period, not two SQEs, two
+ * CQEs and a resumption per wait. The timer is removed when the task ends
+ * (task_timer_close), and after each wait of a migratable task, which may
+ * then run on another worker. Every timer is absolute CLOCK_MONOTONIC (the
+ * clock of urt_now), so a bound never drifts however often a wait resumes,
+ * and sums saturate instead of overflowing: a time past about 292 years of
  * uptime means "never".
  */
 #include <errno.h>
@@ -74,40 +81,124 @@ uint64_t task_bound(urt_task *t, bool op_timeout)
     return b;
 }
 
-bool task_timer_start(urt_task *t, struct __kernel_timespec *ts, bool op_timeout)
+/* ---- the bound timer ------------------------------------------------------------- */
+
+/* Arm (or, when one is in flight, move) the task's TIMEOUT to `at`. False
+ * when the ring has no SQE. */
+static bool timer_arm(urt_worker *w, task_timer *tm, uint64_t at)
+{
+    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+    if (!sqe)
+        return false;
+    tm->ts = ns_to_ts(at);
+    uint64_t ud = ring_tag(&tm->m, RING_TAG_MULTI, 0);
+    if (tm->armed_at) {
+        /* earlier than the one in flight: move it. If it fired meanwhile
+         * the update finds nothing (-ENOENT) and the CQE on its way arms
+         * again, for the bound then in force */
+        io_uring_prep_timeout_update(sqe, &tm->ts, ud, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
+    } else {
+        io_uring_prep_timeout(sqe, &tm->ts, 0, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, ud);
+        tm->w = w;
+    }
+    tm->armed_at = at;
+    return true;
+}
+
+/* The TIMEOUT's CQE, on the task's worker: it fired (-ETIME) or was
+ * removed (-ECANCELED). Nothing in flight any more; the task is woken only
+ * if the bound of the wait it is in has passed, or if it waits for the
+ * removal. A bound that moved later since it was armed is armed again. */
+static void timer_cqe(ring_multi *m, int32_t res, uint32_t flags)
+{
+    (void)res;
+    (void)flags;
+    task_timer *tm = (task_timer *)m;
+    urt_task *t = (urt_task *)((char *)tm - __builtin_offsetof(urt_task, timer));
+    tm->armed_at = 0;
+    if (tm->closing) {
+        task_wake(t);
+        return;
+    }
+    if (!tm->bound)
+        return;   /* between waits: the next timed wait arms it again */
+    if (urt__now() >= tm->bound) {
+        tm->fired = true;
+        task_wake(t);
+    } else if (!timer_arm(tm->w, tm, tm->bound)) {
+        tm->fired = true;   /* no SQE to wait on: end the wait now rather than never */
+        task_wake(t);
+    }
+}
+
+/* A migratable task may run on another worker after this wait, so its
+ * timer cannot stay armed on this one's ring. */
+static bool timer_lazy(const urt_task *t) { return !(t->flags & URT_TASK_MIGRATABLE); }
+
+bool task_timer_start(urt_task *t, bool op_timeout)
 {
     urt_worker *w = urt__cur_worker();
-    ring_op *op = &t->timer;
-    CHECK_REC_FREE(t, op, "task_timer_start");
     if (!w)
         return false;
     uint64_t bound = task_bound(t, op_timeout);
     if (!bound)
         return false;
-    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-    if (!sqe)
-        return false;
-    *ts = ns_to_ts(bound);
-    ring_op_start(&w->ring, op, t);
-    io_uring_prep_timeout(sqe, ts, 0, IORING_TIMEOUT_ABS);
-    io_uring_sqe_set_data64(sqe, ring_op_data(op));
-    t->op_pending = true;   /* a migratable task stays by its ring while the timer is armed */
+    task_timer *tm = &t->timer;
+    tm->m.cqe = timer_cqe;
+    /* One in flight at or before the bound will do: when it fires early
+     * its CQE arms it again for this bound. So a wait whose bound moved
+     * later than the last one's (a deadline pushed on per request, an op
+     * timeout counted from now) submits nothing. */
+    if (!tm->armed_at || tm->armed_at > bound) {
+        if (!timer_arm(w, tm, bound))
+            return false;
+    }
+    tm->bound = bound;
+    tm->fired = false;
+    if (!timer_lazy(t))
+        t->op_pending = true;   /* a migratable task stays by its ring while the timer is armed */
     return true;
+}
+
+/* Remove the timer in flight and wait (shielded) for its CQE. */
+static void timer_remove(urt_task *t)
+{
+    task_timer *tm = &t->timer;
+    if (!tm->armed_at)
+        return;
+    urt_worker *w = tm->w;
+    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+    if (sqe) {
+        io_uring_prep_timeout_remove(sqe, ring_tag(&tm->m, RING_TAG_MULTI, 0), 0);
+        io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
+    }
+    /* without an SQE the timer ends when it fires: wait for that */
+    tm->closing = true;
+    bool old = t->shield;
+    t->shield = true;
+    while (tm->armed_at)
+        task_suspend(t, SW_PARK);
+    t->shield = old;
+    tm->closing = false;
 }
 
 void task_timer_finish(urt_task *t)
 {
-    ring_op *op = &t->timer;
-    if (!op->done) {
-        /* the record is the task's, for its next wait: end it and wait for its CQE */
-        ring_cancel_op(&urt__cur_worker()->ring, op);
-        bool old = t->shield;
-        t->shield = true;
-        while (!op->done)
-            task_suspend(t, SW_PARK);
-        t->shield = old;
+    task_timer *tm = &t->timer;
+    tm->bound = 0;
+    tm->fired = false;
+    if (!timer_lazy(t)) {
+        timer_remove(t);
+        t->op_pending = false;
     }
-    t->op_pending = false;
+}
+
+void task_timer_close(urt_task *t)
+{
+    if (t->timer.armed_at && urt__cur_worker() == t->timer.w)
+        timer_remove(t);
 }
 
 /* ---- sleeps ------------------------------------------------------------------ */
