@@ -53,9 +53,11 @@ static void destroy_parts(urt_runtime *rt)
         pthread_mutex_destroy(&rt->shards[i].lock);
     pool_destroy(&rt->pool);
     if (rt->workers) {
-        for (unsigned i = 0; i < rt->nworkers; i++)
+        for (unsigned i = 0; i < rt->nworkers; i++) {
             if (rt->workers[i].efd >= 0)
                 close(rt->workers[i].efd);
+            slab_destroy(&rt->workers[i]);   /* every task header is back by now */
+        }
         free(rt->workers);
     }
     pthread_mutex_destroy(&rt->sd_lock);

@@ -130,6 +130,8 @@ struct urt_task {
     struct urt_task *own_prev, *own_next;
     unsigned shard;
     char name[TASK_NAME_MAX];
+    /* after name: task_alloc's memset leaves it alone */
+    int slab_home;                /* task_slab.c: the worker whose cache it came from, -1: malloc */
 };
 
 #define JOINER_DONE ((urt_waiter *)(uintptr_t)1)
@@ -186,6 +188,8 @@ typedef struct urt_worker {
     unsigned multi_inflight;       /* multishot records the ring still holds */
     close_part *close_pending;     /* urt_close parts waiting for our ops on their fd to end */
     urt_task *hib_head, *hib_tail; /* tasks in a hibernatable wait, oldest first (hibernate.c) */
+    urt_task *slab_free;           /* free task headers (task_slab.c) */
+    struct slab_chunk *slab_chunks;   /* their memory, freed at destroy */
     bool hib_more;                 /* the last scan stopped with more due */
     pthread_t thread;
     bool joined;                   /* shutdown/destroy joined the thread */
@@ -201,6 +205,7 @@ typedef struct urt_worker {
     _Atomic uint64_t run_seq;      /* bumped per task run (watchdog) */
     _Atomic uint64_t run_start;    /* ns when the current task started, 0 when none */
     _Atomic uint32_t exited;       /* the worker loop has ended */
+    q_node *_Atomic slab_remote urt_cacheline_aligned;  /* headers freed by other threads (task_slab.c) */
     worker_stats stats;
     _Atomic uint64_t r_sqes, r_cqes, r_enters;  /* ring counters, published at maintenance */
     _Atomic unsigned ring_flags;
@@ -301,6 +306,14 @@ void urt__set_pool_rt(urt_runtime *rt);
 int  task_cancelled_now(urt_task *t);
 void waiter_wake(urt_waiter *w, int result);
 void waiter_block(urt_waiter *w);                          /* plain thread: wait for waiter_wake */
+
+/* ---- task_slab.c ---- */
+/* A task header: from the calling worker's cache when it is one of rt's
+ * workers, else malloc. Freed (slab_free) from any thread; the memory of
+ * every worker's cache goes at destroy (slab_destroy, after every task). */
+urt_task *slab_alloc(urt_runtime *rt);
+void slab_free(urt_task *t);
+void slab_destroy(urt_worker *w);
 
 /* ---- worker.c ---- */
 void *worker_main(void *arg);

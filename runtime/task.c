@@ -51,7 +51,7 @@ __attribute__((noinline)) void urt__set_cur(urt_worker *w, urt_task *t)
 
 urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind)
 {
-    urt_task *t = malloc(sizeof(*t));
+    urt_task *t = slab_alloc(rt);
     if (!t)
         return NULL;
     memset(t, 0, offsetof(urt_task, name));
@@ -100,9 +100,9 @@ void task_unref(urt_task *t)
             hib_drop(t);
 #if URT_CHECKED
         at_store_relaxed(&t->magic, DEAD_MAGIC);
-        urt__quarantine(t, sizeof(*t));
+        urt__quarantine(t, sizeof(*t));   /* the checked build bypasses the slab (task_slab.c) */
 #else
-        free(t);
+        slab_free(t);
 #endif
     }
 }
@@ -378,7 +378,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     /* under the shard lock: either shutdown sees this task (and waits for
      * it), or we see the list closed */
     if (owned_insert(rt, t) < 0) {
-        free(t);
+        slab_free(t);
         return -ESHUTDOWN;
     }
     if (at_load_acquire(&rt->cancel_all))
@@ -393,7 +393,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         if (err < 0) {
             /* nothing will ever run it: take it back; fn is never called */
             owned_withdraw(rt, t);
-            free(t);
+            slab_free(t);
             return err;
         }
         if (out)
