@@ -56,13 +56,15 @@ static void destroy_parts(urt_runtime *rt)
         for (unsigned i = 0; i < rt->nworkers; i++) {
             if (rt->workers[i].efd >= 0)
                 close(rt->workers[i].efd);
-            slab_destroy(&rt->workers[i]);   /* every task header is back by now */
+            slab_destroy(&rt->workers[i].slab);   /* every task header is back by now */
         }
         free(rt->workers);
     }
     pthread_mutex_destroy(&rt->sd_lock);
     pthread_cond_destroy(&rt->sd_cv);
     pthread_mutex_destroy(&rt->wd_lock);
+    slab_destroy(&rt->slab);
+    pthread_mutex_destroy(&rt->slab_lock);
     pthread_cond_destroy(&rt->wd_cv);
 #if URT_CHECKED
     at_store_relaxed(&rt->magic, DEAD_MAGIC);
@@ -131,6 +133,7 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
     pthread_cond_init(&rt->sd_cv, NULL);
     pthread_mutex_init(&rt->wd_lock, NULL);
     pthread_cond_init(&rt->wd_cv, NULL);
+    pthread_mutex_init(&rt->slab_lock, NULL);
     for (unsigned i = 0; i < OWN_SHARDS; i++)
         pthread_mutex_init(&rt->shards[i].lock, NULL);
     int err = idle_init(&rt->idle, c.workers);

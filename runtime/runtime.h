@@ -62,7 +62,7 @@ enum { SW_PARK = 0, SW_YIELD, SW_DONE, SW_BIP, SW_BIP_DONE };
 
 typedef struct urt_waiter {
     urt_task *task;               /* NULL: a plain thread waiting on `futex` */
-    _Atomic uint32_t futex;       /* 1 once woken */
+    _Atomic uint32_t futex;       /* 1 once woken; 2: a plain thread sleeps on it (task.c) */
     struct urt_waiter *next, *prev;   /* in a primitive's wait list, under its lock */
     bool linked;                  /* under the primitive's lock */
     int result;                   /* what the waker hands over */
@@ -136,6 +136,13 @@ struct urt_task {
 
 #define JOINER_DONE ((urt_waiter *)(uintptr_t)1)
 
+/* A cache of free task headers (task_slab.c). */
+typedef struct slab_cache {
+    urt_task *free;                /* the owner's (or under rt->slab_lock) */
+    struct slab_chunk *chunks;     /* their memory, freed at destroy; as `free` */
+    q_node *_Atomic remote urt_cacheline_aligned;  /* headers freed by other threads */
+} slab_cache;
+
 static inline urt_task *task_of(q_node *n) { return (urt_task *)((char *)n - __builtin_offsetof(urt_task, node)); }
 
 /* Per-worker counters: written by the owner (relaxed load + store), read by
@@ -188,8 +195,6 @@ typedef struct urt_worker {
     unsigned multi_inflight;       /* multishot records the ring still holds */
     close_part *close_pending;     /* urt_close parts waiting for our ops on their fd to end */
     urt_task *hib_head, *hib_tail; /* tasks in a hibernatable wait, oldest first (hibernate.c) */
-    urt_task *slab_free;           /* free task headers (task_slab.c) */
-    struct slab_chunk *slab_chunks;   /* their memory, freed at destroy */
     bool hib_more;                 /* the last scan stopped with more due */
     pthread_t thread;
     bool joined;                   /* shutdown/destroy joined the thread */
@@ -205,7 +210,7 @@ typedef struct urt_worker {
     _Atomic uint64_t run_seq;      /* bumped per task run (watchdog) */
     _Atomic uint64_t run_start;    /* ns when the current task started, 0 when none */
     _Atomic uint32_t exited;       /* the worker loop has ended */
-    q_node *_Atomic slab_remote urt_cacheline_aligned;  /* headers freed by other threads (task_slab.c) */
+    slab_cache slab;               /* task headers (task_slab.c): free/chunks owner only, remote shared */
     worker_stats stats;
     _Atomic uint64_t r_sqes, r_cqes, r_enters;  /* ring counters, published at maintenance */
     _Atomic unsigned ring_flags;
@@ -242,6 +247,8 @@ struct urt_runtime {
     idle idle;
     urt_stack_pool stack_pool;
     own_shard shards[OWN_SHARDS];
+    slab_cache slab;               /* task headers for spawns from outside the workers */
+    pthread_mutex_t slab_lock;     /* its free list */
     blocking_pool pool;
     _Atomic uint64_t next_id;
     _Atomic uint32_t spread_next;  /* round-robin worker for URT_TASK_SPREAD */
@@ -313,7 +320,7 @@ void waiter_block(urt_waiter *w);                          /* plain thread: wait
  * every worker's cache goes at destroy (slab_destroy, after every task). */
 urt_task *slab_alloc(urt_runtime *rt);
 void slab_free(urt_task *t);
-void slab_destroy(urt_worker *w);
+void slab_destroy(slab_cache *c);
 
 /* ---- worker.c ---- */
 void *worker_main(void *arg);

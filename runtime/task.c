@@ -222,6 +222,14 @@ uint64_t owned_live(urt_runtime *rt)
 
 /* ---- waiters ---------------------------------------------------------------- */
 
+/* A plain thread's waiter word: 0 waiting (maybe spinning), WAITER_ASLEEP
+ * in FUTEX_WAIT, 1 woken. The waker makes the FUTEX_WAKE call only for a
+ * waiter that went to sleep, and the waiter spins a little before it does:
+ * a join that a worker completes within the spin costs neither side a
+ * syscall (a plain thread joining remote spawns in a row mostly does). */
+#define WAITER_ASLEEP 2u
+#define WAITER_SPINS  512u
+
 void waiter_wake(urt_waiter *w, int result)
 {
     if (w->on_wake) {
@@ -231,22 +239,35 @@ void waiter_wake(urt_waiter *w, int result)
     }
     urt_task *t = w->task;   /* read before the store: w may vanish right after it */
     w->result = result;
-    /* release: pairs with the acquire load of futex by the waiter; publishes
-     * result (and whatever the waker wrote before calling us) */
-    at_store_release(&w->futex, 1);
     if (t) {
+        /* release: pairs with the acquire load of futex by the waiter;
+         * publishes result (and whatever the waker wrote before calling us) */
+        at_store_release(&w->futex, 1);
         task_wake(t);
         task_unref(t);   /* the registration's ref */
-    } else {
-        syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        return;
     }
+    /* acq_rel: the release half publishes result as above; the exchange
+     * tells whether the waiter announced its sleep (its CAS comes first) */
+    if (at_xchg_acqrel(&w->futex, 1) == WAITER_ASLEEP)
+        syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 void waiter_block(urt_waiter *w)
 {
-    /* acquire: pairs with the release store in waiter_wake */
-    while (at_load_acquire(&w->futex) == 0)
-        syscall(SYS_futex, &w->futex, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    /* acquire: pairs with the release half of waiter_wake's exchange */
+    for (unsigned i = 0; i < WAITER_SPINS; i++) {
+        if (at_load_acquire(&w->futex) == 1)
+            return;
+        at_cpu_relax();
+    }
+    uint32_t exp = 0;
+    /* acq_rel: either we announce the sleep before the waker's exchange
+     * (which then sees it and wakes us), or the CAS fails on its 1 */
+    if (!at_cas_strong_acqrel(&w->futex, &exp, WAITER_ASLEEP))
+        return;
+    while (at_load_acquire(&w->futex) == WAITER_ASLEEP)
+        syscall(SYS_futex, &w->futex, FUTEX_WAIT_PRIVATE, WAITER_ASLEEP, NULL, NULL, 0);
 }
 
 /* ---- wake ------------------------------------------------------------------- */
