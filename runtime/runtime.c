@@ -267,7 +267,7 @@ static void log_live_tasks(urt_runtime *rt)
         own_shard *s = &rt->shards[i];
         pthread_mutex_lock(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next)
-            if (!t->zombie)
+            if (!t->zombie && !(at_load_relaxed(&t->state) & TS_COMPLETE))
                 urt__log("urt:   task %llu (%s) on worker %d\n", (unsigned long long)t->id,
                          t->name[0] ? t->name : "unnamed", at_load_relaxed(&t->home));
         pthread_mutex_unlock(&s->lock);
@@ -343,7 +343,10 @@ int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns)
 /* Free the handles nobody joined or detached (their tasks are complete). */
 static void free_zombies(urt_runtime *rt)
 {
-    /* every task has ended (destroy checked): what is left is a zombie */
+    /* every task has ended (destroy checked) and every worker has left:
+     * completions nobody drained go first, then what is left is a zombie */
+    for (unsigned i = 0; i < OWN_SHARDS; i++)
+        owned_drain(rt, i);
     unsigned n = 0;
     for (unsigned i = 0; i < OWN_SHARDS; i++)
         for (urt_task *t = rt->shards[i].head; t; t = t->own_next)

@@ -26,7 +26,10 @@
  *
  * Owned-task list (rt->shards, one list per shard under its lock): a task is
  * in its shard's list from spawn until it has both completed and lost its
- * handle (joined or detached). A completed task whose handle is still held
+ * handle (joined or detached). A task spawned on worker i is in shard
+ * i % OWN_SHARDS (that worker's own lock, in its cache); a plain thread's
+ * spawn is hashed by id. A completion on another thread than the shard's
+ * worker goes through a lock-free stack that the worker drains. A completed task whose handle is still held
  * stays as a "zombie" (not counted in `count`), so destroy can free and name
  * it. Inserting into a closed shard fails: once shutdown has closed every
  * shard (under each lock) no task can appear, so the live counts only fall.
@@ -220,8 +223,12 @@ typedef struct urt_worker {
 
 typedef struct own_shard {
     pthread_mutex_t lock;
-    urt_task *head;                /* under lock: live tasks and zombies */
-    _Atomic uint64_t count;        /* live (not complete) tasks in the list: written under lock, read without */
+    urt_task *head;                /* under lock: live tasks and zombies (and remote completions
+                                      not yet drained) */
+    _Atomic uint64_t count;        /* tasks inserted and not completed under the lock: written
+                                      under lock, read without; live = count - rdone */
+    _Atomic uint64_t rdone;        /* completions elsewhere than the shard's worker (atomic add) */
+    q_node *_Atomic remote;        /* those tasks, for the shard's worker to link out (task.c) */
     _Atomic uint64_t spawned, completed;  /* totals (metrics.c): written under lock, read without */
     bool closed;                   /* under lock: shutdown refuses new tasks */
 } urt_cacheline_aligned own_shard;
@@ -299,6 +306,9 @@ int  owned_insert(urt_runtime *rt, urt_task *t);           /* -ESHUTDOWN once sh
 extern void (*urt__test_spawn_gap)(void);
 void owned_close(urt_runtime *rt);                         /* shutdown: refuse every later insert */
 uint64_t owned_live(urt_runtime *rt);                      /* tasks not yet complete */
+/* Shard `shard`'s worker (or destroy, alone): link out the tasks that
+ * completed on other threads (a zombie stays for its handle). */
+void owned_drain(urt_runtime *rt, unsigned shard);
 void handle_release(urt_task *t);                          /* a join handle is given up */
 /* Hooks and on_drop run "in a hook": calls that would wait return -EDEADLK. */
 void urt__hook_enter(void);

@@ -81,10 +81,14 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
             w->id_end = w->id_next + 1024;
         }
         t->id = w->id_next++;
+        /* the spawning worker's own shard: its lock stays in this core's
+         * cache and is contended only by completions elsewhere (a stolen
+         * task, a blocking job) and by walkers (shutdown, dumps) */
+        t->shard = w->id % OWN_SHARDS;
     } else {
         t->id = at_fadd_relaxed(&rt->next_id, 1);
+        t->shard = (unsigned)(t->id % OWN_SHARDS);
     }
-    t->shard = (unsigned)(t->id % OWN_SHARDS);
     t->born_ns = task_clock();
     at_store_relaxed(&t->since_ns, t->born_ns);
     return t;
@@ -170,30 +174,80 @@ void owned_close(urt_runtime *rt)
     }
 }
 
+/* Is the caller the worker whose shard this is? Shards at or past nworkers
+ * (plain threads' spawns, hashed by id) belong to nobody. */
+static inline bool shard_is_remote(urt_runtime *rt, unsigned shard)
+{
+    if (shard >= rt->nworkers)
+        return false;
+    urt_worker *w = urt__cur_worker();
+    return !w || w->rt != rt || w->id % OWN_SHARDS != shard;
+}
+
 /* The task completed: it stops counting as live, and leaves the list unless
- * its handle is still held (then it stays as a zombie for destroy). */
+ * its handle is still held (then it stays as a zombie for destroy). Done
+ * under the shard lock by the shard's own worker; any other thread (a
+ * worker that stole the task, a pool thread) must not contend with the
+ * owner's spawns: it counts the completion in `rdone` and pushes the task
+ * on the shard's `remote` stack (lock-free), and the owner links it out in
+ * batches (owned_drain). The list keeps a reference meanwhile, so walkers
+ * (shutdown, dumps) never meet a freed task. */
 static void owned_complete(urt_runtime *rt, urt_task *t)
 {
     own_shard *s = &rt->shards[t->shard];
-    pthread_mutex_lock(&s->lock);
-    if (t->has_handle)
-        t->zombie = true;
-    else
-        own_unlink(s, t);
-    uint64_t left = at_load_relaxed(&s->count) - 1;
-    at_store_relaxed(&s->count, left);
-    at_store_relaxed(&s->completed, at_load_relaxed(&s->completed) + 1);
-    pthread_mutex_unlock(&s->lock);
+    if (shard_is_remote(rt, t->shard)) {
+        task_ref(t);   /* the list's, dropped by owned_drain */
+        q_node *top = at_load_relaxed(&s->remote);
+        do {
+            t->node.next = top;   /* the run queues are done with the node */
+            /* release: pairs with the acquire exchange in owned_drain */
+        } while (!at_cas_acqrel(&s->remote, &top, &t->node));
+        /* release: pairs with owned_live's acquire load; the insert that
+         * counted this task comes before */
+        at_fadd_acqrel(&s->rdone, 1);
+    } else {
+        pthread_mutex_lock(&s->lock);
+        if (t->has_handle)
+            t->zombie = true;
+        else
+            own_unlink(s, t);
+        at_store_relaxed(&s->count, at_load_relaxed(&s->count) - 1);
+        at_store_relaxed(&s->completed, at_load_relaxed(&s->completed) + 1);
+        pthread_mutex_unlock(&s->lock);
+    }
     /* seq_cst: pairs with the seq_cst store of shutdown_started; shutdown
      * also re-checks every few ms, so a missed signal costs only latency */
-    if (left == 0 && at_load_seqcst(&rt->shutdown_started)) {
+    if (at_load_seqcst(&rt->shutdown_started) && owned_live(rt) == 0) {
         pthread_mutex_lock(&rt->sd_lock);
         pthread_cond_broadcast(&rt->sd_cv);
         pthread_mutex_unlock(&rt->sd_lock);
         /* a task shutdown gave up on has ended: the workers may leave now */
-        if (at_load_seqcst(&rt->stop) && owned_live(rt) == 0)
+        if (at_load_seqcst(&rt->stop))
             for (unsigned i = 0; i < rt->nworkers; i++)
                 worker_ring_bell(rt, i);
+    }
+}
+
+void owned_drain(urt_runtime *rt, unsigned shard)
+{
+    own_shard *s = &rt->shards[shard];
+    if (!at_load_relaxed(&s->remote))
+        return;
+    /* acquire: pairs with the release CAS in owned_complete */
+    q_node *n = at_xchg_acqrel(&s->remote, NULL);
+    pthread_mutex_lock(&s->lock);
+    for (q_node *m = n; m; m = m->next) {
+        urt_task *t = task_of(m);
+        if (t->has_handle)
+            t->zombie = true;
+        else
+            own_unlink(s, t);
+    }
+    pthread_mutex_unlock(&s->lock);
+    while (n) {
+        q_node *next = n->next;
+        task_unref(task_of(n));   /* the list's */
+        n = next;
     }
 }
 
@@ -213,10 +267,14 @@ void handle_release(urt_task *t)
 uint64_t owned_live(urt_runtime *rt)
 {
     /* Not one snapshot; exact once the list is closed: the counts can then
-     * only fall, so a sum of 0 means every shard was and stays empty. */
+     * only fall, so a sum of 0 means every shard was and stays empty. Per
+     * shard rdone first (acquire): every remote completion it counts had
+     * its insert counted in `count`, read after it, so count >= rdone. */
     uint64_t n = 0;
-    for (unsigned i = 0; i < OWN_SHARDS; i++)
-        n += at_load_relaxed(&rt->shards[i].count);
+    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+        uint64_t r = at_load_acquire(&rt->shards[i].rdone);
+        n += at_load_relaxed(&rt->shards[i].count) - r;
+    }
     return n;
 }
 
