@@ -286,7 +286,8 @@ void urt__set_cur(urt_worker *w, urt_task *t);
 /* ---- task.c ---- */
 /* The clock of task dump times: on a worker, its clock at its last
  * maintenance or wake (coarse: stale by at most one maintenance interval or
- * one long task run; no clock read per switch); elsewhere urt__now(). */
+ * one long task run; no clock read per switch); elsewhere CLOCK_MONOTONIC_COARSE
+ * (urt__now's clock, behind it by at most a kernel tick). */
 uint64_t task_clock(void);
 urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind);
 void task_ref(urt_task *t);
