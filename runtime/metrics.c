@@ -116,7 +116,7 @@ int urt_runtime_dump(urt_runtime *rt, int fd)
         own_shard *s = &rt->shards[i];
         pthread_mutex_lock(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next) {
-            if (t->zombie || (at_load_relaxed(&t->state) & TS_COMPLETE))
+            if ((at_load_relaxed(&t->own) & OWN_DONE) || (at_load_relaxed(&t->state) & TS_COMPLETE))
                 continue;   /* complete: only its handle is left, or it waits for its worker's drain */
             dump_task(fd, t, now);
             n++;

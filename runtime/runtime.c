@@ -267,7 +267,7 @@ static void log_live_tasks(urt_runtime *rt)
         own_shard *s = &rt->shards[i];
         pthread_mutex_lock(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next)
-            if (!t->zombie && !(at_load_relaxed(&t->state) & TS_COMPLETE))
+            if (!(at_load_relaxed(&t->own) & OWN_DONE) && !(at_load_relaxed(&t->state) & TS_COMPLETE))
                 urt__log("urt:   task %llu (%s) on worker %d\n", (unsigned long long)t->id,
                          t->name[0] ? t->name : "unnamed", at_load_relaxed(&t->home));
         pthread_mutex_unlock(&s->lock);

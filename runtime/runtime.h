@@ -29,9 +29,13 @@
  * handle (joined or detached). A task spawned on worker i is in shard
  * i % OWN_SHARDS (that worker's own lock, in its cache); a plain thread's
  * spawn is hashed by id. A completion on another thread than the shard's
- * worker goes through a lock-free stack that the worker drains. A completed task whose handle is still held
- * stays as a "zombie" (not counted in `count`), so destroy can free and name
- * it. Inserting into a closed shard fails: once shutdown has closed every
+ * worker goes through a lock-free stack that the worker drains. A completed
+ * task whose handle is still held stays as a "zombie" (not counted as live),
+ * so destroy can free and name it. Which end links a task out is decided
+ * without the lock: completion sets OWN_DONE and handle_release clears
+ * OWN_HANDLE in t->own (atomic RMWs); whichever finds the other's change
+ * made unlinks it (under the lock), so a joined task takes the lock once
+ * after its insert, not twice. Inserting into a closed shard fails: once shutdown has closed every
  * shard (under each lock) no task can appear, so the live counts only fall.
  */
 #ifndef URT_RUNTIME_RUNTIME_H
@@ -90,8 +94,8 @@ struct urt_task {
     bool in_bip;                  /* inside block_in_place (owner fiber only) */
     bool shield;                  /* cancel shield (owner fiber only) */
     bool op_pending;              /* an op of this task is in flight (owner fiber / its ring) */
-    bool has_handle;              /* a join handle is held; under the shard lock */
-    bool zombie;                  /* complete, kept in the owned list for its handle; under the shard lock */
+    _Atomic uint8_t own;          /* OWN_HANDLE | OWN_DONE: which of the two ends links it out of
+                                     the owned list (task.c); both set: a zombie */
     uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
     int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
     uint64_t nomem_since;         /* first failed stack mapping (its worker), 0: none */
@@ -138,6 +142,10 @@ struct urt_task {
 };
 
 #define JOINER_DONE ((urt_waiter *)(uintptr_t)1)
+
+/* task->own: a join handle is held / the owned list has seen it complete */
+#define OWN_HANDLE 0x1u
+#define OWN_DONE   0x2u
 
 /* A cache of free task headers (task_slab.c). */
 typedef struct slab_cache {
@@ -225,11 +233,12 @@ typedef struct own_shard {
     pthread_mutex_t lock;
     urt_task *head;                /* under lock: live tasks and zombies (and remote completions
                                       not yet drained) */
-    _Atomic uint64_t count;        /* tasks inserted and not completed under the lock: written
-                                      under lock, read without; live = count - rdone */
+    _Atomic uint64_t count;        /* tasks inserted and not completed by the shard's own worker
+                                      (atomic add/sub); live = count - rdone */
     _Atomic uint64_t rdone;        /* completions elsewhere than the shard's worker (atomic add) */
     q_node *_Atomic remote;        /* those tasks, for the shard's worker to link out (task.c) */
-    _Atomic uint64_t spawned, completed;  /* totals (metrics.c): written under lock, read without */
+    _Atomic uint64_t spawned;      /* total (metrics.c): written under lock, read without */
+    _Atomic uint64_t completed;    /* total, as count (atomic add) */
     bool closed;                   /* under lock: shutdown refuses new tasks */
 } urt_cacheline_aligned own_shard;
 

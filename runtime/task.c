@@ -138,7 +138,7 @@ int owned_insert(urt_runtime *rt, urt_task *t)
     if (s->head)
         s->head->own_prev = t;
     s->head = t;
-    at_store_relaxed(&s->count, at_load_relaxed(&s->count) + 1);
+    at_fadd_relaxed(&s->count, 1);
     at_store_relaxed(&s->spawned, at_load_relaxed(&s->spawned) + 1);
     pthread_mutex_unlock(&s->lock);
     return 0;
@@ -162,7 +162,7 @@ static void owned_withdraw(urt_runtime *rt, urt_task *t)
     own_shard *s = &rt->shards[t->shard];
     pthread_mutex_lock(&s->lock);
     own_unlink(s, t);
-    at_store_relaxed(&s->count, at_load_relaxed(&s->count) - 1);
+    at_fsub_relaxed(&s->count, 1);
     at_store_relaxed(&s->spawned, at_load_relaxed(&s->spawned) - 1);   /* it never was */
     pthread_mutex_unlock(&s->lock);
 }
@@ -211,14 +211,15 @@ static void owned_complete(urt_runtime *rt, urt_task *t)
          * counted this task comes before */
         at_fadd_acqrel(&s->rdone, 1);
     } else {
-        pthread_mutex_lock(&s->lock);
-        if (t->has_handle)
-            t->zombie = true;
-        else
+        /* acq_rel: in one order with handle_release's RMW; the one that
+         * comes second unlinks */
+        if (!(at_for_acqrel(&t->own, OWN_DONE) & OWN_HANDLE)) {
+            pthread_mutex_lock(&s->lock);
             own_unlink(s, t);
-        at_store_relaxed(&s->count, at_load_relaxed(&s->count) - 1);
-        at_store_relaxed(&s->completed, at_load_relaxed(&s->completed) + 1);
-        pthread_mutex_unlock(&s->lock);
+            pthread_mutex_unlock(&s->lock);
+        }
+        at_fsub_relaxed(&s->count, 1);
+        at_fadd_relaxed(&s->completed, 1);
     }
     /* seq_cst: pairs with the seq_cst store of shutdown_started; shutdown
      * also re-checks every few ms, so a missed signal costs only latency */
@@ -243,9 +244,8 @@ void owned_drain(urt_runtime *rt, unsigned shard)
     pthread_mutex_lock(&s->lock);
     for (q_node *m = n; m; m = m->next) {
         urt_task *t = task_of(m);
-        if (t->has_handle)
-            t->zombie = true;
-        else
+        /* as in owned_complete: the second of this and handle_release unlinks */
+        if (!(at_for_acqrel(&t->own, OWN_DONE) & OWN_HANDLE))
             own_unlink(s, t);
     }
     pthread_mutex_unlock(&s->lock);
@@ -259,13 +259,12 @@ void owned_drain(urt_runtime *rt, unsigned shard)
 void handle_release(urt_task *t)
 {
     own_shard *s = &t->rt->shards[t->shard];
-    pthread_mutex_lock(&s->lock);
-    t->has_handle = false;
-    if (t->zombie) {
-        t->zombie = false;
+    /* acq_rel: see owned_complete; a completed task (a zombie) leaves now */
+    if (at_fand_acqrel(&t->own, (uint8_t)~OWN_HANDLE) & OWN_DONE) {
+        pthread_mutex_lock(&s->lock);
         own_unlink(s, t);
+        pthread_mutex_unlock(&s->lock);
     }
-    pthread_mutex_unlock(&s->lock);
     task_unref(t);   /* the handle's ref */
 }
 
@@ -464,7 +463,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         return -ENOMEM;
     if (out) {
         task_ref(t);   /* the handle's */
-        t->has_handle = true;
+        at_store_relaxed(&t->own, OWN_HANDLE);   /* published by the insert's lock */
     }
     /* under the shard lock: either shutdown sees this task (and waits for
      * it), or we see the list closed */
