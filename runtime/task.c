@@ -290,7 +290,7 @@ uint64_t owned_live(urt_runtime *rt)
  * a join that a worker completes within the spin costs neither side a
  * syscall (a plain thread joining remote spawns in a row mostly does). */
 #define WAITER_ASLEEP 2u
-#define WAITER_SPINS  512u
+#define WAITER_SPINS  128u   /* a few us at most (a pause is 10-140 cycles) */
 
 void waiter_wake(urt_waiter *w, int result)
 {
