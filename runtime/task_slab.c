@@ -75,6 +75,8 @@ static urt_task *cache_pop(slab_cache *c)
         }
     }
     c->free = t->node.next ? task_of(t->node.next) : NULL;
+    if (c->free)
+        __builtin_prefetch(c->free, 1);   /* the next spawn's header: its miss overlaps this task's run */
     return t;
 }
 
