@@ -23,9 +23,9 @@
  * every round (the page faults showed in the profile).
  *
  * The checked build (URT_CHECKED) and any AddressSanitizer build bypass the
- * slab: there every header is malloc'd (slab_home = -1), and a freed one waits in checked.c's
- * quarantine with a DEAD magic, so a stale handle aborts with a message and
- * ASan reports any other use. A cache that hands a header out again at once
+ * slab: there every header is malloc'd (slab_home = -1), and a freed one
+ * waits in checked.c's quarantine with a DEAD magic, so a stale handle
+ * aborts with a message and ASan reports any other use. A cache that hands a header out again at once
  * would defeat both (the next spawn would revive the very address a stale
  * handle points at); poisoning cached headers would still catch the access
  * but not the reuse.
