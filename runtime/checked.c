@@ -68,10 +68,7 @@ void urt__check_handle(const urt_task *t, const char *call)
 {
     if (at_load_relaxed(&((urt_task *)t)->magic) != TASK_MAGIC)
         misuse(call, "task handle", t, HANDLE_GONE);
-    own_shard *s = &t->rt->shards[t->shard];
-    pthread_mutex_lock(&s->lock);
-    bool held = t->has_handle;
-    pthread_mutex_unlock(&s->lock);
+    bool held = at_load_relaxed(&((urt_task *)t)->own) & OWN_HANDLE;
     if (!held)
         misuse(call, "task handle", t, HANDLE_GONE);
 }

@@ -42,9 +42,10 @@ int urt_runtime_metrics(urt_runtime *rt, urt_metrics *out)
     out->workers = rt->nworkers;
     for (unsigned i = 0; i < OWN_SHARDS; i++) {
         own_shard *s = &rt->shards[i];
-        out->live_tasks += at_load_relaxed(&s->count);
+        uint64_t rdone = at_load_acquire(&s->rdone);   /* first: see owned_live */
+        out->live_tasks += at_load_relaxed(&s->count) - rdone;
         out->spawned_total += at_load_relaxed(&s->spawned);
-        out->completed_total += at_load_relaxed(&s->completed);
+        out->completed_total += at_load_relaxed(&s->completed) + rdone;
     }
     blocking_pool *p = &rt->pool;
     pthread_mutex_lock(&p->lock);
@@ -115,8 +116,8 @@ int urt_runtime_dump(urt_runtime *rt, int fd)
         own_shard *s = &rt->shards[i];
         pthread_mutex_lock(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next) {
-            if (t->zombie)
-                continue;   /* complete, only its handle is left */
+            if ((at_load_relaxed(&t->own) & OWN_DONE) || (at_load_relaxed(&t->state) & TS_COMPLETE))
+                continue;   /* complete: only its handle is left, or it waits for its worker's drain */
             dump_task(fd, t, now);
             n++;
         }

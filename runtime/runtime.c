@@ -53,14 +53,18 @@ static void destroy_parts(urt_runtime *rt)
         pthread_mutex_destroy(&rt->shards[i].lock);
     pool_destroy(&rt->pool);
     if (rt->workers) {
-        for (unsigned i = 0; i < rt->nworkers; i++)
+        for (unsigned i = 0; i < rt->nworkers; i++) {
             if (rt->workers[i].efd >= 0)
                 close(rt->workers[i].efd);
+            slab_destroy(&rt->workers[i].slab);   /* every task header is back by now */
+        }
         free(rt->workers);
     }
     pthread_mutex_destroy(&rt->sd_lock);
     pthread_cond_destroy(&rt->sd_cv);
     pthread_mutex_destroy(&rt->wd_lock);
+    slab_destroy(&rt->slab);
+    pthread_mutex_destroy(&rt->slab_lock);
     pthread_cond_destroy(&rt->wd_cv);
 #if URT_CHECKED
     at_store_relaxed(&rt->magic, DEAD_MAGIC);
@@ -129,6 +133,7 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
     pthread_cond_init(&rt->sd_cv, NULL);
     pthread_mutex_init(&rt->wd_lock, NULL);
     pthread_cond_init(&rt->wd_cv, NULL);
+    pthread_mutex_init(&rt->slab_lock, NULL);
     for (unsigned i = 0; i < OWN_SHARDS; i++)
         pthread_mutex_init(&rt->shards[i].lock, NULL);
     int err = idle_init(&rt->idle, c.workers);
@@ -262,7 +267,7 @@ static void log_live_tasks(urt_runtime *rt)
         own_shard *s = &rt->shards[i];
         pthread_mutex_lock(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next)
-            if (!t->zombie)
+            if (!(at_load_relaxed(&t->own) & OWN_DONE) && !(at_load_relaxed(&t->state) & TS_COMPLETE))
                 urt__log("urt:   task %llu (%s) on worker %d\n", (unsigned long long)t->id,
                          t->name[0] ? t->name : "unnamed", at_load_relaxed(&t->home));
         pthread_mutex_unlock(&s->lock);
@@ -338,7 +343,10 @@ int urt_runtime_shutdown(urt_runtime *rt, uint64_t grace_ns)
 /* Free the handles nobody joined or detached (their tasks are complete). */
 static void free_zombies(urt_runtime *rt)
 {
-    /* every task has ended (destroy checked): what is left is a zombie */
+    /* every task has ended (destroy checked) and every worker has left:
+     * completions nobody drained go first, then what is left is a zombie */
+    for (unsigned i = 0; i < OWN_SHARDS; i++)
+        owned_drain(rt, i);
     unsigned n = 0;
     for (unsigned i = 0; i < OWN_SHARDS; i++)
         for (urt_task *t = rt->shards[i].head; t; t = t->own_next)

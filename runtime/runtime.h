@@ -26,9 +26,16 @@
  *
  * Owned-task list (rt->shards, one list per shard under its lock): a task is
  * in its shard's list from spawn until it has both completed and lost its
- * handle (joined or detached). A completed task whose handle is still held
- * stays as a "zombie" (not counted in `count`), so destroy can free and name
- * it. Inserting into a closed shard fails: once shutdown has closed every
+ * handle (joined or detached). A task spawned on worker i is in shard
+ * i % OWN_SHARDS (that worker's own lock, in its cache); a plain thread's
+ * spawn is hashed by id. A completion on another thread than the shard's
+ * worker goes through a lock-free stack that the worker drains. A completed
+ * task whose handle is still held stays as a "zombie" (not counted as live),
+ * so destroy can free and name it. Which end links a task out is decided
+ * without the lock: completion sets OWN_DONE and handle_release clears
+ * OWN_HANDLE in t->own (atomic RMWs); whichever finds the other's change
+ * made unlinks it (under the lock), so a joined task takes the lock once
+ * after its insert, not twice. Inserting into a closed shard fails: once shutdown has closed every
  * shard (under each lock) no task can appear, so the live counts only fall.
  */
 #ifndef URT_RUNTIME_RUNTIME_H
@@ -62,7 +69,7 @@ enum { SW_PARK = 0, SW_YIELD, SW_DONE, SW_BIP, SW_BIP_DONE };
 
 typedef struct urt_waiter {
     urt_task *task;               /* NULL: a plain thread waiting on `futex` */
-    _Atomic uint32_t futex;       /* 1 once woken */
+    _Atomic uint32_t futex;       /* 1 once woken; 2: a plain thread sleeps on it (task.c) */
     struct urt_waiter *next, *prev;   /* in a primitive's wait list, under its lock */
     bool linked;                  /* under the primitive's lock */
     int result;                   /* what the waker hands over */
@@ -99,8 +106,8 @@ struct urt_task {
     bool in_bip;                  /* inside block_in_place (owner fiber only) */
     bool shield;                  /* cancel shield (owner fiber only) */
     bool op_pending;              /* an op of this task is in flight (owner fiber / its ring) */
-    bool has_handle;              /* a join handle is held; under the shard lock */
-    bool zombie;                  /* complete, kept in the owned list for its handle; under the shard lock */
+    _Atomic uint8_t own;          /* OWN_HANDLE | OWN_DONE: which of the two ends links it out of
+                                     the owned list (task.c); both set: a zombie */
     uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
     int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
     uint64_t nomem_since;         /* first failed stack mapping (its worker), 0: none */
@@ -149,9 +156,22 @@ struct urt_task {
     struct urt_task *own_prev, *own_next;
     unsigned shard;
     char name[TASK_NAME_MAX];
+    /* after name: task_alloc's memset leaves it alone */
+    int slab_home;                /* task_slab.c: the worker whose cache it came from, -1: malloc */
 };
 
 #define JOINER_DONE ((urt_waiter *)(uintptr_t)1)
+
+/* task->own: a join handle is held / the owned list has seen it complete */
+#define OWN_HANDLE 0x1u
+#define OWN_DONE   0x2u
+
+/* A cache of free task headers (task_slab.c). */
+typedef struct slab_cache {
+    urt_task *free;                /* the owner's (or under rt->slab_lock) */
+    struct slab_chunk *chunks;     /* their memory, freed at destroy; as `free` */
+    q_node *_Atomic remote urt_cacheline_aligned;  /* headers freed by other threads */
+} slab_cache;
 
 static inline urt_task *task_of(q_node *n) { return (urt_task *)((char *)n - __builtin_offsetof(urt_task, node)); }
 
@@ -220,6 +240,7 @@ typedef struct urt_worker {
     _Atomic uint64_t run_seq;      /* bumped per task run (watchdog) */
     _Atomic uint64_t run_start;    /* ns when the current task started, 0 when none */
     _Atomic uint32_t exited;       /* the worker loop has ended */
+    slab_cache slab;               /* task headers (task_slab.c): free/chunks owner only, remote shared */
     worker_stats stats;
     _Atomic uint64_t r_sqes, r_cqes, r_enters;  /* ring counters, published at maintenance */
     _Atomic unsigned ring_flags;
@@ -229,9 +250,14 @@ typedef struct urt_worker {
 
 typedef struct own_shard {
     pthread_mutex_t lock;
-    urt_task *head;                /* under lock: live tasks and zombies */
-    _Atomic uint64_t count;        /* live (not complete) tasks in the list: written under lock, read without */
-    _Atomic uint64_t spawned, completed;  /* totals (metrics.c): written under lock, read without */
+    urt_task *head;                /* under lock: live tasks and zombies (and remote completions
+                                      not yet drained) */
+    _Atomic uint64_t count;        /* tasks inserted and not completed by the shard's own worker
+                                      (atomic add/sub); live = count - rdone */
+    _Atomic uint64_t rdone;        /* completions elsewhere than the shard's worker (atomic add) */
+    q_node *_Atomic remote;        /* those tasks, for the shard's worker to link out (task.c) */
+    _Atomic uint64_t spawned;      /* total (metrics.c): written under lock, read without */
+    _Atomic uint64_t completed;    /* total, as count (atomic add) */
     bool closed;                   /* under lock: shutdown refuses new tasks */
 } urt_cacheline_aligned own_shard;
 
@@ -256,6 +282,8 @@ struct urt_runtime {
     idle idle;
     urt_stack_pool stack_pool;
     own_shard shards[OWN_SHARDS];
+    slab_cache slab;               /* task headers for spawns from outside the workers */
+    pthread_mutex_t slab_lock;     /* its free list */
     blocking_pool pool;
     _Atomic uint64_t next_id;
     _Atomic uint32_t spread_next;  /* round-robin worker for URT_TASK_SPREAD */
@@ -286,7 +314,8 @@ void urt__set_cur(urt_worker *w, urt_task *t);
 /* ---- task.c ---- */
 /* The clock of task dump times: on a worker, its clock at its last
  * maintenance or wake (coarse: stale by at most one maintenance interval or
- * one long task run; no clock read per switch); elsewhere urt__now(). */
+ * one long task run; no clock read per switch); elsewhere CLOCK_MONOTONIC_COARSE
+ * (urt__now's clock, behind it by at most a kernel tick). */
 uint64_t task_clock(void);
 urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind);
 void task_ref(urt_task *t);
@@ -306,6 +335,9 @@ int  owned_insert(urt_runtime *rt, urt_task *t);           /* -ESHUTDOWN once sh
 extern void (*urt__test_spawn_gap)(void);
 void owned_close(urt_runtime *rt);                         /* shutdown: refuse every later insert */
 uint64_t owned_live(urt_runtime *rt);                      /* tasks not yet complete */
+/* Shard `shard`'s worker (or destroy, alone): link out the tasks that
+ * completed on other threads (a zombie stays for its handle). */
+void owned_drain(urt_runtime *rt, unsigned shard);
 void handle_release(urt_task *t);                          /* a join handle is given up */
 /* Hooks and on_drop run "in a hook": calls that would wait return -EDEADLK. */
 void urt__hook_enter(void);
@@ -320,6 +352,14 @@ void urt__set_pool_rt(urt_runtime *rt);
 int  task_cancelled_now(urt_task *t);
 void waiter_wake(urt_waiter *w, int result);
 void waiter_block(urt_waiter *w);                          /* plain thread: wait for waiter_wake */
+
+/* ---- task_slab.c ---- */
+/* A task header: from the calling worker's cache when it is one of rt's
+ * workers, else malloc. Freed (slab_free) from any thread; the memory of
+ * every worker's cache goes at destroy (slab_destroy, after every task). */
+urt_task *slab_alloc(urt_runtime *rt);
+void slab_free(urt_task *t);
+void slab_destroy(slab_cache *c);
 
 /* ---- worker.c ---- */
 void *worker_main(void *arg);

@@ -51,10 +51,15 @@ __attribute__((noinline)) void urt__set_cur(urt_worker *w, urt_task *t)
 
 urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind)
 {
-    urt_task *t = malloc(sizeof(*t));
+    urt_task *t = slab_alloc(rt);
     if (!t)
         return NULL;
-    memset(t, 0, offsetof(urt_task, name));
+    /* The size goes through an empty asm so that the compiler calls the C
+     * library's memset (vector stores) instead of inlining `rep stos`, whose
+     * start-up cost was most of task_alloc's time in the spawn profile. */
+    size_t zero = offsetof(urt_task, name);
+    __asm__("" : "+r"(zero));
+    memset(t, 0, zero);
     t->name[0] = 0;
     if (o && o->name) {
         strncpy(t->name, o->name, TASK_NAME_MAX - 1);
@@ -82,10 +87,14 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
             w->id_end = w->id_next + 1024;
         }
         t->id = w->id_next++;
+        /* the spawning worker's own shard: its lock stays in this core's
+         * cache and is contended only by completions elsewhere (a stolen
+         * task, a blocking job) and by walkers (shutdown, dumps) */
+        t->shard = w->id % OWN_SHARDS;
     } else {
         t->id = at_fadd_relaxed(&rt->next_id, 1);
+        t->shard = (unsigned)(t->id % OWN_SHARDS);
     }
-    t->shard = (unsigned)(t->id % OWN_SHARDS);
     t->born_ns = task_clock();
     at_store_relaxed(&t->since_ns, t->born_ns);
     return t;
@@ -101,9 +110,9 @@ void task_unref(urt_task *t)
             hib_drop(t);
 #if URT_CHECKED
         at_store_relaxed(&t->magic, DEAD_MAGIC);
-        urt__quarantine(t, sizeof(*t));
+        urt__quarantine(t, sizeof(*t));   /* the checked build bypasses the slab (task_slab.c) */
 #else
-        free(t);
+        slab_free(t);
 #endif
     }
 }
@@ -130,7 +139,7 @@ int owned_insert(urt_runtime *rt, urt_task *t)
     if (s->head)
         s->head->own_prev = t;
     s->head = t;
-    at_store_relaxed(&s->count, at_load_relaxed(&s->count) + 1);
+    at_fadd_relaxed(&s->count, 1);
     at_store_relaxed(&s->spawned, at_load_relaxed(&s->spawned) + 1);
     pthread_mutex_unlock(&s->lock);
     return 0;
@@ -154,7 +163,7 @@ static void owned_withdraw(urt_runtime *rt, urt_task *t)
     own_shard *s = &rt->shards[t->shard];
     pthread_mutex_lock(&s->lock);
     own_unlink(s, t);
-    at_store_relaxed(&s->count, at_load_relaxed(&s->count) - 1);
+    at_fsub_relaxed(&s->count, 1);
     at_store_relaxed(&s->spawned, at_load_relaxed(&s->spawned) - 1);   /* it never was */
     pthread_mutex_unlock(&s->lock);
 }
@@ -171,57 +180,118 @@ void owned_close(urt_runtime *rt)
     }
 }
 
+/* Is the caller the worker whose shard this is? Shards at or past nworkers
+ * (plain threads' spawns, hashed by id) belong to nobody. */
+static inline bool shard_is_remote(urt_runtime *rt, unsigned shard)
+{
+    if (shard >= rt->nworkers)
+        return false;
+    urt_worker *w = urt__cur_worker();
+    return !w || w->rt != rt || w->id % OWN_SHARDS != shard;
+}
+
 /* The task completed: it stops counting as live, and leaves the list unless
- * its handle is still held (then it stays as a zombie for destroy). */
+ * its handle is still held (then it stays as a zombie for destroy). Done
+ * under the shard lock by the shard's own worker; any other thread (a
+ * worker that stole the task, a pool thread) must not contend with the
+ * owner's spawns: it counts the completion in `rdone` and pushes the task
+ * on the shard's `remote` stack (lock-free), and the owner links it out in
+ * batches (owned_drain). The list keeps a reference meanwhile, so walkers
+ * (shutdown, dumps) never meet a freed task. */
 static void owned_complete(urt_runtime *rt, urt_task *t)
 {
     own_shard *s = &rt->shards[t->shard];
-    pthread_mutex_lock(&s->lock);
-    if (t->has_handle)
-        t->zombie = true;
-    else
-        own_unlink(s, t);
-    uint64_t left = at_load_relaxed(&s->count) - 1;
-    at_store_relaxed(&s->count, left);
-    at_store_relaxed(&s->completed, at_load_relaxed(&s->completed) + 1);
-    pthread_mutex_unlock(&s->lock);
+    if (shard_is_remote(rt, t->shard)) {
+        task_ref(t);   /* the list's, dropped by owned_drain */
+        q_node *top = at_load_relaxed(&s->remote);
+        do {
+            t->node.next = top;   /* the run queues are done with the node */
+            /* release: pairs with the acquire exchange in owned_drain */
+        } while (!at_cas_acqrel(&s->remote, &top, &t->node));
+        /* release: pairs with owned_live's acquire load; the insert that
+         * counted this task comes before */
+        at_fadd_acqrel(&s->rdone, 1);
+    } else {
+        /* acq_rel: in one order with handle_release's RMW; the one that
+         * comes second unlinks */
+        if (!(at_for_acqrel(&t->own, OWN_DONE) & OWN_HANDLE)) {
+            pthread_mutex_lock(&s->lock);
+            own_unlink(s, t);
+            pthread_mutex_unlock(&s->lock);
+        }
+        at_fsub_relaxed(&s->count, 1);
+        at_fadd_relaxed(&s->completed, 1);
+    }
     /* seq_cst: pairs with the seq_cst store of shutdown_started; shutdown
      * also re-checks every few ms, so a missed signal costs only latency */
-    if (left == 0 && at_load_seqcst(&rt->shutdown_started)) {
+    if (at_load_seqcst(&rt->shutdown_started) && owned_live(rt) == 0) {
         pthread_mutex_lock(&rt->sd_lock);
         pthread_cond_broadcast(&rt->sd_cv);
         pthread_mutex_unlock(&rt->sd_lock);
         /* a task shutdown gave up on has ended: the workers may leave now */
-        if (at_load_seqcst(&rt->stop) && owned_live(rt) == 0)
+        if (at_load_seqcst(&rt->stop))
             for (unsigned i = 0; i < rt->nworkers; i++)
                 worker_ring_bell(rt, i);
+    }
+}
+
+void owned_drain(urt_runtime *rt, unsigned shard)
+{
+    own_shard *s = &rt->shards[shard];
+    if (!at_load_relaxed(&s->remote))
+        return;
+    /* acquire: pairs with the release CAS in owned_complete */
+    q_node *n = at_xchg_acqrel(&s->remote, NULL);
+    pthread_mutex_lock(&s->lock);
+    for (q_node *m = n; m; m = m->next) {
+        urt_task *t = task_of(m);
+        /* as in owned_complete: the second of this and handle_release unlinks */
+        if (!(at_for_acqrel(&t->own, OWN_DONE) & OWN_HANDLE))
+            own_unlink(s, t);
+    }
+    pthread_mutex_unlock(&s->lock);
+    while (n) {
+        q_node *next = n->next;
+        task_unref(task_of(n));   /* the list's */
+        n = next;
     }
 }
 
 void handle_release(urt_task *t)
 {
     own_shard *s = &t->rt->shards[t->shard];
-    pthread_mutex_lock(&s->lock);
-    t->has_handle = false;
-    if (t->zombie) {
-        t->zombie = false;
+    /* acq_rel: see owned_complete; a completed task (a zombie) leaves now */
+    if (at_fand_acqrel(&t->own, (uint8_t)~OWN_HANDLE) & OWN_DONE) {
+        pthread_mutex_lock(&s->lock);
         own_unlink(s, t);
+        pthread_mutex_unlock(&s->lock);
     }
-    pthread_mutex_unlock(&s->lock);
     task_unref(t);   /* the handle's ref */
 }
 
 uint64_t owned_live(urt_runtime *rt)
 {
     /* Not one snapshot; exact once the list is closed: the counts can then
-     * only fall, so a sum of 0 means every shard was and stays empty. */
+     * only fall, so a sum of 0 means every shard was and stays empty. Per
+     * shard rdone first (acquire): every remote completion it counts had
+     * its insert counted in `count`, read after it, so count >= rdone. */
     uint64_t n = 0;
-    for (unsigned i = 0; i < OWN_SHARDS; i++)
-        n += at_load_relaxed(&rt->shards[i].count);
+    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+        uint64_t r = at_load_acquire(&rt->shards[i].rdone);
+        n += at_load_relaxed(&rt->shards[i].count) - r;
+    }
     return n;
 }
 
 /* ---- waiters ---------------------------------------------------------------- */
+
+/* A plain thread's waiter word: 0 waiting (maybe spinning), WAITER_ASLEEP
+ * in FUTEX_WAIT, 1 woken. The waker makes the FUTEX_WAKE call only for a
+ * waiter that went to sleep, and the waiter spins a little before it does:
+ * a join that a worker completes within the spin costs neither side a
+ * syscall (a plain thread joining remote spawns in a row mostly does). */
+#define WAITER_ASLEEP 2u
+#define WAITER_SPINS  128u   /* a few us at most (a pause is 10-140 cycles) */
 
 void waiter_wake(urt_waiter *w, int result)
 {
@@ -232,22 +302,35 @@ void waiter_wake(urt_waiter *w, int result)
     }
     urt_task *t = w->task;   /* read before the store: w may vanish right after it */
     w->result = result;
-    /* release: pairs with the acquire load of futex by the waiter; publishes
-     * result (and whatever the waker wrote before calling us) */
-    at_store_release(&w->futex, 1);
     if (t) {
+        /* release: pairs with the acquire load of futex by the waiter;
+         * publishes result (and whatever the waker wrote before calling us) */
+        at_store_release(&w->futex, 1);
         task_wake(t);
         task_unref(t);   /* the registration's ref */
-    } else {
-        syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        return;
     }
+    /* acq_rel: the release half publishes result as above; the exchange
+     * tells whether the waiter announced its sleep (its CAS comes first) */
+    if (at_xchg_acqrel(&w->futex, 1) == WAITER_ASLEEP)
+        syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 void waiter_block(urt_waiter *w)
 {
-    /* acquire: pairs with the release store in waiter_wake */
-    while (at_load_acquire(&w->futex) == 0)
-        syscall(SYS_futex, &w->futex, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    /* acquire: pairs with the release half of waiter_wake's exchange */
+    for (unsigned i = 0; i < WAITER_SPINS; i++) {
+        if (at_load_acquire(&w->futex) == 1)
+            return;
+        at_cpu_relax();
+    }
+    uint32_t exp = 0;
+    /* acq_rel: either we announce the sleep before the waker's exchange
+     * (which then sees it and wakes us), or the CAS fails on its 1 */
+    if (!at_cas_strong_acqrel(&w->futex, &exp, WAITER_ASLEEP))
+        return;
+    while (at_load_acquire(&w->futex) == WAITER_ASLEEP)
+        syscall(SYS_futex, &w->futex, FUTEX_WAIT_PRIVATE, WAITER_ASLEEP, NULL, NULL, 0);
 }
 
 /* ---- wake ------------------------------------------------------------------- */
@@ -255,7 +338,14 @@ void waiter_block(urt_waiter *w)
 uint64_t task_clock(void)
 {
     urt_worker *w = urt__cur_worker();
-    return w ? w->maint_ns : urt__now();
+    if (w)
+        return w->maint_ns;
+    /* elsewhere (a plain thread's spawn or wake) the kernel's tick-coarse
+     * clock: the same clock as urt__now, behind it by at most a tick, read
+     * without the TSC (a plain thread spawning in a loop paid ~5% for it) */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void schedule(urt_task *t)
@@ -374,12 +464,12 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         return -ENOMEM;
     if (out) {
         task_ref(t);   /* the handle's */
-        t->has_handle = true;
+        at_store_relaxed(&t->own, OWN_HANDLE);   /* published by the insert's lock */
     }
     /* under the shard lock: either shutdown sees this task (and waits for
      * it), or we see the list closed */
     if (owned_insert(rt, t) < 0) {
-        free(t);
+        slab_free(t);
         return -ESHUTDOWN;
     }
     if (at_load_acquire(&rt->cancel_all))
@@ -394,7 +484,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         if (err < 0) {
             /* nothing will ever run it: take it back; fn is never called */
             owned_withdraw(rt, t);
-            free(t);
+            slab_free(t);
             return err;
         }
         if (out)
