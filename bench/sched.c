@@ -135,6 +135,7 @@ static struct {
     double timeout_s;
     bool quick, no_micro;
     unsigned busy1_tasks, busy2_tasks;
+    unsigned spin_us;          /* urt_config.spin_us of every runtime (0: the default) */
     char **only;
     unsigned nonly;
 } opt;
@@ -373,6 +374,7 @@ static urt_runtime *make_runtime(job *j, unsigned workers)
     urt_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.workers = workers;
+    cfg.spin_us = opt.spin_us;
     urt_runtime *rt = NULL;
     int rc = urt_runtime_create(&rt, &cfg);
     if (rc < 0) {
@@ -1165,7 +1167,8 @@ static void usage(int status)
 {
     fprintf(status ? stderr : stdout,
             "usage: sched [--workers N[,N...]] [--iters K] [--warmups W] [--only NAME[,NAME...]]\n"
-            "             [--timeout-s S] [--quick] [--no-micro] [--busy1-tasks N] [--busy2-tasks N] [--list]\n"
+            "             [--timeout-s S] [--quick] [--no-micro] [--busy1-tasks N] [--busy2-tasks N]\n"
+            "             [--spin-us US] [--list]\n"
             "  --workers     worker counts to run every workload at (default 2,4)\n"
             "  --iters       timed iterations per workload (default 20; 5 with --quick)\n"
             "  --warmups     untimed iterations first (default 2)\n"
@@ -1174,7 +1177,9 @@ static void usage(int status)
             "  --quick       5 iterations, micro loops 10x shorter (CI smoke)\n"
             "  --no-micro    skip the micro benchmarks\n"
             "  --busy1-tasks background tasks of spawn_many_remote_busy1 (default 8)\n"
-            "  --busy2-tasks background chains of spawn_many_remote_busy2 (default 4)\n");
+            "  --busy2-tasks background chains of spawn_many_remote_busy2 (default 4)\n"
+            "  --spin-us     urt_config.spin_us of every runtime: spin this long before a worker\n"
+            "                parks (default 0: the library's default, no spin)\n");
     exit(status);
 }
 
@@ -1276,6 +1281,8 @@ static void parse_args(int argc, char **argv)
             opt.busy1_tasks = parse_uint("--busy1-tasks", VALUE(), 0);
         } else if (strcmp(a, "--busy2-tasks") == 0) {
             opt.busy2_tasks = parse_uint("--busy2-tasks", VALUE(), 0);
+        } else if (strcmp(a, "--spin-us") == 0) {
+            opt.spin_us = parse_uint("--spin-us", VALUE(), 0);
         } else if (strcmp(a, "--quick") == 0) {
             opt.quick = true;
         } else if (strcmp(a, "--no-micro") == 0) {
@@ -1329,8 +1336,8 @@ int main(int argc, char **argv)
     printf("# urt %s sched: workers=", urt_version());
     for (unsigned i = 0; i < opt.nworkers; i++)
         printf("%s%u", i ? "," : "", opt.workers[i]);
-    printf(" iters=%u warmups=%u timeout_s=%g busy1_tasks=%u busy2_tasks=%u cpus=%ld%s\n", opt.iters, opt.warmups,
-           opt.timeout_s, opt.busy1_tasks, opt.busy2_tasks, sysconf(_SC_NPROCESSORS_ONLN),
+    printf(" iters=%u warmups=%u timeout_s=%g busy1_tasks=%u busy2_tasks=%u spin_us=%u cpus=%ld%s\n", opt.iters,
+           opt.warmups, opt.timeout_s, opt.busy1_tasks, opt.busy2_tasks, opt.spin_us, sysconf(_SC_NPROCESSORS_ONLN),
            opt.quick ? " quick" : "");
 
     for (unsigned k = 0; k < opt.nworkers; k++)
