@@ -70,7 +70,10 @@ int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *w
     CHECK_REC_FREE(t, op, what);
     ring_op_start(&w->ring, op, t);
     io_uring_sqe_set_data64(sqe, ring_op_data(op));
-    if (bound) {
+    /* a task that stays on this worker uses its bound timer, kept armed
+     * across ops; a migratable one links a timeout to each op */
+    bool watched = bound && !(t->flags & URT_TASK_MIGRATABLE) && task_timer_watch(t, bound);
+    if (bound && !watched) {
         ts = ns_to_ts(bound);
         ring_link_timeout(&w->ring, op, sqe, &ts, IORING_TIMEOUT_ABS);
     }
@@ -81,11 +84,20 @@ int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *w
     bool hib = (flags & OP_HIB) != 0;
     if (hib)
         hib_wait_begin(w, t, op);
+    bool timed_out = false;   /* the bound timer fired: the cancel below is the timeout's */
     while (!op->done) {
-        if (!op->cancel_sent && task_cancel_pending(t))
-            ring_cancel_op(&w->ring, op);   /* w: the op pins the task to this worker */
+        if (!op->cancel_sent) {
+            if (task_cancel_pending(t)) {
+                ring_cancel_op(&w->ring, op);   /* w: the op pins the task to this worker */
+            } else if (watched && task_timer_fired(t)) {
+                timed_out = true;
+                ring_cancel_op(&w->ring, op);
+            }
+        }
         task_suspend(t, SW_PARK);
     }
+    if (watched)
+        task_timer_finish(t);
     if (hib)
         hib_wait_end(w, t);
     t->op_pending = false;
@@ -101,7 +113,7 @@ int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *w
      * meant for user space, or -EINTR: that is the cancel's -ECANCELED. */
     if ((res <= -512 && res >= -516) || (res == -EINTR && (op->cancel_sent || op->timer_fired)))
         res = -ECANCELED;
-    if (res == -ECANCELED && !op->cancel_sent && op->timer_fired)
+    if (res == -ECANCELED && ((!op->cancel_sent && op->timer_fired) || timed_out))
         res = -ETIMEDOUT;
     return res;
 }

@@ -380,6 +380,9 @@ void worker_submit(urt_worker *w);
  * passed. task_timer_close, before the task ends, removes a timer still in
  * flight and waits for its CQE. */
 bool task_timer_start(urt_task *t, bool op_timeout);
+/* The same for a ring op of a task that is not migratable (op.c), with
+ * its bound already reckoned: the op is cancelled once it fires. */
+bool task_timer_watch(urt_task *t, uint64_t bound);
 void task_timer_finish(urt_task *t);
 void task_timer_close(urt_task *t);
 /* Has the bound of the timed wait in progress passed? */

@@ -137,13 +137,10 @@ static void timer_cqe(ring_multi *m, int32_t res, uint32_t flags)
  * timer cannot stay armed on this one's ring. */
 static bool timer_lazy(const urt_task *t) { return !(t->flags & URT_TASK_MIGRATABLE); }
 
-bool task_timer_start(urt_task *t, bool op_timeout)
+bool task_timer_watch(urt_task *t, uint64_t bound)
 {
     urt_worker *w = urt__cur_worker();
-    if (!w)
-        return false;
-    uint64_t bound = task_bound(t, op_timeout);
-    if (!bound)
+    if (!w || !bound)
         return false;
     task_timer *tm = &t->timer;
     tm->m.cqe = timer_cqe;
@@ -157,6 +154,13 @@ bool task_timer_start(urt_task *t, bool op_timeout)
     }
     tm->bound = bound;
     tm->fired = false;
+    return true;
+}
+
+bool task_timer_start(urt_task *t, bool op_timeout)
+{
+    if (!task_timer_watch(t, task_bound(t, op_timeout)))
+        return false;
     if (!timer_lazy(t))
         t->op_pending = true;   /* a migratable task stays by its ring while the timer is armed */
     return true;

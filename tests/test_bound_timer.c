@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <urt.h>
 
@@ -216,5 +218,59 @@ Test(bound_timer, tasks_that_end_with_the_timer_armed_are_each_joined_and_leave_
         for (unsigned i = 0; i < ENDERS; i++)
             urt_notify_destroy(es[i].n);
         free(es);
+    }
+}
+
+/* ---- ring ops under an op timeout ------------------------------------------------------------- */
+
+typedef struct opt_run {
+    int sv[2];
+    unsigned rounds;
+    int bad;
+    uint64_t sqes;
+    int last;
+    uint64_t last_elapsed;
+} opt_run;
+
+/* Receives that find their byte at once, each under a 50 ms op timeout
+ * counted from its own start, then one that gets nothing. */
+static void *recvs_under_op_timeout(void *arg)
+{
+    opt_run *o = arg;
+    urt_op_timeout(50 * MS);
+    uint64_t s0 = sqes_now();
+    for (unsigned i = 0; i < o->rounds; i++) {
+        char c = 'x', back = 0;
+        if (write(o->sv[1], &c, 1) != 1 || urt_recv(o->sv[0], &back, 1, 0) != 1 || back != 'x')
+            o->bad++;
+    }
+    o->sqes = sqes_now() - s0;
+    /* the timer armed for the first receive fired long ago or fires early
+     * for this one: it must not end it before its own 50 ms */
+    char c;
+    uint64_t t0 = urt_now();
+    o->last = (int)urt_recv(o->sv[0], &c, 1, 0);
+    o->last_elapsed = urt_now() - t0;
+    urt_op_timeout(0);
+    return NULL;
+}
+
+Test(bound_timer, ring_ops_under_an_op_timeout_share_one_timer_and_each_still_gets_its_full_bound)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        urt_runtime *rt = rt_new(w);
+        opt_run o = {.rounds = ROUNDS};
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, o.sv), 0);
+        cr_assert_eq(urt_runtime_block_on(rt, recvs_under_op_timeout, &o, NULL), 0);
+        cr_assert_eq(o.bad, 0);
+        /* a linked timeout per receive is two SQEs each (400) */
+        cr_assert_lt(o.sqes, ROUNDS + ROUNDS / 4, "%u workers: %llu SQEs for %u receives", w,
+                     (unsigned long long)o.sqes, ROUNDS);
+        cr_assert_eq(o.last, -ETIMEDOUT, "%u workers: %s", w, strerror(-o.last));
+        cr_assert_geq(o.last_elapsed, 50 * MS, "%u workers: timed out after %llu ns", w,
+                      (unsigned long long)o.last_elapsed);
+        close(o.sv[0]);
+        close(o.sv[1]);
+        urt_runtime_destroy(rt);
     }
 }
