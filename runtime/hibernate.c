@@ -20,6 +20,17 @@
  * write it) is never hibernated, nor a migratable task, a task spawned with
  * URT_TASK_NO_HIBERNATE, or one inside urt_block_in_place.
  *
+ * The list of waits (per worker, w->hib_head .. hib_tail) is kept lazily,
+ * so that a connection that waits once per message pays one store, not the
+ * unlinking of its neighbours: hib_wait_begin puts a task on the list only
+ * when it is not on it yet (in the order of hib_at, the time it was put
+ * there) and stamps hib_since; hib_wait_end only clears hib_since. hib_scan
+ * walks from the oldest entry while hib_at is a threshold old: an entry no
+ * longer waiting leaves the list, one whose current wait began later moves
+ * to the tail (hib_at = now), one due is hibernated. A task is hibernated
+ * after it has waited at least the threshold, at most about twice that. A
+ * task that ends leaves the list (hib_forget, from its worker).
+ *
  * Threads: everything here runs on the task's home worker thread. Only a
  * non-migratable task may hibernate and such a task, once it has run, runs
  * only there; a wake from another thread (a cancel) just queues it to that
@@ -49,15 +60,9 @@ static void list_unlink(urt_worker *w, urt_task *t)
         w->hib_more = false;   /* nothing left to scan: the idle worker sleeps its full second */
 }
 
-void hib_wait_begin(urt_task *t)
+static void list_append(urt_worker *w, urt_task *t, uint64_t at)
 {
-    urt_worker *w = urt__cur_worker();
-    if (!w || t->in_bip || t->op_pending || (t->flags & (URT_TASK_MIGRATABLE | URT_TASK_NO_HIBERNATE)) ||
-        w->rt->cfg.hibernate_after_ns == URT_HIBERNATE_NEVER)
-        return;
-    /* maint_ns: the worker's coarse clock, read at every maintenance and
-     * wake-up; exact enough for a threshold of about a second */
-    t->hib_since = w->maint_ns;
+    t->hib_at = at;
     t->hib_next = NULL;
     t->hib_prev = w->hib_tail;
     if (w->hib_tail)
@@ -68,10 +73,29 @@ void hib_wait_begin(urt_task *t)
     t->hib_listed = true;
 }
 
+void hib_wait_begin(urt_task *t)
+{
+    urt_worker *w = urt__cur_worker();
+    if (!w || t->in_bip || t->op_pending || (t->flags & (URT_TASK_MIGRATABLE | URT_TASK_NO_HIBERNATE)) ||
+        w->rt->cfg.hibernate_after_ns == URT_HIBERNATE_NEVER)
+        return;
+    /* maint_ns: the worker's coarse clock, read at every maintenance and
+     * wake-up; exact enough for a threshold of about a second (| 1: never
+     * 0, which means "not waiting") */
+    t->hib_since = w->maint_ns | 1;
+    if (!t->hib_listed)
+        list_append(w, t, w->maint_ns);
+}
+
 void hib_wait_end(urt_task *t)
 {
+    t->hib_since = 0;   /* it stays listed: the next scan (or hib_forget) takes it off */
+}
+
+void hib_forget(urt_worker *w, urt_task *t)
+{
     if (t->hib_listed)
-        list_unlink(urt__cur_worker(), t);
+        list_unlink(w, t);
 }
 
 /* A copy that sanitizers do not see: the live frames hold ASan's poisoned
@@ -115,12 +139,18 @@ void hib_scan(urt_worker *w, uint64_t now)
     uint64_t after = w->rt->cfg.hibernate_after_ns;
     unsigned done = 0;
     urt_task *t;
-    while ((t = w->hib_head) && now - t->hib_since >= after) {
+    while ((t = w->hib_head) && now - t->hib_at >= after) {
         if (done == SCAN_MAX) {
             w->hib_more = true;   /* the rest soon: the worker parks briefly, not for a second */
             return;
         }
         list_unlink(w, t);
+        if (!t->hib_since)
+            continue;   /* not waiting any more */
+        if (now - t->hib_since < after) {
+            list_append(w, t, now);   /* a later wait: it comes round again a threshold from now */
+            continue;
+        }
         /* woken already (queued to run here): leave it as it is */
         if (at_load_acquire(&t->state) & (TS_SCHEDULED | TS_RUNNING | TS_COMPLETE))
             continue;
