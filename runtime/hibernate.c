@@ -43,6 +43,7 @@
 
 #define RED_ZONE 128           /* below the saved sp that the ABI lets a leaf use (x86-64) */
 #define SCAN_MAX 256           /* hibernations per scan: a scan stays well under a millisecond */
+#define SCAN_VISITS 1024       /* entries a scan looks at (stale ones included), for the same reason */
 
 static void list_unlink(urt_worker *w, urt_task *t)
 {
@@ -137,10 +138,10 @@ void hib_scan(urt_worker *w, uint64_t now)
 {
     w->hib_more = false;
     uint64_t after = w->rt->cfg.hibernate_after_ns;
-    unsigned done = 0;
+    unsigned done = 0, visits = 0;
     urt_task *t;
     while ((t = w->hib_head) && now - t->hib_at >= after) {
-        if (done == SCAN_MAX) {
+        if (done == SCAN_MAX || visits++ == SCAN_VISITS) {
             w->hib_more = true;   /* the rest soon: the worker parks briefly, not for a second */
             return;
         }
