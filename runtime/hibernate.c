@@ -39,6 +39,17 @@
  * with URT_TASK_NO_HIBERNATE, and every wait when hibernate_after_ns is
  * URT_HIBERNATE_NEVER. A wait outside the rule is simply never listed.
  *
+ * The list of waits (per worker, w->hib_head .. hib_tail) is kept lazily,
+ * so that a connection that waits once per message pays one store, not the
+ * unlinking of its neighbours: hib_wait_begin puts a task on the list only
+ * when it is not on it yet (in the order of hib_at, the time it was put
+ * there) and stamps hib_since; hib_wait_end only clears hib_since. hib_scan
+ * walks from the oldest entry while hib_at is a threshold old: an entry no
+ * longer waiting leaves the list, one whose current wait began later moves
+ * to the tail (hib_at = now), one due is hibernated. A task is hibernated
+ * after it has waited at least the threshold, at most about twice that. A
+ * task that ends leaves the list (hib_forget, from its worker).
+ *
  * Threads: everything here runs on the task's home worker thread. Only a
  * non-migratable task may hibernate and such a task, once it has run, runs
  * only there; a wake from another thread (a cancel) just queues it to that
@@ -56,6 +67,7 @@
 
 #define RED_ZONE 128           /* below the saved sp that the ABI lets a leaf use (x86-64) */
 #define SCAN_MAX 256           /* hibernations per scan: a scan stays well under a millisecond */
+#define SCAN_VISITS 1024       /* entries a scan looks at (stale ones included), for the same reason */
 
 static void list_unlink(urt_worker *w, urt_task *t)
 {
@@ -79,14 +91,9 @@ bool hib_allowed(const urt_task *t)
            t->rt->cfg.hibernate_after_ns != URT_HIBERNATE_NEVER;
 }
 
-void hib_wait_begin(urt_worker *w, urt_task *t, const ring_op *rec)
+static void list_append(urt_worker *w, urt_task *t, uint64_t at)
 {
-    /* the rule (see the top): only the header's records may be in flight */
-    if (!hib_allowed(t) || (rec && rec != &t->op) || t->hib_listed)
-        return;
-    /* maint_ns: the worker's coarse clock, read at every maintenance and
-     * wake-up; exact enough for a threshold of about a second */
-    t->hib_since = w->maint_ns;
+    t->hib_at = at;
     t->hib_next = NULL;
     t->hib_prev = w->hib_tail;
     if (w->hib_tail)
@@ -97,7 +104,26 @@ void hib_wait_begin(urt_worker *w, urt_task *t, const ring_op *rec)
     t->hib_listed = true;
 }
 
+void hib_wait_begin(urt_worker *w, urt_task *t, const ring_op *rec)
+{
+    /* the rule (see the top): only the header's records may be in flight */
+    if (!hib_allowed(t) || (rec && rec != &t->op))
+        return;
+    /* maint_ns: the worker's coarse clock, read at every maintenance and
+     * wake-up; exact enough for a threshold of about a second (| 1: never
+     * 0, which means "not waiting") */
+    t->hib_since = w->maint_ns | 1;
+    if (!t->hib_listed)
+        list_append(w, t, w->maint_ns);
+}
+
 void hib_wait_end(urt_worker *w, urt_task *t)
+{
+    (void)w;
+    t->hib_since = 0;   /* it stays listed: the next scan (or hib_forget) takes it off */
+}
+
+void hib_forget(urt_worker *w, urt_task *t)
 {
     if (t->hib_listed)
         list_unlink(w, t);
@@ -142,7 +168,7 @@ void hib_scan(urt_worker *w, uint64_t now)
 {
     w->hib_more = false;
     uint64_t after = w->rt->cfg.hibernate_after_ns;
-    if (!w->hib_head || now - w->hib_head->hib_since < after)
+    if (!w->hib_head || now - w->hib_head->hib_at < after)
         return;
     /* an SQE still queued may point at a timespec in a waiting fiber's
      * frame (the kernel copies it at submission): submit them first, and
@@ -153,14 +179,20 @@ void hib_scan(urt_worker *w, uint64_t now)
         w->hib_more = true;
         return;
     }
-    unsigned done = 0;
+    unsigned done = 0, visits = 0;
     urt_task *t;
-    while ((t = w->hib_head) && now - t->hib_since >= after) {
-        if (done == SCAN_MAX) {
+    while ((t = w->hib_head) && now - t->hib_at >= after) {
+        if (done == SCAN_MAX || visits++ == SCAN_VISITS) {
             w->hib_more = true;   /* the rest soon: the worker parks briefly, not for a second */
             return;
         }
         list_unlink(w, t);
+        if (!t->hib_since)
+            continue;   /* not waiting any more */
+        if (now - t->hib_since < after) {
+            list_append(w, t, now);   /* a later wait: it comes round again a threshold from now */
+            continue;
+        }
         /* woken already (queued to run here): leave it as it is */
         if (at_load_acquire(&t->state) & (TS_SCHEDULED | TS_RUNNING | TS_COMPLETE))
             continue;

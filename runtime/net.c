@@ -7,7 +7,7 @@
  * user holds it or the ring does (refs: one for the user, one while armed,
  * and for urt_rx one per buffer handed out). Their CQEs arrive on the ring
  * of the worker that armed them, which is the owning task's home (the task
- * is pinned), so a record's fields other than refs and `held` are touched
+ * is pinned), so a record's fields other than refs and `held_away` are touched
  * by that one thread only: the task's fiber and the worker's CQE dispatch.
  *
  * Receive buffers (rx_pool, one per worker, made on first use):
@@ -74,6 +74,7 @@ enum { MR_LISTENER = 1, MR_RX = 2 };
 #define POOL_STOCK_MIN 64u
 
 #define LQ_PAUSE 64   /* queued fds at which the multishot accept pauses */
+_Static_assert((URT_RX_MAX_HELD & (URT_RX_MAX_HELD - 1)) == 0, "urt_rx's chunk ring is indexed with a mask");
 
 /* urt_buf._bid of a chunk in heap memory (from the spill), not a pool buffer */
 #define RX_BID_HEAP UINT32_MAX
@@ -118,7 +119,12 @@ struct urt_rx {
     ring_multi m;                  /* net_rec: first */
     uint8_t kind;                  /* MR_RX */
     _Atomic uint32_t refs;
-    _Atomic uint32_t held;         /* buffers queued or handed out; released on any thread */
+    /* buffers queued or handed out: held_own - held_away (rx_held). held_own
+     * is rx's worker's: +1 per buffer queued, -1 per buffer released there;
+     * a buffer released on another thread adds 1 to held_away instead, so
+     * the owner's path makes no atomic read-modify-write */
+    uint32_t held_own;
+    _Atomic uint32_t held_away;
     urt_worker *w;
     rx_pool *pool;
     int fd;
@@ -127,8 +133,10 @@ struct urt_rx {
     bool lim;                      /* the armed receive has a byte limit */
     int err;
     rx_chunk *q;                   /* ring of received chunks (pool buffers), never more
-                                      than URT_RX_MAX_HELD: past it, CQEs go to the spill */
+                                      than URT_RX_MAX_HELD: past it, CQEs go to the spill;
+                                      qcap a power of two (a mask, not a division, per chunk) */
     unsigned qh, qn, qcap;
+    rx_chunk q0[URT_RX_MAX_HELD];  /* q's first ring, in the record: no line of its own */
     char *spill;                   /* bytes received with no room (rule 3), after q's */
     size_t spill_off, spill_len, spill_cap;   /* [spill_off, spill_len) still to hand out */
     urt_task *waiter;
@@ -136,6 +144,11 @@ struct urt_rx {
 };
 
 static uint64_t rec_data(void *rec) { return ring_tag(rec, RING_TAG_MULTI, 0); }
+
+/* Buffers rx holds (queued or handed out); rx's worker only. Relaxed: a
+ * release elsewhere seen late only makes the count look higher for a while
+ * (the cap holds; a receive is armed a little later). */
+static inline uint32_t rx_held(const urt_rx *rx) { return rx->held_own - at_load_relaxed(&rx->held_away); }
 
 /* Close of a multishot record whose cancel is queued: submit it now and, in a
  * task, wait (shielded from cancellation) for the record's last CQE, which
@@ -165,10 +178,13 @@ static void rec_unref(void *rec)
     _Atomic uint32_t *refs = listener ? &((urt_listener *)rec)->refs : &((urt_rx *)rec)->refs;
     /* acq_rel: the last owner sees every write made under the other refs */
     if (at_fsub_acqrel(refs, 1) == 1) {
-        if (listener)
+        if (listener) {
             free(((urt_listener *)rec)->q);
-        else
-            free(((urt_rx *)rec)->q);
+        } else {
+            urt_rx *rx = rec;
+            if (rx->q != rx->q0)
+                free(rx->q);
+        }
         free(rec);
     }
 }
@@ -182,20 +198,21 @@ static bool rx_push(urt_rx *rx, rx_chunk c)
         if (!nq)
             return false;
         for (unsigned i = 0; i < rx->qn; i++)
-            nq[i] = rx->q[(rx->qh + i) % rx->qcap];
-        free(rx->q);
+            nq[i] = rx->q[(rx->qh + i) & (rx->qcap - 1)];
+        if (rx->q != rx->q0)
+            free(rx->q);
         rx->q = nq;
         rx->qh = 0;
         rx->qcap = ncap;
     }
-    rx->q[(rx->qh + rx->qn++) % rx->qcap] = c;
+    rx->q[(rx->qh + rx->qn++) & (rx->qcap - 1)] = c;
     return true;
 }
 
 static rx_chunk rx_pop(urt_rx *rx)
 {
     rx_chunk c = rx->q[rx->qh];
-    rx->qh = (rx->qh + 1) % rx->qcap;
+    rx->qh = (rx->qh + 1) & (rx->qcap - 1);
     rx->qn--;
     return c;
 }
@@ -232,7 +249,7 @@ static ssize_t rx_give_heap(urt_rx *rx, urt_buf *buf, void *mem, size_t n)
     buf->len = n;
     buf->_rx = rx;
     buf->_bid = RX_BID_HEAP;
-    at_fadd_relaxed(&rx->held, 1);   /* only rx's worker adds: held stays <= the cap */
+    rx->held_own++;   /* only rx's worker adds: held stays <= the cap */
     at_fadd_relaxed(&rx->refs, 1);   /* the buffer's */
     return (ssize_t)n;
 }
@@ -586,7 +603,7 @@ static void rx_arm(urt_rx *rx)
      * drops meanwhile, on other threads) */
     rx->lim = at_load_relaxed(&recv_limit) != RECV_LIM_NO;
     if (rx->lim) {
-        uint32_t room = URT_RX_MAX_HELD - at_load_relaxed(&rx->held);
+        uint32_t room = URT_RX_MAX_HELD - rx_held(rx);
         sqe->file_index = room * rx->pool->bufs.size;   /* sqe->optlen in newer headers */
     }
     io_uring_sqe_set_data64(sqe, rec_data(rx));
@@ -610,10 +627,10 @@ static void rx_cqe(ring_multi *m, int32_t res, uint32_t flags)
         if (rx->lim && at_load_relaxed(&recv_limit) == RECV_LIM_UNKNOWN)
             at_store_relaxed(&recv_limit, RECV_LIM_YES);
         if (res > 0 && !rx->closing) {
-            if (!rx->spill_len && at_load_relaxed(&rx->held) < URT_RX_MAX_HELD) {
+            if (!rx->spill_len && rx_held(rx) < URT_RX_MAX_HELD) {
                 kept = rx_push(rx, (rx_chunk){(uint16_t)bid, (uint32_t)res});
                 if (kept)
-                    at_fadd_relaxed(&rx->held, 1);
+                    rx->held_own++;
                 else
                     rx->err = -ENOMEM;
             } else if (!spill_add(rx, ring_bufs_addr(&p->bufs, bid), (size_t)res)) {
@@ -647,7 +664,7 @@ static void rx_cqe(ring_multi *m, int32_t res, uint32_t flags)
     /* at the cap, spilling, or when buffers run short while the owner is busy
      * elsewhere (not consuming): pause the receive; the data waits in the socket */
     if ((flags & IORING_CQE_F_MORE) && !rx->cancel_sent &&
-        (at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD || rx->spill_len ||
+        (rx_held(rx) >= URT_RX_MAX_HELD || rx->spill_len ||
          (!rx->waiter && rx->qn && p->avail + p->nfree < p->bufs.nbufs / 8))) {
         ring_cancel_data(&rx->w->ring, rec_data(rx));
         rx->cancel_sent = true;
@@ -683,11 +700,7 @@ int urt_rx_open(urt_rx **out, int fd)
     if (!rx)
         return -ENOMEM;
     rx->qcap = URT_RX_MAX_HELD;
-    rx->q = malloc(rx->qcap * sizeof(*rx->q));
-    if (!rx->q) {
-        free(rx);
-        return -ENOMEM;
-    }
+    rx->q = rx->q0;
     rx->m.cqe = rx_cqe;
     rx->kind = MR_RX;
     at_store_relaxed(&rx->refs, 1);
@@ -704,7 +717,7 @@ static ssize_t rx_recv_plain(urt_rx *rx, urt_buf *buf)
 {
     if (rx->eof)
         return 0;
-    if (at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD)
+    if (rx_held(rx) >= URT_RX_MAX_HELD)
         return -ENOBUFS;
     size_t size = rx->w->rt->cfg.rx_buffer_size;
     void *mem = malloc(size);
@@ -769,7 +782,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
         }
         if (rx->spill_len) {
             /* after q's chunks, before anything newer; no receive is armed meanwhile */
-            ret = at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD ? -ENOBUFS : spill_take(rx, buf);
+            ret = rx_held(rx) >= URT_RX_MAX_HELD ? -ENOBUFS : spill_take(rx, buf);
             break;
         }
         if (rx->err) {
@@ -790,7 +803,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             break;
         }
         if (!rx->armed && !rx->eof) {
-            if (at_load_relaxed(&rx->held) >= URT_RX_MAX_HELD) {
+            if (rx_held(rx) >= URT_RX_MAX_HELD) {
                 ret = -ENOBUFS;   /* the caller holds every buffer it may: release some */
                 break;
             }
@@ -834,10 +847,14 @@ void urt_buf_release(urt_buf *buf)
     buf->_rx = NULL;
     buf->data = NULL;
     urt_worker *w = urt__cur_worker();
-    at_fsub_relaxed(&rx->held, 1);
+    bool home = w && w == rx->w;
+    if (home)
+        rx->held_own--;
+    else
+        at_fadd_relaxed(&rx->held_away, 1);
     if (bid == RX_BID_HEAP) {
         free(data);   /* a heap chunk: nothing goes back to the ring */
-    } else if (w && w == rx->w) {
+    } else if (home) {
         buf_home(p, bid);
         wake_starved(p);
     } else {
@@ -878,7 +895,7 @@ int urt_rx_close(urt_rx *rx)
     wait_disarmed(w, &rx->armed, &rx->waiter);
     while (rx->qn) {
         buf_home(rx->pool, rx_pop(rx).bid);
-        at_fsub_relaxed(&rx->held, 1);
+        rx->held_own--;
     }
     spill_free(rx);
     wake_starved(rx->pool);

@@ -122,17 +122,22 @@ struct urt_task {
     int result;                   /* 0, -ECANCELED (never ran), -ENOMEM (no stack) */
     uint64_t op_timeout;          /* owner fiber only */
     uint64_t deadline;            /* urt_deadline, absolute urt__now ns, 0: none; owner fiber only */
+    /* The fields a wait and a resume touch sit in the first three cache
+     * lines (state, the time bounds, these): a resume of a waiting
+     * connection then misses on three lines of its header, not six. */
     const char *wait_what;        /* for dumps: what it waits on; racy read */
     int wait_fd;
-    uint64_t born_ns;             /* for dumps: spawn time (task_clock); immutable */
+    bool hib_listed;              /* on its worker's list of hibernatable waits (hibernate.c) */
+    uint64_t hib_since;           /* when the current hibernatable wait began; 0: not in one */
     _Atomic uint64_t since_ns;    /* for dumps: when it last started or stopped running or was
                                      woken (task_clock); written by whoever moves it, read racily */
     _Atomic int run_tid;          /* for dumps: the pool thread running it (blocking job or
                                      block_in_place), 0 when none; written by that thread */
     urt_waiter *_Atomic joiner;   /* JOINER_DONE once complete */
     /* fiber */
-    urt_fiber fiber;
     urt_fiber *resumer;           /* the context that switched into it */
+    urt_fiber fiber;
+    uint64_t born_ns;             /* for dumps: spawn time (task_clock); immutable */
     urt_stack stack;
     size_t stack_size;
     urt_overflow_info ovf;
@@ -149,16 +154,15 @@ struct urt_task {
     /* hibernation (hibernate.c), home worker only */
     void *hib_img;                /* the live frames while hibernated, else NULL */
     char *hib_from;               /* where they go back: [hib_from, stack.hi) */
-    uint64_t hib_since;           /* when the current hibernatable wait began */
     struct urt_task *hib_prev, *hib_next;   /* in the home worker's list of such waits */
-    bool hib_listed;
+    uint64_t hib_at;              /* when it was put on that list (its order) */
     /* owned-task list, under the shard lock */
     struct urt_task *own_prev, *own_next;
     unsigned shard;
     char name[TASK_NAME_MAX];
     /* after name: task_alloc's memset leaves it alone */
     int slab_home;                /* task_slab.c: the worker whose cache it came from, -1: malloc */
-};
+} __attribute__((aligned(64)));   /* each header starts a cache line: a resume touches its first three */
 
 #define JOINER_DONE ((urt_waiter *)(uintptr_t)1)
 
@@ -207,7 +211,8 @@ typedef struct urt_worker {
     uint64_t nomem_last;           /* when nomem was last retried */
     urt_task *cur;
     urt_fiber sched;               /* this thread's own context */
-    uint64_t tick;
+    unsigned ev_left, gqi_left;    /* ticks to the next maintenance / inject-first pick (countdowns:
+                                      no division per task) */
     unsigned gqi;                  /* current global queue interval */
     bool searching;
     bool runq_first;               /* alternate runq / lq */
@@ -415,6 +420,7 @@ static inline bool task_stack_holds(const urt_task *t, const void *p, size_t n)
 void hib_scan(urt_worker *w, uint64_t now);   /* maintenance: hibernate waits older than the threshold */
 void hib_restore(urt_worker *w, urt_task *t); /* before the fiber resumes */
 void hib_drop(urt_task *t);                   /* a task freed while hibernated: its image goes */
+void hib_forget(urt_worker *w, urt_task *t);  /* a task that ended: off the list */
 
 /* ---- sock.c ---- */
 void sock_worker_exit(urt_worker *w);                /* owner, at exit: close the sendfile pipes */

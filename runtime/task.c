@@ -51,7 +51,7 @@ __attribute__((noinline)) void urt__set_cur(urt_worker *w, urt_task *t)
 
 urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind)
 {
-    urt_task *t = slab_alloc(rt);
+    urt_task *t = slab_alloc(rt);   /* on a cache line of its own (see the layout in runtime.h) */
     if (!t)
         return NULL;
     /* The size goes through an empty asm so that the compiler calls the C
@@ -354,8 +354,9 @@ static void schedule(urt_task *t)
     urt_worker *w = urt__cur_worker();
     int home = at_load_relaxed(&t->home);
     /* only the caller that queues the task gets here, before it is queued:
-     * nobody else writes since_ns meanwhile */
-    at_store_relaxed(&t->since_ns, task_clock());
+     * nobody else writes since_ns meanwhile (task_clock's value, from the w
+     * read above) */
+    at_store_relaxed(&t->since_ns, w ? w->maint_ns : urt__now());
     if (w && w->rt == rt) {
         if (home < 0 || home == (int)w->id) {
             worker_schedule_local(w, t, true);

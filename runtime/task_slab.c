@@ -62,7 +62,7 @@ static urt_task *cache_pop(slab_cache *c)
         if (n) {
             t = task_of(n);
         } else {
-            struct slab_chunk *ch = malloc(CHUNK_HEAD + SLAB_CHUNK * sizeof(urt_task));
+            struct slab_chunk *ch = aligned_alloc(_Alignof(urt_task), CHUNK_HEAD + SLAB_CHUNK * sizeof(urt_task));
             if (!ch)
                 return NULL;
             ch->next = c->chunks;
@@ -84,7 +84,7 @@ urt_task *slab_alloc(urt_runtime *rt)
 {
     urt_task *t;
     if (!SLAB_ON) {
-        t = malloc(sizeof(*t));
+        t = aligned_alloc(_Alignof(urt_task), sizeof(*t));
         if (t)
             t->slab_home = -1;
         return t;

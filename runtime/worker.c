@@ -122,6 +122,9 @@ void worker_schedule_local(urt_worker *w, urt_task *t, bool lifo)
     if (lifo && !(w->rt->cfg.flags & URT_CONFIG_NO_LIFO)) {
         urt_task *prev = w->lifo;
         w->lifo = t;
+        /* it runs next: start loading the top of its saved stack, which the
+         * switch pops first (NULL for a task that never ran: no fault) */
+        __builtin_prefetch(t->fiber.sp);
         if (!prev)
             return;
         t = prev;
@@ -394,6 +397,8 @@ static void maintenance(urt_worker *w)
         if (gqi > 127)
             gqi = 127;
         w->gqi = (unsigned)gqi;
+        if (w->gqi_left > w->gqi)
+            w->gqi_left = w->gqi;
     }
     w->maint_ns = now;
     w->maint_polls = polls;
@@ -406,11 +411,15 @@ static urt_task *next_task(urt_worker *w)
 {
     urt_runtime *rt = w->rt;
     urt_task *t;
-    w->tick++;
-    if (w->tick % rt->cfg.event_interval == 0)
+    if (--w->ev_left == 0) {
+        w->ev_left = rt->cfg.event_interval;
         maintenance(w);
-    if (w->tick % w->gqi == 0 && (t = pull_inject(w)))
-        return t;   /* a fair share, so a busy worker still drains remote spawns */
+    }
+    if (--w->gqi_left == 0) {
+        w->gqi_left = w->gqi;
+        if ((t = pull_inject(w)))
+            return t;   /* a fair share, so a busy worker still drains remote spawns */
+    }
     if (w->lifo) {
         t = w->lifo;
         w->lifo = NULL;
@@ -581,6 +590,7 @@ static void after_switch(urt_worker *w, urt_task *t)
     int e;
     switch (t->switch_reason) {
     case SW_DONE:
+        hib_forget(w, t);   /* the list of waits keeps a task until a scan or its end */
         fiber_destroy(&t->fiber);
         urt__stack_put(&rt->stack_pool, &w->stacks, &t->stack);
         task_complete(t, t->ret, 0);
@@ -660,7 +670,8 @@ static void run_task(urt_worker *w, urt_task *t)
         at_store_relaxed(&t->home, (int)w->id);
     } else if (t->flags & URT_TASK_MIGRATABLE) {
         at_store_relaxed(&t->home, (int)w->id);
-    } else if (t->hib_img) {
+    } else if (at_load_relaxed(&w->stats.hibernated) && t->hib_img) {
+        /* (none hibernated here: the header's hibernation line stays unread) */
         hib_restore(w, t);   /* its live frames back in place before it resumes */
     }
     t->resumer = &w->sched;
@@ -740,6 +751,8 @@ void *worker_main(void *arg)
     }
     w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)(w->id + 1) * 0xbf58476d1ce4e5b9ull);
     w->gqi = rt->cfg.global_queue_interval ? rt->cfg.global_queue_interval : 31;
+    w->gqi_left = w->gqi;
+    w->ev_left = rt->cfg.event_interval;
     w->maint_ns = urt__now();
     arm_eventfd(w);
 

@@ -204,10 +204,19 @@ unsigned ring_reap(urt_ring *r, const ring_handlers *h, void *ctx)
 {
     unsigned head, n = 0;
     struct io_uring_cqe *cqe;
+    unsigned ready = io_uring_cq_ready(&r->uring);
     io_uring_for_each_cqe(&r->uring, head, cqe) {
         uint64_t ud = cqe->user_data;
         void *p = (void *)(uintptr_t)(ud & RING_PTR_MASK);
         n++;
+        /* the next CQE's record (an op on its fiber's stack, a multishot
+         * record on the heap) is likely not in cache: start loading it
+         * while this one is handled */
+        if (n < ready) {
+            const struct io_uring_cqe *next =
+                &r->uring.cq.cqes[io_uring_cqe_index(&r->uring, head + 1, r->uring.cq.ring_mask)];
+            __builtin_prefetch((const void *)(uintptr_t)(next->user_data & RING_PTR_MASK), 1);
+        }
         switch (ud & RING_TAG_MASK) {
         case RING_TAG_OP:
         case RING_TAG_OP_TIMER: {
