@@ -10,8 +10,11 @@
  *   1. op_sqe reserves room (two SQEs when a time bound links a
  *      LINK_TIMEOUT, so a flush never splits the pair) and returns the SQE;
  *   2. the caller preps it; op_wait tags it with (record, generation) and
- *      links the bound: the earlier of the task's deadline and now + its op
- *      timeout, as an absolute CLOCK_MONOTONIC time (time.c);
+ *      bounds it by the earlier of the task's deadline and now + its op
+ *      timeout, an absolute CLOCK_MONOTONIC time: with the task's bound
+ *      timer (time.c), kept armed across waits, which when it fires wakes
+ *      the task to cancel the op (-ETIMEDOUT); a migratable task, which may
+ *      next run elsewhere, links a LINK_TIMEOUT to the op instead;
  *   3. the task suspends; woken early (cancel), it queues an ASYNC_CANCEL of
  *      that exact op on its own ring (the op's ring: a task with an op in
  *      flight never moves) and suspends again until the op's CQE;

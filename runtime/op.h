@@ -41,7 +41,8 @@ urt_task *io_task(int *err);
 struct io_uring_sqe *op_sqe(urt_task *t, bool timed);
 
 /* op_wait_ex's flags */
-#define OP_TIMED 0x1u   /* the task's time bounds apply (a LINK_TIMEOUT at the earlier) */
+#define OP_TIMED 0x1u   /* the task's time bounds apply (its bound timer, or a LINK_TIMEOUT for a
+                           migratable task, at the earlier) */
 #define OP_HIB   0x2u   /* the wait may hibernate: nothing the kernel reads or writes
                            after submission lies in the task's stack */
 
