@@ -20,8 +20,8 @@
  *      flight never moves) and suspends again until the op's CQE;
  *   4. the CQE's result is returned: -ECANCELED after a cancel (also when
  *      the kernel says -EINTR or a restart code: the op was interrupted in
- *      its worker thread), -ETIMEDOUT
- *      when the linked timeout fired (the kernel says -ECANCELED; the
+ *      its worker thread), -ETIMEDOUT when the bound timer's cancel
+ *      ended it, or when the linked timeout fired (the kernel says -ECANCELED; the
  *      timeout's own CQE, counted into the same record, says -ETIME, or 1
  *      for a WAITID op, and -ECANCELED only when it did not fire, so a
  *      cancel from elsewhere, urt_close say, is never taken for a timeout).
