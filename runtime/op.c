@@ -89,15 +89,19 @@ int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *w
         hib_wait_begin(w, t, op);
     bool timed_out = false;   /* the bound timer fired: the cancel below is the timeout's */
     while (!op->done) {
+        bool ending = false;   /* the op must be cancelled now */
         if (!op->cancel_sent) {
             if (task_cancel_pending(t)) {
+                ending = true;
                 ring_cancel_op(&w->ring, op);   /* w: the op pins the task to this worker */
             } else if (watched && task_timer_fired(t)) {
-                timed_out = true;
+                ending = timed_out = true;
                 ring_cancel_op(&w->ring, op);
             }
         }
-        task_suspend(t, SW_PARK);
+        /* a cancel that found no SQE (a full SQ the kernel will not take)
+         * is tried again next round: nothing else would wake us for it */
+        task_suspend(t, ending && !op->cancel_sent ? SW_YIELD : SW_PARK);
     }
     if (watched)
         task_timer_finish(t);

@@ -166,24 +166,27 @@ bool task_timer_start(urt_task *t, bool op_timeout)
     return true;
 }
 
-/* Remove the timer in flight and wait (shielded) for its CQE. */
+/* Remove the timer in flight and wait (shielded) for its CQE. A remove
+ * that finds no SQE (a full SQ the kernel will not take) is tried again
+ * next round rather than waiting for the timer to fire. */
 static void timer_remove(urt_task *t)
 {
     task_timer *tm = &t->timer;
     if (!tm->armed_at)
         return;
     urt_worker *w = tm->w;
-    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-    if (sqe) {
-        io_uring_prep_timeout_remove(sqe, ring_tag(&tm->m, RING_TAG_MULTI, 0), 0);
-        io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
-    }
-    /* without an SQE the timer ends when it fires: wait for that */
     tm->closing = true;
-    bool old = t->shield;
+    bool old = t->shield, sent = false;
     t->shield = true;
-    while (tm->armed_at)
-        task_suspend(t, SW_PARK);
+    while (tm->armed_at) {
+        struct io_uring_sqe *sqe = sent ? NULL : ring_sqe(&w->ring);
+        if (sqe) {
+            io_uring_prep_timeout_remove(sqe, ring_tag(&tm->m, RING_TAG_MULTI, 0), 0);
+            io_uring_sqe_set_data64(sqe, ring_tag(NULL, RING_TAG_IGNORE, 0));
+            sent = true;
+        }
+        task_suspend(t, sent ? SW_PARK : SW_YIELD);
+    }
     t->shield = old;
     tm->closing = false;
 }
