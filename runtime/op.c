@@ -75,7 +75,7 @@ int op_wait_ex(urt_task *t, ring_op *op, struct io_uring_sqe *sqe, const char *w
     io_uring_sqe_set_data64(sqe, ring_op_data(op));
     /* a task that stays on this worker uses its bound timer, kept armed
      * across ops; a migratable one links a timeout to each op */
-    bool watched = bound && !(t->flags & URT_TASK_MIGRATABLE) && task_timer_watch(t, bound);
+    bool watched = bound && task_timer_lazy(t) && task_timer_watch(t, bound);
     if (bound && !watched) {
         ts = ns_to_ts(bound);
         ring_link_timeout(&w->ring, op, sqe, &ts, IORING_TIMEOUT_ABS);

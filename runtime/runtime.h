@@ -388,6 +388,9 @@ bool task_timer_start(urt_task *t, bool op_timeout);
 /* The same for a ring op of a task that is not migratable (op.c), with
  * its bound already reckoned: the op is cancelled once it fires. */
 bool task_timer_watch(urt_task *t, uint64_t bound);
+/* May t's bound timer stay armed between waits? Not for a migratable
+ * task: it may next run on another worker, away from the timer's ring. */
+static inline bool task_timer_lazy(const urt_task *t) { return !(t->flags & URT_TASK_MIGRATABLE); }
 void task_timer_finish(urt_task *t);
 void task_timer_close(urt_task *t);
 /* Has the bound of the timed wait in progress passed? */

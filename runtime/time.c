@@ -133,10 +133,6 @@ static void timer_cqe(ring_multi *m, int32_t res, uint32_t flags)
     }
 }
 
-/* A migratable task may run on another worker after this wait, so its
- * timer cannot stay armed on this one's ring. */
-static bool timer_lazy(const urt_task *t) { return !(t->flags & URT_TASK_MIGRATABLE); }
-
 bool task_timer_watch(urt_task *t, uint64_t bound)
 {
     urt_worker *w = urt__cur_worker();
@@ -161,7 +157,7 @@ bool task_timer_start(urt_task *t, bool op_timeout)
 {
     if (!task_timer_watch(t, task_bound(t, op_timeout)))
         return false;
-    if (!timer_lazy(t))
+    if (!task_timer_lazy(t))
         t->op_pending = true;   /* a migratable task stays by its ring while the timer is armed */
     return true;
 }
@@ -196,7 +192,7 @@ void task_timer_finish(urt_task *t)
     task_timer *tm = &t->timer;
     tm->bound = 0;
     tm->fired = false;
-    if (!timer_lazy(t)) {
+    if (!task_timer_lazy(t)) {
         timer_remove(t);
         t->op_pending = false;
     }
