@@ -1,19 +1,33 @@
 /*
- * inject.c - the global run queue: a mutex and an intrusive singly linked
- * list, with an atomic length so that an empty queue costs a load, not a
- * lock.
+ * inject.c - the global run queue: many threads push, any worker pops.
+ *
+ * Pushers never take a lock: they push onto `incoming`, a lock-free stack
+ * (one CAS), so a plain thread spawning in a loop never sleeps on a lock a
+ * worker holds while it pops (with one mutex for both sides, the pop's
+ * unlock woke the blocked pusher with a futex call, ~10% of such a run).
+ * Poppers take `lock` and pop from `head..tail`, a FIFO; when it runs out
+ * they take the whole stack with one exchange and reverse it onto the FIFO.
+ *
+ * Order: the stack holds nodes newest first, so reversing it restores push
+ * order, and a stack taken later holds only nodes pushed after the ones of
+ * an earlier take. A batch push (first..last, in order) is reversed before
+ * it goes on the stack so that it comes out in its own order. Nodes come
+ * out in the order their pushes took effect.
  *
  * Protocol:
- *   - head, tail, and the next pointers of nodes while they are queued, are
- *     touched only under `lock`.
- *   - len is written only under `lock` (relaxed load of the old value, then
- *     store release) and read anywhere (inject_len, load acquire). A reader
- *     that sees len > 0 still has to take the lock to get a node, and may
- *     find the list empty by then; one that sees 0 may miss a node pushed a
- *     moment ago. The length is a hint; the lock is the truth.
- *   - A pusher links its batch before taking the lock, and a popper clears
- *     the next pointers of what it took after releasing it; the lock orders
- *     both against everybody else's use of the list.
+ *   - incoming: a pusher links its nodes, then CASes them on (release); a
+ *     popper takes the whole stack with an exchange (acquire), so it sees
+ *     the next pointers written before the push. No single-node pop from
+ *     the stack, so no ABA.
+ *   - head, tail, and the next pointers of nodes on the FIFO, only under
+ *     `lock`.
+ *   - len counts every node pushed and not popped. A pusher adds before its
+ *     CAS and a popper subtracts after it took nodes, so len is never below
+ *     the true count (a popper that trusts len > 0 may still find nothing
+ *     and return 0). A pusher's add comes before the caller's seq_cst fence,
+ *     so a worker that announces its sleep, fences, and reads len 0 cannot
+ *     miss a push whose pusher then saw it awake (worker.c).
+ *   - A popper clears the next pointers of what it took after unlocking.
  */
 #include <stddef.h>
 
@@ -25,6 +39,7 @@ void inject_init(inject *q)
     q->head = NULL;
     q->tail = NULL;
     /* Relaxed: not shared yet. */
+    at_store_relaxed(&q->incoming, NULL);
     at_store_relaxed(&q->len, 0);
 }
 
@@ -33,13 +48,15 @@ void inject_destroy(inject *q)
     pthread_mutex_destroy(&q->lock);
 }
 
-/* Caller holds q->lock. */
-static inline void set_len(inject *q, uint64_t len)
+/* top..bottom, already linked newest first: onto the stack. */
+static void push_stack(inject *q, q_node *top, q_node *bottom)
 {
-    /* Release: pairs with the acquire load in inject_len. A lock-free reader
-     * that sees the new count also sees what this thread wrote before the
-     * push; to take a node it still goes through the lock. */
-    at_store_release(&q->len, len);
+    q_node *old = at_load_relaxed(&q->incoming);
+    do {
+        bottom->next = old;
+        /* release: the links written above come before a popper's acquire
+         * exchange that takes them */
+    } while (!at_cas_acqrel(&q->incoming, &old, top));
 }
 
 void inject_push_batch(inject *q, q_node *first, q_node *last, uint64_t n)
@@ -47,41 +64,85 @@ void inject_push_batch(inject *q, q_node *first, q_node *last, uint64_t n)
     if (n == 0)
         return;
     last->next = NULL;
-
-    pthread_mutex_lock(&q->lock);
-    if (q->tail)
-        q->tail->next = first;
-    else
-        q->head = first;
-    q->tail = last;
-    /* Relaxed load: len is written only under the lock we hold. */
-    set_len(q, at_load_relaxed(&q->len) + n);
-    pthread_mutex_unlock(&q->lock);
+    /* relaxed: only a count; the CAS below publishes the nodes, and the
+     * caller's fence orders the add before its look at the sleepers */
+    at_fadd_relaxed(&q->len, n);
+    /* reverse first..last so that the stack gives it back in order */
+    q_node *rev = NULL, *m = first;
+    while (m) {
+        q_node *next = m->next;
+        m->next = rev;
+        rev = m;
+        m = next;
+    }
+    push_stack(q, last, first);
 }
 
 void inject_push(inject *q, q_node *n)
 {
-    inject_push_batch(q, n, n, 1);
+    at_fadd_relaxed(&q->len, 1);
+    push_stack(q, n, n);
 }
 
-unsigned inject_pop_batch(inject *q, q_node **out, unsigned max)
+/* Under q->lock: move the stack, reversed, to the FIFO's tail. */
+static void take_incoming(inject *q)
+{
+    if (!at_load_relaxed(&q->incoming))
+        return;
+    /* acquire: pairs with the release CAS in push_stack */
+    q_node *s = at_xchg_acqrel(&q->incoming, NULL);
+    q_node *fifo = NULL, *end = s;
+    while (s) {
+        q_node *next = s->next;
+        s->next = fifo;
+        fifo = s;
+        s = next;
+    }
+    if (!fifo)
+        return;
+    if (q->tail)
+        q->tail->next = fifo;
+    else
+        q->head = fifo;
+    q->tail = end;   /* the newest: the stack's top before reversing */
+}
+
+unsigned inject_pop_batch(inject *q, q_node **out, unsigned max, unsigned share)
 {
     if (max == 0 || inject_is_empty(q))
         return 0;
 
-    unsigned got = 0;
     pthread_mutex_lock(&q->lock);
+    if (!q->head)
+        take_incoming(q);
+    if (share) {
+        /* a fair share of what is queued now: len / share + 1 */
+        uint64_t fair = at_load_relaxed(&q->len) / share + 1;
+        if (fair < max)
+            max = (unsigned)fair;
+    }
+    unsigned got = 0;
     q_node *n = q->head;
-    while (n && got < max) {
-        out[got++] = n;
-        n = n->next;
+    for (;;) {
+        while (n && got < max) {
+            out[got++] = n;
+            n = n->next;
+        }
+        if (n || got == max)
+            break;
+        /* the FIFO ran out before max: newer pushes may wait on the stack */
+        q->head = q->tail = NULL;
+        take_incoming(q);
+        n = q->head;
+        if (!n)
+            break;
     }
     q->head = n;
     if (!n)
         q->tail = NULL;
     if (got) {
-        /* Relaxed load: len is written only under the lock we hold. */
-        set_len(q, at_load_relaxed(&q->len) - got);
+        /* relaxed: a count; pushers add to it concurrently */
+        at_fsub_relaxed(&q->len, got);
     }
     pthread_mutex_unlock(&q->lock);
 
@@ -93,5 +154,5 @@ unsigned inject_pop_batch(inject *q, q_node **out, unsigned max)
 q_node *inject_pop(inject *q)
 {
     q_node *n;
-    return inject_pop_batch(q, &n, 1) ? n : NULL;
+    return inject_pop_batch(q, &n, 1, 0) ? n : NULL;
 }

@@ -7,7 +7,7 @@
  *   lq       local run queue: fixed capacity, one owner pushes and pops,
  *            any thread steals half (after Tokio's queue.rs)
  *   inject   global queue: multi-producer multi-consumer, lock-free
- *            emptiness check, batch push / batch pop
+ *            push and emptiness check, batch push / batch pop
  *   mailbox  per-worker multi-producer single-consumer list
  *   idle     who is searching, who is parked (after Tokio's idle.rs)
  */
@@ -111,9 +111,10 @@ unsigned lq_remaining(lq *q);
 /* ---- inject queue (MPMC) -------------------------------------------------- */
 
 struct inject {
-    pthread_mutex_t lock;
-    q_node *head, *tail;            /* under lock */
-    _Atomic uint64_t len;           /* written under lock, read without it */
+    q_node *_Atomic incoming;       /* pushers: a lock-free stack, newest first */
+    _Atomic uint64_t len;           /* pushed and not popped (never below the truth) */
+    pthread_mutex_t lock;           /* poppers */
+    q_node *head, *tail;            /* under lock: a FIFO, taken from `incoming` */
 };
 
 void inject_init(inject *q);
@@ -122,8 +123,10 @@ void inject_push(inject *q, q_node *n);
 /* Push a NULL-terminated, already linked list first..last of n nodes. */
 void inject_push_batch(inject *q, q_node *first, q_node *last, uint64_t n);
 q_node *inject_pop(inject *q);
-/* Pop up to max nodes into out[]; returns the count. */
-unsigned inject_pop_batch(inject *q, q_node **out, unsigned max);
+/* Pop up to max nodes into out[], oldest first; returns the count. With
+ * share > 0, no more than len / share + 1 of them (a worker's fair part
+ * when `share` workers pull). */
+unsigned inject_pop_batch(inject *q, q_node **out, unsigned max, unsigned share);
 static inline uint64_t inject_len(inject *q) { return at_load_acquire(&q->len); }
 static inline bool inject_is_empty(inject *q) { return inject_len(q) == 0; }
 

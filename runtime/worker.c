@@ -283,18 +283,15 @@ static urt_task *pull_inject(urt_worker *w)
     urt_runtime *rt = w->rt;
     if (inject_is_empty(&rt->inject))
         return NULL;
-    /* take a fair share, as Tokio does: len / workers + 1, bounded by the room
-     * left in the local queue */
-    uint64_t n = inject_len(&rt->inject) / rt->nworkers + 1;
-    unsigned room = lq_remaining(&w->lq) / 2;
-    if (n > room)
-        n = room;
+    /* take a fair share, as Tokio does: len / workers + 1 (counted by the
+     * pop, under its lock), bounded by the room left in the local queue */
+    unsigned n = lq_remaining(&w->lq) / 2;
     if (n > 64)
         n = 64;
     if (n == 0)
         n = 1;
     q_node *buf[64];
-    unsigned got = inject_pop_batch(&rt->inject, buf, (unsigned)n);
+    unsigned got = inject_pop_batch(&rt->inject, buf, n, rt->nworkers);
     if (got == 0)
         return NULL;
     STAT_ADD(w, inject_schedules, got);

@@ -9,7 +9,8 @@
  *                everybody drains
  *   mailbox      four producers push 250,000 nodes each, one consumer
  *   inject       three producers (single pushes and batches), two consumers
- *                (single pops and batches)
+ *                (single pops and batches); and the order: push order from
+ *                one thread, each producer's order with three
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -404,7 +405,7 @@ static void *inj_consumer(void *p)
             }
         } else {
             q_node *out[16];
-            unsigned k = inject_pop_batch(&w->inj, out, 1 + round % 16);
+            unsigned k = inject_pop_batch(&w->inj, out, 1 + round % 16, round % 3);
             for (unsigned j = 0; j < k; j++)
                 tally_see(&w->t, out[j]);
         }
@@ -442,4 +443,107 @@ Test(queue_stress, inject_three_producers_two_consumers_see_each_node_once, .tim
     inject_destroy(&w->inj);
     tally_free(&w->t);
     free(w);
+}
+
+/* ---- inject: order ---------------------------------------------------------- */
+
+/* One thread: singles and batches pushed, then popped in batches of every
+ * size, come out exactly in push order, also when pushes land between the
+ * pops (the FIFO runs out mid-batch and the newer pushes follow it). */
+Test(queue_stress, inject_pops_in_push_order)
+{
+    enum { N = 5000 };
+    item *it = calloc(N, sizeof *it);
+    cr_assert_not_null(it);
+    inject q;
+    inject_init(&q);
+    unsigned pushed = 0, popped = 0, round = 0;
+    while (popped < N) {
+        for (unsigned b = 0; b < 3 && pushed < N; b++) {
+            unsigned k = 1 + (round + b) % 7;
+            if (k > N - pushed)
+                k = N - pushed;
+            for (unsigned j = 0; j < k; j++) {
+                it[pushed + j].seq = pushed + j;
+                it[pushed + j].node.next = j + 1 < k ? &it[pushed + j + 1].node : NULL;
+            }
+            if (k == 1)
+                inject_push(&q, &it[pushed].node);
+            else
+                inject_push_batch(&q, &it[pushed].node, &it[pushed + k - 1].node, k);
+            pushed += k;
+        }
+        q_node *out[16];
+        unsigned got = inject_pop_batch(&q, out, 1 + round % 16, round % 4);
+        for (unsigned j = 0; j < got; j++) {
+            cr_assert_eq(item_of(out[j])->seq, popped, "popped %u where %u was due", item_of(out[j])->seq, popped);
+            cr_assert_null(out[j]->next);
+            popped++;
+        }
+        round++;
+    }
+    cr_assert(inject_is_empty(&q));
+    inject_destroy(&q);
+    free(it);
+}
+
+/* Three producers, one consumer: each producer's nodes come out in the
+ * order it pushed them. */
+enum { ORD_PRODUCERS = 3, ORD_PER_PRODUCER = 100000 };
+
+typedef struct ord_arg {
+    inject *q;
+    item *mine;
+} ord_arg;
+
+static void *ord_producer(void *p)
+{
+    ord_arg *a = p;
+    for (unsigned i = 0; i < ORD_PER_PRODUCER;) {
+        unsigned k = 1 + i % 5;
+        if (k > ORD_PER_PRODUCER - i)
+            k = ORD_PER_PRODUCER - i;
+        for (unsigned j = 0; j + 1 < k; j++)
+            a->mine[i + j].node.next = &a->mine[i + j + 1].node;
+        inject_push_batch(a->q, &a->mine[i].node, &a->mine[i + k - 1].node, k);
+        i += k;
+    }
+    return NULL;
+}
+
+Test(queue_stress, inject_keeps_each_producers_order, .timeout = 120)
+{
+    item *it = calloc(ORD_PRODUCERS * ORD_PER_PRODUCER, sizeof *it);
+    cr_assert_not_null(it);
+    inject q;
+    inject_init(&q);
+    pthread_t th[ORD_PRODUCERS];
+    ord_arg a[ORD_PRODUCERS];
+    for (unsigned p = 0; p < ORD_PRODUCERS; p++) {
+        for (unsigned i = 0; i < ORD_PER_PRODUCER; i++) {
+            it[p * ORD_PER_PRODUCER + i].producer = p;
+            it[p * ORD_PER_PRODUCER + i].seq = i;
+        }
+        a[p] = (ord_arg){ &q, &it[p * ORD_PER_PRODUCER] };
+        cr_assert_eq(pthread_create(&th[p], NULL, ord_producer, &a[p]), 0);
+    }
+    unsigned next[ORD_PRODUCERS] = { 0 }, total = 0, round = 0;
+    while (total < ORD_PRODUCERS * ORD_PER_PRODUCER) {
+        q_node *out[16];
+        unsigned got = inject_pop_batch(&q, out, 1 + round++ % 16, 2);
+        if (!got)
+            sched_yield();
+        for (unsigned j = 0; j < got; j++) {
+            item *x = item_of(out[j]);
+            cr_assert_eq(x->seq, next[x->producer], "producer %u: %u came where %u was due", x->producer, x->seq,
+                         next[x->producer]);
+            next[x->producer]++;
+            total++;
+        }
+    }
+    for (unsigned p = 0; p < ORD_PRODUCERS; p++)
+        pthread_join(th[p], NULL);
+    cr_assert(inject_is_empty(&q));
+    inject_destroy(&q);
+    free(it);
 }
