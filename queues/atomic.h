@@ -6,6 +6,7 @@
 #ifndef URT_QUEUES_ATOMIC_H
 #define URT_QUEUES_ATOMIC_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -53,6 +54,40 @@ static inline void at_cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield" ::: "memory");
 #endif
+}
+
+/* A test-and-set lock for short sections that are rarely contended (the
+ * owned-task lists: one worker takes its own on every spawn and completion,
+ * other threads now and then). Taking it is one exchange and giving it back
+ * a plain release store, where a pthread mutex pays a second atomic (and a
+ * call) to unlock. A waiter spins a while, then yields its CPU to whoever
+ * holds the lock, so a holder that was preempted gets to run. */
+typedef struct at_lock {
+    _Atomic uint32_t held;
+} at_lock;
+
+static inline bool at_lock_try(at_lock *l)
+{
+    /* acquire: pairs with the release store of at_lock_give; we see what
+     * the last holder wrote under the lock */
+    return !atomic_exchange_explicit(&l->held, 1, memory_order_acquire);
+}
+
+static inline void at_lock_take(at_lock *l)
+{
+    while (!at_lock_try(l)) {
+        for (unsigned i = 0; i < 64 && at_load_relaxed(&l->held); i++)
+            at_cpu_relax();
+        if (at_load_relaxed(&l->held))
+            sched_yield();
+    }
+}
+
+static inline void at_lock_give(at_lock *l)
+{
+    /* release: what we wrote under the lock comes before the next holder's
+     * acquire exchange */
+    at_store_release(&l->held, 0);
 }
 
 #endif

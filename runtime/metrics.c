@@ -4,9 +4,9 @@
  *
  * Where each number comes from, read without stopping anything:
  *   live_tasks, spawned_total, completed_total
- *       sums over the owned-task shards (task.c): each shard counts under
- *       the lock it already takes to insert and to retire a task, so the
- *       spawn path gains no shared counter. Within a shard spawned -
+ *       sums over the owned-task shards (task.c): each shard's counters
+ *       have one writer (its worker, or the lock's holder for the plain
+ *       threads' shards), so the spawn path gains no shared counter. Within a shard spawned -
  *       completed == live always; the sums are exact whenever nothing is
  *       spawned or ends while they are read.
  *   blocking_threads, blocking_idle, blocking_queued
@@ -40,7 +40,7 @@ int urt_runtime_metrics(urt_runtime *rt, urt_metrics *out)
     CHECK_RT(rt, "urt_runtime_metrics");
     memset(out, 0, sizeof(*out));
     out->workers = rt->nworkers;
-    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+    for (unsigned i = 0; i < rt->nshards; i++) {
         own_shard *s = &rt->shards[i];
         uint64_t rdone = at_load_acquire(&s->rdone);   /* first: see owned_live */
         out->live_tasks += at_load_relaxed(&s->count) - rdone;
@@ -112,16 +112,16 @@ int urt_runtime_dump(urt_runtime *rt, int fd)
     CHECK_RT(rt, "urt_runtime_dump");
     uint64_t now = urt__now();
     int n = 0;
-    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+    for (unsigned i = 0; i < rt->nshards; i++) {
         own_shard *s = &rt->shards[i];
-        pthread_mutex_lock(&s->lock);
+        at_lock_take(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next) {
             if ((at_load_relaxed(&t->own) & OWN_DONE) || (at_load_relaxed(&t->state) & TS_COMPLETE))
                 continue;   /* complete: only its handle is left, or it waits for its worker's drain */
             dump_task(fd, t, now);
             n++;
         }
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
     }
     urt_metrics m;
     urt_runtime_metrics(rt, &m);

@@ -49,8 +49,7 @@ static void destroy_parts(urt_runtime *rt)
     inject_destroy(&rt->inject);
     idle_destroy(&rt->idle);
     urt__stack_pool_destroy(&rt->stack_pool);
-    for (unsigned i = 0; i < OWN_SHARDS; i++)
-        pthread_mutex_destroy(&rt->shards[i].lock);
+    free(rt->shards);
     pool_destroy(&rt->pool);
     if (rt->workers) {
         for (unsigned i = 0; i < rt->nworkers; i++) {
@@ -134,9 +133,14 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
     pthread_mutex_init(&rt->wd_lock, NULL);
     pthread_cond_init(&rt->wd_cv, NULL);
     pthread_mutex_init(&rt->slab_lock, NULL);
-    for (unsigned i = 0; i < OWN_SHARDS; i++)
-        pthread_mutex_init(&rt->shards[i].lock, NULL);
-    int err = idle_init(&rt->idle, c.workers);
+    rt->nshards = c.workers + OWN_PLAIN_SHARDS;
+    size_t ssz = sizeof(own_shard) * rt->nshards;
+    rt->shards = aligned_alloc(URT_CACHELINE, (ssz + URT_CACHELINE - 1) / URT_CACHELINE * URT_CACHELINE);
+    int err = rt->shards ? 0 : -ENOMEM;
+    if (rt->shards)
+        memset(rt->shards, 0, ssz);   /* unlocked, open, empty */
+    if (err == 0)
+        err = idle_init(&rt->idle, c.workers);
     if (err == 0)
         err = urt__stack_pool_init(&rt->stack_pool, c.stack_size, 1024);
     /* Up to 256 pooled stacks keep their pages (a few KiB each for most
@@ -146,6 +150,7 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
     if (err == 0)
         err = pool_init(&rt->pool, c.max_blocking_threads);
     if (err) {
+        free(rt->shards);
         free(rt);
         return err;
     }
@@ -223,12 +228,12 @@ int urt_runtime_create(urt_runtime **out, const urt_config *cfg)
 
 static void cancel_everything(urt_runtime *rt)
 {
-    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+    for (unsigned i = 0; i < rt->nshards; i++) {
         own_shard *s = &rt->shards[i];
-        pthread_mutex_lock(&s->lock);
+        at_lock_take(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next)
             task_cancel(t);   /* t stays alive: it leaves this list only under our lock */
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
     }
 }
 
@@ -263,14 +268,14 @@ static bool inside_runtime(urt_runtime *rt)
 
 static void log_live_tasks(urt_runtime *rt)
 {
-    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+    for (unsigned i = 0; i < rt->nshards; i++) {
         own_shard *s = &rt->shards[i];
-        pthread_mutex_lock(&s->lock);
+        at_lock_take(&s->lock);
         for (urt_task *t = s->head; t; t = t->own_next)
             if (!(at_load_relaxed(&t->own) & OWN_DONE) && !(at_load_relaxed(&t->state) & TS_COMPLETE))
                 urt__log("urt:   task %llu (%s) on worker %d\n", (unsigned long long)t->id,
                          t->name[0] ? t->name : "unnamed", at_load_relaxed(&t->home));
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
     }
 }
 
@@ -345,16 +350,16 @@ static void free_zombies(urt_runtime *rt)
 {
     /* every task has ended (destroy checked) and every worker has left:
      * completions nobody drained go first, then what is left is a zombie */
-    for (unsigned i = 0; i < OWN_SHARDS; i++)
+    for (unsigned i = 0; i < rt->nshards; i++)
         owned_drain(rt, i);
     unsigned n = 0;
-    for (unsigned i = 0; i < OWN_SHARDS; i++)
+    for (unsigned i = 0; i < rt->nshards; i++)
         for (urt_task *t = rt->shards[i].head; t; t = t->own_next)
             n++;
     if (n == 0)
         return;
     urt__log("urt: destroy: %u task handle(s) were never joined or detached; freeing them:\n", n);
-    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+    for (unsigned i = 0; i < rt->nshards; i++) {
         own_shard *s = &rt->shards[i];
         while (s->head) {
             urt_task *t = s->head;

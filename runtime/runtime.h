@@ -26,10 +26,13 @@
  *
  * Owned-task list (rt->shards, one list per shard under its lock): a task is
  * in its shard's list from spawn until it has both completed and lost its
- * handle (joined or detached). A task spawned on worker i is in shard
- * i % OWN_SHARDS (that worker's own lock, in its cache); a plain thread's
- * spawn is hashed by id. A completion on another thread than the shard's
- * worker goes through a lock-free stack that the worker drains. A completed
+ * handle (joined or detached). A task spawned on worker i is in shard i,
+ * which only worker i inserts into (its lock stays in its cache, and its
+ * counters need no atomic RMW); a spawn from elsewhere goes to one of the
+ * plain shards after them, hashed by id. A completion on another thread
+ * than the shard's worker goes through a lock-free stack that the worker
+ * drains. A task spawned without a handle has nobody to race with at its
+ * end: its completion unlinks it without touching `own` or `joiner`. A completed
  * task whose handle is still held stays as a "zombie" (not counted as live),
  * so destroy can free and name it. Which end links a task out is decided
  * without the lock: completion sets OWN_DONE and handle_release clears
@@ -108,6 +111,7 @@ struct urt_task {
     bool op_pending;              /* an op of this task is in flight (owner fiber / its ring) */
     _Atomic uint8_t own;          /* OWN_HANDLE | OWN_DONE: which of the two ends links it out of
                                      the owned list (task.c); both set: a zombie */
+    bool handled;                 /* spawned with a join handle; immutable */
     uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
     int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
     uint64_t nomem_since;         /* first failed stack mapping (its worker), 0: none */
@@ -251,19 +255,25 @@ typedef struct urt_worker {
     _Atomic unsigned ring_flags;
 } urt_worker;
 
-#define OWN_SHARDS 64
+/* Shards of the owned-task list: one per worker (written by that worker
+ * alone, but for the lock-taking links of other threads), then
+ * OWN_PLAIN_SHARDS for spawns from outside the workers, hashed by id
+ * (everything in those is done under the lock). */
+#define OWN_PLAIN_SHARDS 16
 
 typedef struct own_shard {
-    pthread_mutex_t lock;
+    at_lock lock;
+    bool closed;                   /* under lock: shutdown refuses new tasks */
     urt_task *head;                /* under lock: live tasks and zombies (and remote completions
                                       not yet drained) */
-    _Atomic uint64_t count;        /* tasks inserted and not completed by the shard's own worker
-                                      (atomic add/sub); live = count - rdone */
-    _Atomic uint64_t rdone;        /* completions elsewhere than the shard's worker (atomic add) */
+    /* count, spawned and completed have one writer: the shard's worker, or
+     * for a plain shard the holder of the lock (load + store, no RMW);
+     * anybody reads them */
+    _Atomic uint64_t count;        /* tasks inserted and not completed here; live = count - rdone */
+    _Atomic uint64_t spawned;      /* total (metrics.c) */
+    _Atomic uint64_t completed;    /* total, as count */
+    _Atomic uint64_t rdone;        /* a worker's shard: completions on other threads (atomic add) */
     q_node *_Atomic remote;        /* those tasks, for the shard's worker to link out (task.c) */
-    _Atomic uint64_t spawned;      /* total (metrics.c): written under lock, read without */
-    _Atomic uint64_t completed;    /* total, as count (atomic add) */
-    bool closed;                   /* under lock: shutdown refuses new tasks */
 } urt_cacheline_aligned own_shard;
 
 typedef struct blocking_pool {
@@ -286,7 +296,8 @@ struct urt_runtime {
     inject inject;
     idle idle;
     urt_stack_pool stack_pool;
-    own_shard shards[OWN_SHARDS];
+    own_shard *shards;             /* nshards: one per worker, then the plain threads' */
+    unsigned nshards;
     slab_cache slab;               /* task headers for spawns from outside the workers */
     pthread_mutex_t slab_lock;     /* its free list */
     blocking_pool pool;

@@ -88,12 +88,12 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
         }
         t->id = w->id_next++;
         /* the spawning worker's own shard: its lock stays in this core's
-         * cache and is contended only by completions elsewhere (a stolen
-         * task, a blocking job) and by walkers (shutdown, dumps) */
-        t->shard = w->id % OWN_SHARDS;
+         * cache and is taken by others only to walk the list (shutdown,
+         * dumps) or to link out a joined zombie */
+        t->shard = w->id;
     } else {
         t->id = at_fadd_relaxed(&rt->next_id, 1);
-        t->shard = (unsigned)(t->id % OWN_SHARDS);
+        t->shard = rt->nworkers + (unsigned)(t->id % OWN_PLAIN_SHARDS);
     }
     t->born_ns = task_clock();
     at_store_relaxed(&t->since_ns, t->born_ns);
@@ -104,8 +104,11 @@ void task_ref(urt_task *t) { at_fadd_relaxed(&t->refs, 1); }
 
 void task_unref(urt_task *t)
 {
-    /* acq_rel: the last owner sees every write made under the other refs */
-    if (at_fsub_acqrel(&t->refs, 1) == 1) {
+    /* acquire: a count of 1 is ours alone (a ref is only ever taken by a
+     * holder of one), and the release RMWs of those who dropped theirs come
+     * before it; else acq_rel: the last owner sees every write made under
+     * the other refs */
+    if (at_load_acquire(&t->refs) == 1 || at_fsub_acqrel(&t->refs, 1) == 1) {
         if (t->hib_img)
             hib_drop(t);
 #if URT_CHECKED
@@ -126,12 +129,18 @@ bool task_cancel_pending(urt_task *t)
 
 void (*urt__test_spawn_gap)(void);
 
+/* A shard counter's one writer (see own_shard) adds to it. */
+static inline void shard_add(_Atomic uint64_t *c, uint64_t d)
+{
+    at_store_relaxed(c, at_load_relaxed(c) + d);
+}
+
 int owned_insert(urt_runtime *rt, urt_task *t)
 {
     own_shard *s = &rt->shards[t->shard];
-    pthread_mutex_lock(&s->lock);
+    at_lock_take(&s->lock);
     if (s->closed) {
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
         return -ESHUTDOWN;
     }
     t->own_prev = NULL;
@@ -139,9 +148,10 @@ int owned_insert(urt_runtime *rt, urt_task *t)
     if (s->head)
         s->head->own_prev = t;
     s->head = t;
-    at_fadd_relaxed(&s->count, 1);
-    at_store_relaxed(&s->spawned, at_load_relaxed(&s->spawned) + 1);
-    pthread_mutex_unlock(&s->lock);
+    /* a worker's shard: only that worker inserts; a plain shard: under lock */
+    shard_add(&s->count, 1);
+    shard_add(&s->spawned, 1);
+    at_lock_give(&s->lock);
     return 0;
 }
 
@@ -157,51 +167,68 @@ static void own_unlink(own_shard *s, urt_task *t)
     t->own_prev = t->own_next = NULL;
 }
 
-/* Undo owned_insert for a task that was never queued (no one else saw it). */
+/* Undo owned_insert for a task that was never queued (no one else saw it);
+ * the inserting thread, so the counters' writer. */
 static void owned_withdraw(urt_runtime *rt, urt_task *t)
 {
     own_shard *s = &rt->shards[t->shard];
-    pthread_mutex_lock(&s->lock);
+    at_lock_take(&s->lock);
     own_unlink(s, t);
-    at_fsub_relaxed(&s->count, 1);
-    at_store_relaxed(&s->spawned, at_load_relaxed(&s->spawned) - 1);   /* it never was */
-    pthread_mutex_unlock(&s->lock);
+    shard_add(&s->count, (uint64_t)-1);
+    shard_add(&s->spawned, (uint64_t)-1);   /* it never was */
+    at_lock_give(&s->lock);
 }
 
 void owned_close(urt_runtime *rt)
 {
     /* Every insert takes the shard lock and looks at `closed`: after this
      * loop no task can be added, and one added before it is counted. */
-    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+    for (unsigned i = 0; i < rt->nshards; i++) {
         own_shard *s = &rt->shards[i];
-        pthread_mutex_lock(&s->lock);
+        at_lock_take(&s->lock);
         s->closed = true;
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
     }
 }
 
-/* Is the caller the worker whose shard this is? Shards at or past nworkers
- * (plain threads' spawns, hashed by id) belong to nobody. */
-static inline bool shard_is_remote(urt_runtime *rt, unsigned shard)
+/* Is the caller the worker whose shard this is? */
+static inline bool shard_is_mine(urt_runtime *rt, unsigned shard)
 {
-    if (shard >= rt->nworkers)
-        return false;
     urt_worker *w = urt__cur_worker();
-    return !w || w->rt != rt || w->id % OWN_SHARDS != shard;
+    return w && w->rt == rt && w->id == shard;
+}
+
+/* Does the completion of t unlink it (rather than the release of its
+ * handle, later)? For a task with a handle, the second of this and
+ * handle_release does; one spawned without has nobody to race with. */
+static inline bool complete_unlinks(urt_task *t)
+{
+    /* acq_rel: in one order with handle_release's RMW */
+    return !t->handled || !(at_for_acqrel(&t->own, OWN_DONE) & OWN_HANDLE);
 }
 
 /* The task completed: it stops counting as live, and leaves the list unless
- * its handle is still held (then it stays as a zombie for destroy). Done
- * under the shard lock by the shard's own worker; any other thread (a
- * worker that stole the task, a pool thread) must not contend with the
- * owner's spawns: it counts the completion in `rdone` and pushes the task
- * on the shard's `remote` stack (lock-free), and the owner links it out in
- * batches (owned_drain). The list keeps a reference meanwhile, so walkers
- * (shutdown, dumps) never meet a freed task. */
+ * its handle is still held (then it stays as a zombie for destroy). On a
+ * worker's own shard, by that worker: the unlink under the lock, which no
+ * other thread takes but now and then, and the counters without an atomic
+ * RMW. Any other thread (a worker that stole the task, a pool thread) must
+ * not write the owner's counters: it counts the completion in `rdone` and
+ * pushes the task on the shard's `remote` stack (lock-free), and the owner
+ * links it out in batches (owned_drain). The list keeps a reference
+ * meanwhile, so walkers (shutdown, dumps) never meet a freed task. A plain
+ * shard's completion does it all under the lock. */
 static void owned_complete(urt_runtime *rt, urt_task *t)
 {
     own_shard *s = &rt->shards[t->shard];
-    if (shard_is_remote(rt, t->shard)) {
+    if (t->shard >= rt->nworkers) {
+        bool unlink = complete_unlinks(t);
+        at_lock_take(&s->lock);
+        if (unlink)
+            own_unlink(s, t);
+        shard_add(&s->count, (uint64_t)-1);
+        shard_add(&s->completed, 1);
+        at_lock_give(&s->lock);
+    } else if (!shard_is_mine(rt, t->shard)) {
         task_ref(t);   /* the list's, dropped by owned_drain */
         q_node *top = at_load_relaxed(&s->remote);
         do {
@@ -212,15 +239,13 @@ static void owned_complete(urt_runtime *rt, urt_task *t)
          * counted this task comes before */
         at_fadd_acqrel(&s->rdone, 1);
     } else {
-        /* acq_rel: in one order with handle_release's RMW; the one that
-         * comes second unlinks */
-        if (!(at_for_acqrel(&t->own, OWN_DONE) & OWN_HANDLE)) {
-            pthread_mutex_lock(&s->lock);
+        if (complete_unlinks(t)) {
+            at_lock_take(&s->lock);
             own_unlink(s, t);
-            pthread_mutex_unlock(&s->lock);
+            at_lock_give(&s->lock);
         }
-        at_fsub_relaxed(&s->count, 1);
-        at_fadd_relaxed(&s->completed, 1);
+        shard_add(&s->count, (uint64_t)-1);
+        shard_add(&s->completed, 1);
     }
     /* seq_cst: pairs with the seq_cst store of shutdown_started; shutdown
      * also re-checks every few ms, so a missed signal costs only latency */
@@ -242,14 +267,14 @@ void owned_drain(urt_runtime *rt, unsigned shard)
         return;
     /* acquire: pairs with the release CAS in owned_complete */
     q_node *n = at_xchg_acqrel(&s->remote, NULL);
-    pthread_mutex_lock(&s->lock);
+    at_lock_take(&s->lock);
     for (q_node *m = n; m; m = m->next) {
         urt_task *t = task_of(m);
-        /* as in owned_complete: the second of this and handle_release unlinks */
-        if (!(at_for_acqrel(&t->own, OWN_DONE) & OWN_HANDLE))
+        /* as in owned_complete */
+        if (complete_unlinks(t))
             own_unlink(s, t);
     }
-    pthread_mutex_unlock(&s->lock);
+    at_lock_give(&s->lock);
     while (n) {
         q_node *next = n->next;
         task_unref(task_of(n));   /* the list's */
@@ -260,11 +285,11 @@ void owned_drain(urt_runtime *rt, unsigned shard)
 void handle_release(urt_task *t)
 {
     own_shard *s = &t->rt->shards[t->shard];
-    /* acq_rel: see owned_complete; a completed task (a zombie) leaves now */
+    /* acq_rel: see complete_unlinks; a completed task (a zombie) leaves now */
     if (at_fand_acqrel(&t->own, (uint8_t)~OWN_HANDLE) & OWN_DONE) {
-        pthread_mutex_lock(&s->lock);
+        at_lock_take(&s->lock);
         own_unlink(s, t);
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
     }
     task_unref(t);   /* the handle's ref */
 }
@@ -276,7 +301,7 @@ uint64_t owned_live(urt_runtime *rt)
      * shard rdone first (acquire): every remote completion it counts had
      * its insert counted in `count`, read after it, so count >= rdone. */
     uint64_t n = 0;
-    for (unsigned i = 0; i < OWN_SHARDS; i++) {
+    for (unsigned i = 0; i < rt->nshards; i++) {
         uint64_t r = at_load_acquire(&rt->shards[i].rdone);
         n += at_load_relaxed(&rt->shards[i].count) - r;
     }
@@ -425,8 +450,9 @@ void task_complete(urt_task *t, void *ret, int result)
     /* release: publishes ret/result to whoever sees COMPLETE (join) */
     while (!at_cas_acqrel(&t->state, &s, (s & TS_CANCELLED) | TS_COMPLETE))
         ;
-    /* acq_rel: pairs with the joiner's CAS that published its waiter */
-    urt_waiter *j = at_xchg_acqrel(&t->joiner, JOINER_DONE);
+    /* acq_rel: pairs with the joiner's CAS that published its waiter; only
+     * a holder of the handle can publish one (a join, a group) */
+    urt_waiter *j = t->handled ? at_xchg_acqrel(&t->joiner, JOINER_DONE) : NULL;
     if (j)
         waiter_wake(j, 0);
     task_unref(t);
@@ -465,6 +491,7 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         return -ENOMEM;
     if (out) {
         task_ref(t);   /* the handle's */
+        t->handled = true;
         at_store_relaxed(&t->own, OWN_HANDLE);   /* published by the insert's lock */
     }
     /* under the shard lock: either shutdown sees this task (and waits for

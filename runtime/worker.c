@@ -377,7 +377,7 @@ static void maintenance(urt_worker *w)
     drain_defer(w);
     if (mail_waiting(w))
         drain_mailbox(w);
-    owned_drain(rt, w->id % OWN_SHARDS);   /* our tasks that completed elsewhere */
+    owned_drain(rt, w->id);   /* our tasks that completed elsewhere */
     net_pool_drain(w);
     retry_bells(w);
     retry_stacks(w);
@@ -560,7 +560,7 @@ static void park(urt_worker *w)
     ring_reap(&w->ring, &handlers, w);
     if (mail_waiting(w))
         drain_mailbox(w);
-    owned_drain(rt, w->id % OWN_SHARDS);
+    owned_drain(rt, w->id);
     retry_stacks(w);
     if (w->hib_head)
         hib_scan(w, w->maint_ns);   /* an idle worker wakes at least once a second */
