@@ -33,9 +33,9 @@ void fiber_init(urt_fiber *f, void *lo, void *hi, void (*entry)(void *), void *a
     f->size = (size_t)((char *)hi - (char *)lo);
     uintptr_t top = (uintptr_t)hi & ~(uintptr_t)15;
 #if defined(__x86_64__)
-    /* After urt__ctx_switch pops six registers and returns into the
+    /* After urt__ctx_switch pops six registers and jumps to the
      * trampoline, rsp must be 16-aligned for its call: the return address
-     * sits at top-24, so rsp = top-16 after the ret. */
+     * sits at top-24, so rsp = top-16 once the switch has popped it. */
     uint64_t *sp = (uint64_t *)(top - 24);
     sp[0] = (uint64_t)(uintptr_t)urt__ctx_trampoline;  /* return address */
     sp[1] = 0;                                         /* end of frame chain */

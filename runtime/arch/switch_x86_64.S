@@ -6,6 +6,11 @@
  *   stores the stack pointer in *save_sp, loads to_sp and pops the target's.
  *   The return address on each stack is where that fiber resumes. mxcsr and
  *   the x87 control word are not switched: fibers share the thread's FP setup.
+ *   It resumes the target with an indirect jump, not `ret`: a ret would pop
+ *   the return-stack predictor's entry for our own caller and mispredict on
+ *   every switch, where the jump's target (the scheduler, or the one place a
+ *   task parks) is learnt by the indirect predictor. (Shadow stacks would
+ *   refuse either way: urt does not mark its objects as shadow-stack ready.)
  *
  * A new fiber's stack (see urt__ctx_init in fiber.c) holds six zeroed/seeded
  * registers and the address of urt__ctx_trampoline, which calls r13(r12).
@@ -32,7 +37,8 @@ urt__ctx_switch:
     popq    %r12
     popq    %rbx
     popq    %rbp
-    ret
+    popq    %rcx          /* the target's resume address; rcx is caller-saved */
+    jmpq    *%rcx
     .cfi_endproc
     .size   urt__ctx_switch, .-urt__ctx_switch
 
@@ -43,6 +49,7 @@ urt__ctx_switch:
 urt__ctx_trampoline:
     .cfi_startproc
     .cfi_undefined rip
+    endbr64
     movq    %r12, %rdi
     callq   *%r13
     ud2
