@@ -333,7 +333,10 @@ void urt__set_cur(urt_worker *w, urt_task *t);
  * one long task run; no clock read per switch); elsewhere CLOCK_MONOTONIC_COARSE
  * (urt__now's clock, behind it by at most a kernel tick). */
 uint64_t task_clock(void);
-urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind);
+/* w: the calling worker when it is one of rt's, else NULL; handle: the
+ * spawner keeps a join handle (the header starts with its ref) */
+urt_task *task_alloc(urt_runtime *rt, urt_worker *w, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind,
+                     bool handle);
 void task_ref(urt_task *t);
 void task_unref(urt_task *t);
 void task_wake(urt_task *t);
@@ -373,7 +376,7 @@ void waiter_block(urt_waiter *w);                          /* plain thread: wait
 /* A task header: from the calling worker's cache when it is one of rt's
  * workers, else malloc. Freed (slab_free) from any thread; the memory of
  * every worker's cache goes at destroy (slab_destroy, after every task). */
-urt_task *slab_alloc(urt_runtime *rt);
+urt_task *slab_alloc(urt_runtime *rt, urt_worker *w);   /* w: as task_alloc's */
 void slab_free(urt_task *t);
 void slab_destroy(slab_cache *c);
 

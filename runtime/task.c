@@ -49,9 +49,10 @@ __attribute__((noinline)) void urt__set_cur(urt_worker *w, urt_task *t)
     tls_task = t;
 }
 
-urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind)
+urt_task *task_alloc(urt_runtime *rt, urt_worker *w, urt_fn fn, void *arg, const urt_spawn_opts *o, uint8_t kind,
+                     bool handle)
 {
-    urt_task *t = slab_alloc(rt);   /* on a cache line of its own (see the layout in runtime.h) */
+    urt_task *t = slab_alloc(rt, w);   /* on a cache line of its own (see the layout in runtime.h) */
     if (!t)
         return NULL;
     /* The size goes through an empty asm so that the compiler calls the C
@@ -67,7 +68,11 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
     }
     at_store_relaxed(&t->magic, TASK_MAGIC);
     at_store_relaxed(&t->state, TS_SCHEDULED);
-    at_store_relaxed(&t->refs, 1);
+    /* the scheduler's, and the handle's if there is one */
+    at_store_relaxed(&t->refs, handle ? 2 : 1);
+    t->handled = handle;
+    /* published by the insert's lock */
+    at_store_relaxed(&t->own, handle ? OWN_HANDLE : 0);
     at_store_relaxed(&t->home, -1);
     at_store_relaxed(&t->joiner, NULL);
     t->kind = kind;
@@ -79,8 +84,7 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
     t->wait_fd = -1;
     t->op.done = true;   /* not in flight */
     t->stack_size = (o && o->stack_size) ? o->stack_size : rt->cfg.stack_size;
-    urt_worker *w = urt__cur_worker();
-    if (w && w->rt == rt) {
+    if (w) {
         /* ids in batches: no shared counter bounced per spawn */
         if (w->id_next == w->id_end) {
             w->id_next = at_fadd_relaxed(&rt->next_id, 1024);
@@ -95,7 +99,7 @@ urt_task *task_alloc(urt_runtime *rt, urt_fn fn, void *arg, const urt_spawn_opts
         t->id = at_fadd_relaxed(&rt->next_id, 1);
         t->shard = rt->nworkers + (unsigned)(t->id % OWN_PLAIN_SHARDS);
     }
-    t->born_ns = task_clock();
+    t->born_ns = w ? w->maint_ns : task_clock();   /* task_clock's value, without its lookup */
     at_store_relaxed(&t->since_ns, t->born_ns);
     return t;
 }
@@ -285,8 +289,18 @@ void owned_drain(urt_runtime *rt, unsigned shard)
 void handle_release(urt_task *t)
 {
     own_shard *s = &t->rt->shards[t->shard];
-    /* acq_rel: see complete_unlinks; a completed task (a zombie) leaves now */
-    if (at_fand_acqrel(&t->own, (uint8_t)~OWN_HANDLE) & OWN_DONE) {
+    /* acquire: a completion that has set OWN_DONE saw our OWN_HANDLE and
+     * left the unlink to us, and nobody but us writes `own` after it: a
+     * plain store (a join of a task that has ended). Else acq_rel: see
+     * complete_unlinks; a completed task (a zombie) leaves now */
+    bool zombie;
+    if (at_load_acquire(&t->own) & OWN_DONE) {
+        at_store_relaxed(&t->own, OWN_DONE);
+        zombie = true;
+    } else {
+        zombie = at_fand_acqrel(&t->own, (uint8_t)~OWN_HANDLE) & OWN_DONE;
+    }
+    if (zombie) {
         at_lock_take(&s->lock);
         own_unlink(s, t);
         at_lock_give(&s->lock);
@@ -439,12 +453,14 @@ void task_complete(urt_task *t, void *ret, int result)
     urt_runtime *rt = t->rt;
     t->ret = ret;
     t->result = result;
-    urt__hook_enter();
-    if (result != 0 && t->on_drop)
-        t->on_drop(t->arg);   /* fn never ran: release what arg owns */
-    if (rt->cfg.on_task_terminate)
-        rt->cfg.on_task_terminate(t, rt->cfg.hook_data);
-    urt__hook_leave();
+    if ((result != 0 && t->on_drop) || rt->cfg.on_task_terminate) {
+        urt__hook_enter();
+        if (result != 0 && t->on_drop)
+            t->on_drop(t->arg);   /* fn never ran: release what arg owns */
+        if (rt->cfg.on_task_terminate)
+            rt->cfg.on_task_terminate(t, rt->cfg.hook_data);
+        urt__hook_leave();
+    }
     owned_complete(rt, t);
     uint32_t s = at_load_relaxed(&t->state);
     /* release: publishes ret/result to whoever sees COMPLETE (join) */
@@ -486,14 +502,12 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
         return -ESHUTDOWN;
     if (__builtin_expect(urt__test_spawn_gap != NULL, 0))
         urt__test_spawn_gap();   /* tests: widen the window a shutdown may fall into */
-    urt_task *t = task_alloc(rt, fn, arg, o, kind);
+    urt_worker *w = urt__cur_worker();
+    if (w && w->rt != rt)
+        w = NULL;   /* a worker of another runtime: here it is a plain thread */
+    urt_task *t = task_alloc(rt, w, fn, arg, o, kind, out != NULL);
     if (!t)
         return -ENOMEM;
-    if (out) {
-        task_ref(t);   /* the handle's */
-        t->handled = true;
-        at_store_relaxed(&t->own, OWN_HANDLE);   /* published by the insert's lock */
-    }
     /* under the shard lock: either shutdown sees this task (and waits for
      * it), or we see the list closed */
     if (owned_insert(rt, t) < 0) {
@@ -527,9 +541,8 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
      * so tasks that should spread (a server's connections) say so with
      * URT_TASK_SPREAD, or come from a urt_listener. From elsewhere (a plain
      * thread, a blocking job), the back of the stealable queue. */
-    urt_worker *w = urt__cur_worker();
     if (t->flags & URT_TASK_LOCAL) {
-        if (w && w->rt == rt) {
+        if (w) {
             /* home from the start: worker.c's stealable() keeps it off the
              * stealable queue, and every wake sends it here */
             at_store_relaxed(&t->home, (int)w->id);
@@ -539,13 +552,13 @@ static int spawn_common(urt_runtime *rt, urt_task **out, urt_fn fn, void *arg,
     }
     if (t->flags & URT_TASK_SPREAD) {
         unsigned target = at_fadd_relaxed(&rt->spread_next, 1) % rt->nworkers;
-        if (!w || w->rt != rt || target != w->id) {
+        if (!w || target != w->id) {
             /* never run, so the target's mailbox drain puts it in its stealable queue */
             worker_push_mailbox(rt, target, t);
             return 0;
         }
     }
-    if (w && w->rt == rt)
+    if (w)
         worker_schedule_local(w, t, w->cur != NULL);   /* spawned by the task running on w */
     else
         worker_schedule_remote(rt, t);

@@ -80,7 +80,7 @@ static urt_task *cache_pop(slab_cache *c)
     return t;
 }
 
-urt_task *slab_alloc(urt_runtime *rt)
+urt_task *slab_alloc(urt_runtime *rt, urt_worker *w)
 {
     urt_task *t;
     if (!SLAB_ON) {
@@ -89,8 +89,7 @@ urt_task *slab_alloc(urt_runtime *rt)
             t->slab_home = -1;
         return t;
     }
-    urt_worker *w = urt__cur_worker();
-    if (w && w->rt == rt) {
+    if (w) {
         t = cache_pop(&w->slab);
         if (t)
             t->slab_home = (int)w->id;
