@@ -112,6 +112,8 @@ struct urt_task {
     _Atomic uint8_t own;          /* OWN_HANDLE | OWN_DONE: which of the two ends links it out of
                                      the owned list (task.c); both set: a zombie */
     bool handled;                 /* spawned with a join handle; immutable */
+    bool timer_used;              /* its bound timer was armed once (time.c): only then may its end
+                                     have a TIMEOUT to remove (a flag here spares that line) */
     uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
     int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
     uint64_t nomem_since;         /* first failed stack mapping (its worker), 0: none */

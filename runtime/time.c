@@ -83,6 +83,12 @@ uint64_t task_bound(urt_task *t, bool op_timeout)
 
 /* ---- the bound timer ------------------------------------------------------------- */
 
+/* The task whose header holds tm. */
+static inline urt_task *timer_task(task_timer *tm)
+{
+    return (urt_task *)((char *)tm - __builtin_offsetof(urt_task, timer));
+}
+
 /* Arm (or, when one is in flight, move) the task's TIMEOUT to `at`. False
  * when the ring has no SQE. */
 static bool timer_arm(urt_worker *w, task_timer *tm, uint64_t at)
@@ -102,6 +108,7 @@ static bool timer_arm(urt_worker *w, task_timer *tm, uint64_t at)
         io_uring_prep_timeout(sqe, &tm->ts, 0, IORING_TIMEOUT_ABS);
         io_uring_sqe_set_data64(sqe, ud);
         tm->w = w;
+        timer_task(tm)->timer_used = true;
     }
     tm->armed_at = at;
     return true;
@@ -116,7 +123,7 @@ static void timer_cqe(ring_multi *m, int32_t res, uint32_t flags)
     (void)res;
     (void)flags;
     task_timer *tm = (task_timer *)m;
-    urt_task *t = (urt_task *)((char *)tm - __builtin_offsetof(urt_task, timer));
+    urt_task *t = timer_task(tm);
     tm->armed_at = 0;
     if (tm->closing) {
         task_wake(t);
@@ -200,7 +207,7 @@ void task_timer_finish(urt_task *t)
 
 void task_timer_close(urt_task *t)
 {
-    if (t->timer.armed_at && urt__cur_worker() == t->timer.w)
+    if (t->timer_used && t->timer.armed_at && urt__cur_worker() == t->timer.w)
         timer_remove(t);
 }
 
