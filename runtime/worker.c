@@ -404,6 +404,12 @@ static void maintenance(urt_worker *w)
     publish_ring_stats(w);
 }
 
+/* Local work besides the LIFO slot. */
+static inline bool has_queued_work(urt_worker *w)
+{
+    return !qf_empty(&w->runq) || !lq_is_empty(&w->lq) || mail_waiting(w);
+}
+
 static urt_task *next_task(urt_worker *w)
 {
     urt_runtime *rt = w->rt;
@@ -420,12 +426,17 @@ static urt_task *next_task(urt_worker *w)
     if (w->lifo) {
         t = w->lifo;
         w->lifo = NULL;
-        if (w->lifo_polls < MAX_LIFO_POLLS) {
+        /* Three in a row at most while other local work waits (two tasks
+         * waking each other through the slot must not starve the queue);
+         * with nothing else queued there is nobody to let run first, and
+         * pushing it would announce it to the sleepers (push_queue), whose
+         * steal would only move a chain of spawns to a cold worker. */
+        if (w->lifo_polls < MAX_LIFO_POLLS || !has_queued_work(w)) {
             w->lifo_polls++;
             STAT_INC(w, lifo_polls);
             return t;
         }
-        push_queue(w, t);   /* three in a row: let the queue run */
+        push_queue(w, t);   /* let the queue run */
     }
     w->lifo_polls = 0;
     if ((t = pop_local(w)))
@@ -440,7 +451,7 @@ static urt_task *next_task(urt_worker *w)
 
 static bool has_local_work(urt_worker *w)
 {
-    return w->lifo || !qf_empty(&w->runq) || !lq_is_empty(&w->lq) || mail_waiting(w);
+    return w->lifo || has_queued_work(w);
 }
 
 static uint64_t xorshift(uint64_t *s)
