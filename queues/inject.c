@@ -67,14 +67,8 @@ void inject_push_batch(inject *q, q_node *first, q_node *last, uint64_t n)
     /* relaxed: only a count; the CAS below publishes the nodes, and the
      * caller's fence orders the add before its look at the sleepers */
     at_fadd_relaxed(&q->len, n);
-    /* reverse first..last so that the stack gives it back in order */
-    q_node *rev = NULL, *m = first;
-    while (m) {
-        q_node *next = m->next;
-        m->next = rev;
-        rev = m;
-        m = next;
-    }
+    /* reversed, so that the stack gives it back in order */
+    q_reverse(first);
     push_stack(q, last, first);
 }
 
@@ -91,13 +85,7 @@ static void take_incoming(inject *q)
         return;
     /* acquire: pairs with the release CAS in push_stack */
     q_node *s = at_xchg_acqrel(&q->incoming, NULL);
-    q_node *fifo = NULL, *end = s;
-    while (s) {
-        q_node *next = s->next;
-        s->next = fifo;
-        fifo = s;
-        s = next;
-    }
+    q_node *end = s, *fifo = q_reverse(s);
     if (!fifo)
         return;
     if (q->tail)

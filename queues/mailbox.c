@@ -54,12 +54,5 @@ q_node *mb_take_all(mailbox *m)
     q_node *n = at_xchg_acqrel(&m->top, NULL);
 
     /* The stack is newest first; reverse it into push order. */
-    q_node *fifo = NULL;
-    while (n) {
-        q_node *next = n->next;
-        n->next = fifo;
-        fifo = n;
-        n = next;
-    }
-    return fifo;
+    return q_reverse(n);
 }

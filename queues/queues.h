@@ -24,6 +24,20 @@ typedef struct q_node {
     struct q_node *next;
 } q_node;
 
+/* Reverse the NULL-terminated list that starts at n (a lock-free stack's
+ * newest-first order into push order); returns its new first node. */
+static inline q_node *q_reverse(q_node *n)
+{
+    q_node *rev = NULL;
+    while (n) {
+        q_node *next = n->next;
+        n->next = rev;
+        rev = n;
+        n = next;
+    }
+    return rev;
+}
+
 /* ---- FIFO list, no synchronisation -------------------------------------- */
 
 /* An intrusive FIFO of q_nodes for one owner (or the holder of some lock). */
