@@ -34,8 +34,8 @@
  * instruction on x86-64; on AArch64 its acquire and release halves stay
  * ordered against release stores before it and acquire loads after it). The
  * queues keep their half: a push ends with a release store or CAS (lq tail,
- * inject len, mailbox top) and a re-check is an acquire load (lq_len,
- * inject_len, mb_is_empty). That much is what Tokio relies on. The C11
+ * the inject queue's `incoming` stack after its add to len, mailbox top)
+ * and a re-check is an acquire load (lq_len, inject_len, mb_is_empty). That much is what Tokio relies on. The C11
  * model by itself does not order a release store to one object before a
  * SeqCst operation on another; a caller that wants the pairing from the
  * model rather than from the hardware puts at_fence_seqcst() between its

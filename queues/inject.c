@@ -28,6 +28,11 @@
  *     so a worker that announces its sleep, fences, and reads len 0 cannot
  *     miss a push whose pusher then saw it awake (worker.c).
  *   - A popper clears the next pointers of what it took after unlocking.
+ *   - Cost of the add-first order: a pusher preempted between its add and
+ *     its CAS leaves len > 0 with nothing to pop, and idle workers then
+ *     loop without parking (each pop finds nothing) until it runs again. A
+ *     wake is never lost. Adding after the CAS instead would let a popper
+ *     subtract first and len wrap, which breaks the sleepers' check.
  */
 #include <stddef.h>
 

@@ -274,7 +274,10 @@ typedef struct own_shard {
     _Atomic uint64_t count;        /* tasks inserted and not completed here; live = count - rdone */
     _Atomic uint64_t spawned;      /* total (metrics.c) */
     _Atomic uint64_t completed;    /* total, as count */
-    _Atomic uint64_t rdone;        /* a worker's shard: completions on other threads (atomic add) */
+    /* written by other threads: a line of their own, so that a remote
+     * completion does not take the owner's lock and counters' line away */
+    _Alignas(URT_CACHELINE) _Atomic uint64_t rdone;   /* a worker's shard: completions on other
+                                                         threads (atomic add) */
     q_node *_Atomic remote;        /* those tasks, for the shard's worker to link out (task.c) */
 } urt_cacheline_aligned own_shard;
 
