@@ -200,8 +200,11 @@ int urt_group_next(urt_group *g, void **ret, uint64_t *task_id)
             return collect(m, ret, task_id);
         }
         if (g->nrunning == 0 || block_err) {
+            /* decided under the lock: a spawn right after the unlock must
+             * not turn -ECHILD into a 0 that hands back no member */
+            int why = g->nrunning == 0 ? -ECHILD : block_err;
             pthread_mutex_unlock(&g->lock);
-            return g->nrunning == 0 ? -ECHILD : block_err;
+            return why;
         }
         g->busy = true;
         g->wait_all = false;
