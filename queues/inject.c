@@ -106,10 +106,9 @@ unsigned inject_pop_batch(inject *q, q_node **out, unsigned max, unsigned share)
         return 0;
 
     pthread_mutex_lock(&q->lock);
-    if (!q->head)
-        take_incoming(q);
     if (share) {
-        /* a fair share of what is queued now: len / share + 1 */
+        /* a fair share of what is queued now, the stack included (its
+         * pushers added to len first): len / share + 1 */
         uint64_t fair = at_load_relaxed(&q->len) / share + 1;
         if (fair < max)
             max = (unsigned)fair;
@@ -123,7 +122,7 @@ unsigned inject_pop_batch(inject *q, q_node **out, unsigned max, unsigned share)
         }
         if (n || got == max)
             break;
-        /* the FIFO ran out before max: newer pushes may wait on the stack */
+        /* the FIFO ran out (or was empty) before max: take the stack */
         q->head = q->tail = NULL;
         take_incoming(q);
         n = q->head;
