@@ -347,7 +347,15 @@ void task_unref(urt_task *t);
 void task_wake(urt_task *t);
 int  task_cancel(urt_task *t);                             /* urt_cancel without the handle check */
 void task_complete(urt_task *t, void *ret, int result);   /* any thread */
-void task_suspend(urt_task *t, int reason);                /* from the task's fiber */
+/* From the task's fiber: switch to its resumer, which reads `reason`.
+ * Inline: the caller's resume then starts with no `ret` out of a frame
+ * that the return-stack predictor, left with the scheduler's return
+ * addresses by the switch, would mispredict. */
+static inline __attribute__((always_inline)) void task_suspend(urt_task *t, int reason)
+{
+    t->switch_reason = (uint8_t)reason;
+    fiber_switch(&t->fiber, t->resumer);
+}
 /* RUNNING -> SCHEDULED (a pending NOTIFIED folded in) for a task that has
  * switched out and is about to be queued by the caller: a yield, the end of
  * a block_in_place, a first run put off. acq_rel: publishes its context. */

@@ -442,12 +442,6 @@ void task_set_scheduled(urt_task *t)
         ;
 }
 
-void task_suspend(urt_task *t, int reason)
-{
-    t->switch_reason = (uint8_t)reason;
-    fiber_switch(&t->fiber, t->resumer);
-}
-
 void task_complete(urt_task *t, void *ret, int result)
 {
     urt_runtime *rt = t->rt;

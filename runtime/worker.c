@@ -634,7 +634,11 @@ static void after_switch(urt_worker *w, urt_task *t)
     }
 }
 
-static void run_task(urt_worker *w, urt_task *t)
+/* Inlined into the worker's loop, its one caller: a switch back from a task
+ * leaves the return-stack predictor holding the task's return addresses, so
+ * every `ret` the scheduler makes after the switch mispredicts; with no
+ * frame between the loop and the switch there is none to make. */
+static inline __attribute__((always_inline)) void run_task(urt_worker *w, urt_task *t)
 {
     urt_runtime *rt = w->rt;
     if (w->searching) {
@@ -766,31 +770,29 @@ void *worker_main(void *arg)
 
     for (;;) {
         urt_task *t = next_task(w);
-        if (t) {
-            run_task(w, t);
-            continue;
-        }
-        if (poll_io(w))
-            continue;
-        /* leave only when no task is left: after a shutdown that gave up on
-         * a task, its worker goes on serving it (and the others idle) until
-         * it ends; the last task to end rings every worker */
-        if (at_load_acquire(&rt->stop) && owned_live(rt) == 0)
-            break;
-        if ((t = steal_work(w))) {
+        if (!t) {
+            if (poll_io(w))
+                continue;
+            /* leave only when no task is left: after a shutdown that gave
+             * up on a task, its worker goes on serving it (and the others
+             * idle) until it ends; the last task to end rings every worker */
+            if (at_load_acquire(&rt->stop) && owned_live(rt) == 0)
+                break;
+            t = steal_work(w);
             /* the pass that ended queued SQEs: they go before the found
              * tasks run (this idle cycle's one enter) */
+            if (!t)
+                park(w);
+            /* park that found work instead of waiting (or whose wait
+             * failed) left the SQEs queued: they go now, before that work
+             * runs; after a wait nothing is queued and this makes no
+             * syscall. Without it a worker spinning through park at
+             * shutdown would never submit the cancels its tasks wait for. */
             worker_submit(w);
-            run_task(w, t);
-            continue;
+            if (!t)
+                continue;
         }
-        park(w);
-        /* park that found work instead of waiting (or whose wait failed)
-         * left the SQEs queued: they go now, before that work runs; after
-         * a wait nothing is queued and this makes no syscall. Without it a
-         * worker spinning through park at shutdown would never submit the
-         * cancels its tasks wait for. */
-        worker_submit(w);
+        run_task(w, t);   /* its one call site: inlined (see run_task) */
     }
 
     /* Every task has ended (or shutdown gave up on one). Cancel what is left
