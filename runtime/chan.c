@@ -30,7 +30,7 @@ typedef struct chan_waiter {
 } chan_waiter;
 
 struct urt_chan {
-    pthread_mutex_t lock;
+    at_lock lock;  
     size_t item_size, cap;         /* immutable */
     size_t head, count;            /* under lock: a ring of cap slots, head < cap */
     bool closed;                   /* under lock */
@@ -59,7 +59,6 @@ int urt_chan_create(urt_chan **out, size_t item_size, size_t capacity)
         free(c);
         return -ENOMEM;
     }
-    pthread_mutex_init(&c->lock, NULL);
     c->item_size = item_size;
     c->cap = capacity;
     *out = c;
@@ -70,7 +69,6 @@ void urt_chan_destroy(urt_chan *c)
 {
     if (!c)
         return;
-    pthread_mutex_destroy(&c->lock);
     free(c->buf);
     free(c);
 }
@@ -117,9 +115,9 @@ int urt_chan_try_send(urt_chan *c, const void *item)
 {
     if (!c || !item)
         return -EINVAL;
-    pthread_mutex_lock(&c->lock);
+    at_lock_take(&c->lock);
     int r = send_now(c, (void *)item);
-    pthread_mutex_unlock(&c->lock);
+    at_lock_give(&c->lock);
     return r;
 }
 
@@ -127,9 +125,9 @@ int urt_chan_try_recv(urt_chan *c, void *item)
 {
     if (!c || !item)
         return -EINVAL;
-    pthread_mutex_lock(&c->lock);
+    at_lock_take(&c->lock);
     int r = recv_now(c, item);
-    pthread_mutex_unlock(&c->lock);
+    at_lock_give(&c->lock);
     return r;
 }
 
@@ -167,9 +165,9 @@ int urt_chan_close(urt_chan *c)
 {
     if (!c)
         return -EINVAL;
-    pthread_mutex_lock(&c->lock);
+    at_lock_take(&c->lock);
     if (c->closed) {
-        pthread_mutex_unlock(&c->lock);
+        at_lock_give(&c->lock);
         return -EPIPE;
     }
     c->closed = true;
@@ -178,7 +176,7 @@ int urt_chan_close(urt_chan *c)
         waiter_wake(w, -EPIPE);
     while ((w = waitq_pop(&c->sendq)))
         waiter_wake(w, -EPIPE);
-    pthread_mutex_unlock(&c->lock);
+    at_lock_give(&c->lock);
     return 0;
 }
 
@@ -186,9 +184,9 @@ ssize_t urt_chan_len(urt_chan *c)
 {
     if (!c)
         return -EINVAL;
-    pthread_mutex_lock(&c->lock);
+    at_lock_take(&c->lock);
     size_t n = c->count;
-    pthread_mutex_unlock(&c->lock);
+    at_lock_give(&c->lock);
     return (ssize_t)n;
 }
 

@@ -29,12 +29,13 @@
  */
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/sync.h"
 
 struct urt_cond {
-    pthread_mutex_t lock;
+    at_lock lock;  
     waitq q;                       /* under lock */
 };
 
@@ -42,11 +43,11 @@ int urt_cond_create(urt_cond **out)
 {
     if (!out)
         return -EINVAL;
-    *out = sync_obj_alloc(sizeof(urt_cond), offsetof(urt_cond, lock));
+    *out = calloc(1, sizeof(urt_cond));   /* a zeroed at_lock is free */
     return *out ? 0 : -ENOMEM;
 }
 
-void urt_cond_destroy(urt_cond *c) { sync_obj_free(c, offsetof(urt_cond, lock)); }
+void urt_cond_destroy(urt_cond *c) { free(c); }
 
 /* Step 4: lock m again, unbounded and not cancellable, so it cannot fail. */
 static void relock(urt_task *t, urt_mutex *m)
@@ -77,10 +78,10 @@ int urt_cond_wait(urt_cond *c, urt_mutex *m)
         return r;
     if (block_err)
         return block_err;
-    pthread_mutex_lock(&c->lock);
+    at_lock_take(&c->lock);
     r = urt_mutex_unlock(m);   /* step 1 */
     if (r < 0) {
-        pthread_mutex_unlock(&c->lock);
+        at_lock_give(&c->lock);
         return r;   /* m was not locked */
     }
     urt_waiter w;
@@ -95,11 +96,11 @@ int urt_cond_signal(urt_cond *c)
 {
     if (!c)
         return -EINVAL;
-    pthread_mutex_lock(&c->lock);
+    at_lock_take(&c->lock);
     urt_waiter *w = waitq_pop(&c->q);
     if (w)
         waiter_wake(w, 0);
-    pthread_mutex_unlock(&c->lock);
+    at_lock_give(&c->lock);
     return 0;
 }
 
@@ -107,8 +108,8 @@ int urt_cond_broadcast(urt_cond *c)
 {
     if (!c)
         return -EINVAL;
-    pthread_mutex_lock(&c->lock);
+    at_lock_take(&c->lock);
     waitq_wake_all(&c->q, 0);
-    pthread_mutex_unlock(&c->lock);
+    at_lock_give(&c->lock);
     return 0;
 }

@@ -51,7 +51,7 @@ typedef struct gmember {
 } gmember;
 
 struct urt_group {
-    pthread_mutex_t lock;
+    at_lock lock;  
     gmember *run;                  /* under lock: running members */
     gmember *done, *done_tail;     /* under lock: ended, not collected, FIFO */
     size_t nrunning;               /* under lock */
@@ -95,9 +95,9 @@ static void member_done(urt_waiter *w)
 {
     gmember *m = (gmember *)((char *)w - offsetof(gmember, w));
     urt_group *g = m->g;
-    pthread_mutex_lock(&g->lock);
+    at_lock_take(&g->lock);
     move_to_done(g, m);
-    pthread_mutex_unlock(&g->lock);
+    at_lock_give(&g->lock);
 }
 
 /* under g->lock: the oldest ended member, off the done list */
@@ -131,7 +131,6 @@ int urt_group_create(urt_group **out)
     urt_group *g = calloc(1, sizeof(*g));
     if (!g)
         return -ENOMEM;
-    pthread_mutex_init(&g->lock, NULL);
     *out = g;
     return 0;
 }
@@ -148,7 +147,7 @@ int urt_group_spawn(urt_group *g, urt_fn fn, void *arg, const urt_spawn_opts *op
         return -ENOMEM;
     m->g = g;
     m->w.on_wake = member_done;
-    pthread_mutex_lock(&g->lock);
+    at_lock_take(&g->lock);
     int r = 0;
     if (g->closed)
         r = -ESHUTDOWN;
@@ -157,7 +156,7 @@ int urt_group_spawn(urt_group *g, urt_fn fn, void *arg, const urt_spawn_opts *op
     else
         r = urt_spawn_ex(cur->rt, &m->t, fn, arg, opts);
     if (r < 0) {
-        pthread_mutex_unlock(&g->lock);
+        at_lock_give(&g->lock);
         free(m);
         return r;
     }
@@ -173,7 +172,7 @@ int urt_group_spawn(urt_group *g, urt_fn fn, void *arg, const urt_spawn_opts *op
     urt_waiter *exp = NULL;
     if (!at_cas_strong_acqrel(&m->t->joiner, &exp, &m->w))
         move_to_done(g, m);   /* it has ended already (exp == JOINER_DONE) */
-    pthread_mutex_unlock(&g->lock);
+    at_lock_give(&g->lock);
     return 0;
 }
 
@@ -188,22 +187,22 @@ int urt_group_next(urt_group *g, void **ret, uint64_t *task_id)
     int r = sync_enter(&cur, &block_err);
     if (r < 0)
         return r;
-    pthread_mutex_lock(&g->lock);
+    at_lock_take(&g->lock);
     if (g->busy) {
-        pthread_mutex_unlock(&g->lock);
+        at_lock_give(&g->lock);
         return -EBUSY;
     }
     for (;;) {
         gmember *m = done_pop(g);
         if (m) {
-            pthread_mutex_unlock(&g->lock);
+            at_lock_give(&g->lock);
             return collect(m, ret, task_id);
         }
         if (g->nrunning == 0 || block_err) {
             /* decided under the lock: a spawn right after the unlock must
              * not turn -ECHILD into a 0 that hands back no member */
             int why = g->nrunning == 0 ? -ECHILD : block_err;
-            pthread_mutex_unlock(&g->lock);
+            at_lock_give(&g->lock);
             return why;
         }
         g->busy = true;
@@ -212,10 +211,10 @@ int urt_group_next(urt_group *g, void **ret, uint64_t *task_id)
         memset(&w, 0, sizeof(w));
         w.task = cur;
         r = sync_wait(&g->lock, &g->q, &w, "group");
-        pthread_mutex_lock(&g->lock);
+        at_lock_take(&g->lock);
         g->busy = false;
         if (r < 0) {
-            pthread_mutex_unlock(&g->lock);
+            at_lock_give(&g->lock);
             return r;   /* cancelled or timed out: what ended stays collectable */
         }
     }
@@ -225,10 +224,10 @@ int urt_group_cancel(urt_group *g)
 {
     if (!g)
         return -EINVAL;
-    pthread_mutex_lock(&g->lock);
+    at_lock_take(&g->lock);
     for (gmember *m = g->run; m; m = m->next)
         task_cancel(m->t);   /* wakes it at most; completion happens elsewhere */
-    pthread_mutex_unlock(&g->lock);
+    at_lock_give(&g->lock);
     return 0;
 }
 
@@ -246,15 +245,15 @@ int urt_group_destroy(urt_group *g)
     if (err < 0)
         return err;   /* a hook, or a worker thread outside a task: could not wait */
     urt_task *self = urt__cur_task();   /* also inside urt_block_in_place, where cur is NULL */
-    pthread_mutex_lock(&g->lock);
+    at_lock_take(&g->lock);
     for (gmember *m = g->run; m && self; m = m->next) {
         if (m->t == self) {
-            pthread_mutex_unlock(&g->lock);
+            at_lock_give(&g->lock);
             return -EDEADLK;   /* a member would wait for itself */
         }
     }
     if (g->busy) {
-        pthread_mutex_unlock(&g->lock);
+        at_lock_give(&g->lock);
         return -EBUSY;
     }
     g->closed = true;
@@ -275,7 +274,7 @@ int urt_group_destroy(urt_group *g)
             memset(&w, 0, sizeof(w));
             w.task = cur;
             sync_wait(&g->lock, &g->q, &w, "group_destroy");   /* unbounded, shielded: only a wake ends it */
-            pthread_mutex_lock(&g->lock);
+            at_lock_take(&g->lock);
             g->busy = false;
         }
         if (cur) {
@@ -284,13 +283,12 @@ int urt_group_destroy(urt_group *g)
             urt_cancel_shield(shield);
         }
     }
-    pthread_mutex_unlock(&g->lock);
+    at_lock_give(&g->lock);
     /* every member has ended and member_done is finished with g (it held the
      * lock we took after it) */
     gmember *m;
     while ((m = done_pop(g)))
         collect(m, NULL, NULL);
-    pthread_mutex_destroy(&g->lock);
     free(g);
     return 0;
 }

@@ -29,7 +29,7 @@ enum { MX_UNLOCKED = 0, MX_LOCKED = 1, MX_CONTENDED = 2 };
 
 struct urt_mutex {
     _Atomic uint32_t state;        /* MX_*; see above */
-    pthread_mutex_t lock;          /* guards q, and state while CONTENDED */
+    at_lock lock;            /* guards q, and state while CONTENDED */
     waitq q;                       /* under lock */
 };
 
@@ -41,7 +41,6 @@ int urt_mutex_create(urt_mutex **out)
     if (!m)
         return -ENOMEM;
     at_store_relaxed(&m->state, MX_UNLOCKED);
-    pthread_mutex_init(&m->lock, NULL);
     *out = m;
     return 0;
 }
@@ -50,7 +49,6 @@ void urt_mutex_destroy(urt_mutex *m)
 {
     if (!m)
         return;
-    pthread_mutex_destroy(&m->lock);
     free(m);
 }
 
@@ -71,18 +69,18 @@ int urt_mutex_try_lock(urt_mutex *m)
 
 __attribute__((cold, noinline)) static int lock_slow(urt_mutex *m, urt_task *t, int block_err)
 {
-    pthread_mutex_lock(&m->lock);
+    at_lock_take(&m->lock);
     uint32_t s = at_load_relaxed(&m->state);
     for (;;) {
         if (s == MX_UNLOCKED) {
             /* acquire: as in lock_fast */
             if (at_cas_strong_acqrel(&m->state, &s, MX_LOCKED)) {
-                pthread_mutex_unlock(&m->lock);
+                at_lock_give(&m->lock);
                 return 0;
             }
         } else if (s == MX_LOCKED) {
             if (block_err) {
-                pthread_mutex_unlock(&m->lock);
+                at_lock_give(&m->lock);
                 return block_err;
             }
             /* the owner's fast unlock (LOCKED -> UNLOCKED) fails from here
@@ -91,7 +89,7 @@ __attribute__((cold, noinline)) static int lock_slow(urt_mutex *m, urt_task *t, 
                 break;
         } else {
             if (block_err) {
-                pthread_mutex_unlock(&m->lock);
+                at_lock_give(&m->lock);
                 return block_err;
             }
             break;
@@ -121,17 +119,17 @@ int urt_mutex_lock(urt_mutex *m)
 
 __attribute__((cold, noinline)) static int unlock_slow(urt_mutex *m)
 {
-    pthread_mutex_lock(&m->lock);
+    at_lock_take(&m->lock);
     uint32_t s = at_load_relaxed(&m->state);
     for (;;) {
         if (s == MX_UNLOCKED) {
-            pthread_mutex_unlock(&m->lock);
+            at_lock_give(&m->lock);
             return -EPERM;
         }
         if (s == MX_LOCKED) {
             /* release: as in urt_mutex_unlock */
             if (at_cas_strong_acqrel(&m->state, &s, MX_UNLOCKED)) {
-                pthread_mutex_unlock(&m->lock);
+                at_lock_give(&m->lock);
                 return 0;
             }
             continue;
@@ -149,7 +147,7 @@ __attribute__((cold, noinline)) static int unlock_slow(urt_mutex *m)
          * publishes our critical section */
         at_store_release(&m->state, MX_UNLOCKED);
     }
-    pthread_mutex_unlock(&m->lock);
+    at_lock_give(&m->lock);
     return 0;
 }
 

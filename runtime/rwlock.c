@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/sync.h"
@@ -43,7 +44,7 @@ typedef struct rw_waiter {
 } rw_waiter;
 
 struct urt_rwlock {
-    pthread_mutex_t lock;
+    at_lock lock;  
     unsigned readers;              /* under lock: readers inside, at most RW_READERS_MAX */
     bool writer;                   /* under lock: a writer is inside (then readers is 0) */
     waitq q;                       /* under lock: rw_waiter.w, readers and writers in arrival order */
@@ -55,11 +56,11 @@ int urt_rwlock_create(urt_rwlock **out)
 {
     if (!out)
         return -EINVAL;
-    *out = sync_obj_alloc(sizeof(urt_rwlock), offsetof(urt_rwlock, lock));
+    *out = calloc(1, sizeof(urt_rwlock));   /* a zeroed at_lock is free */
     return *out ? 0 : -ENOMEM;
 }
 
-void urt_rwlock_destroy(urt_rwlock *l) { sync_obj_free(l, offsetof(urt_rwlock, lock)); }
+void urt_rwlock_destroy(urt_rwlock *l) { free(l); }
 
 /* Let in whom the head of the queue allows (see above). Under l->lock. */
 static void grant(urt_rwlock *l)
@@ -116,9 +117,9 @@ static int lock_as(urt_rwlock *l, bool writer)
     r = sync_wait(&l->lock, &l->q, &rw.w, writer ? "rwlock-write" : "rwlock-read");
     if (r < 0) {
         /* we may have held back those queued behind us */
-        pthread_mutex_lock(&l->lock);
+        at_lock_take(&l->lock);
         grant(l);
-        pthread_mutex_unlock(&l->lock);
+        at_lock_give(&l->lock);
     }
     return r;
 }
@@ -131,9 +132,9 @@ static int try_as(urt_rwlock *l, bool writer)
 {
     if (!l)
         return -EINVAL;
-    pthread_mutex_lock(&l->lock);
+    at_lock_take(&l->lock);
     int r = enter_now(l, writer);
-    pthread_mutex_unlock(&l->lock);
+    at_lock_give(&l->lock);
     return r;
 }
 
@@ -145,7 +146,7 @@ int urt_rwlock_unlock(urt_rwlock *l)
 {
     if (!l)
         return -EINVAL;
-    pthread_mutex_lock(&l->lock);
+    at_lock_take(&l->lock);
     int r = 0;
     if (l->writer)
         l->writer = false;
@@ -154,6 +155,6 @@ int urt_rwlock_unlock(urt_rwlock *l)
     else
         r = -EPERM;
     grant(l);
-    pthread_mutex_unlock(&l->lock);
+    at_lock_give(&l->lock);
     return r;
 }

@@ -16,7 +16,7 @@
 #include "runtime/sync.h"
 
 struct urt_sem {
-    pthread_mutex_t lock;
+    at_lock lock;  
     unsigned permits;              /* under lock; 0 while q is not empty; at most INT_MAX */
     waitq q;                       /* under lock */
 };
@@ -28,7 +28,6 @@ int urt_sem_create(urt_sem **out, unsigned initial)
     urt_sem *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    pthread_mutex_init(&s->lock, NULL);
     s->permits = initial;
     *out = s;
     return 0;
@@ -38,7 +37,6 @@ void urt_sem_destroy(urt_sem *s)
 {
     if (!s)
         return;
-    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
@@ -46,11 +44,11 @@ int urt_sem_try_acquire(urt_sem *s)
 {
     if (!s)
         return -EINVAL;
-    pthread_mutex_lock(&s->lock);
+    at_lock_take(&s->lock);
     bool got = s->permits > 0;
     if (got)
         s->permits--;
-    pthread_mutex_unlock(&s->lock);
+    at_lock_give(&s->lock);
     return got ? 0 : -EAGAIN;
 }
 
@@ -63,14 +61,14 @@ int urt_sem_acquire(urt_sem *s)
     int r = sync_enter(&t, &block_err);
     if (r < 0)
         return r;
-    pthread_mutex_lock(&s->lock);
+    at_lock_take(&s->lock);
     if (s->permits > 0) {
         s->permits--;
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
         return 0;
     }
     if (block_err) {
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
         return block_err;
     }
     urt_waiter w;
@@ -83,10 +81,10 @@ int urt_sem_release(urt_sem *s, unsigned n)
 {
     if (!s || n > INT_MAX)
         return -EINVAL;
-    pthread_mutex_lock(&s->lock);
+    at_lock_take(&s->lock);
     /* with waiters queued permits is 0 and at most n is left over */
     if (waitq_empty(&s->q) && n > INT_MAX - s->permits) {
-        pthread_mutex_unlock(&s->lock);
+        at_lock_give(&s->lock);
         return -EOVERFLOW;
     }
     urt_waiter *w;
@@ -95,7 +93,7 @@ int urt_sem_release(urt_sem *s, unsigned n)
         n--;
     }
     s->permits += n;
-    pthread_mutex_unlock(&s->lock);
+    at_lock_give(&s->lock);
     return 0;
 }
 
@@ -103,8 +101,8 @@ int urt_sem_value(urt_sem *s)
 {
     if (!s)
         return -EINVAL;
-    pthread_mutex_lock(&s->lock);
+    at_lock_take(&s->lock);
     int v = (int)s->permits;
-    pthread_mutex_unlock(&s->lock);
+    at_lock_give(&s->lock);
     return v;
 }

@@ -60,47 +60,31 @@ int sync_enter(urt_task **t, int *block_err)
     return 0;
 }
 
-int sync_try(pthread_mutex_t *lock, sync_now_fn now, void *obj, void *arg, int busy, urt_task **t)
+int sync_try(at_lock *lock, sync_now_fn now, void *obj, void *arg, int busy, urt_task **t)
 {
     int block_err;
     int r = sync_enter(t, &block_err);
     if (r < 0)
         return r;
-    pthread_mutex_lock(lock);
+    at_lock_take(lock);
     r = now(obj, arg);
     if (r == busy && !block_err)
         return SYNC_MUST_WAIT;
-    pthread_mutex_unlock(lock);
+    at_lock_give(lock);
     return r == busy ? block_err : r;
 }
 
-void *sync_obj_alloc(size_t size, size_t lock_off)
-{
-    char *p = calloc(1, size);
-    if (p)
-        pthread_mutex_init((pthread_mutex_t *)(p + lock_off), NULL);
-    return p;
-}
-
-void sync_obj_free(void *obj, size_t lock_off)
-{
-    if (!obj)
-        return;
-    pthread_mutex_destroy((pthread_mutex_t *)((char *)obj + lock_off));
-    free(obj);
-}
-
-int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
+int sync_wait(at_lock *lock, waitq *q, urt_waiter *w, const char *what)
 {
     urt_task *t = w->task;
     if (t)
         task_ref(t);   /* the registration's: dropped by waiter_wake, or below if we give up */
     waitq_push(q, w);
-    pthread_mutex_unlock(lock);
+    at_lock_give(lock);
     if (!t) {
         waiter_block(w);
-        pthread_mutex_lock(lock);   /* step 4 */
-        pthread_mutex_unlock(lock);
+        at_lock_take(lock);   /* step 4 */
+        at_lock_give(lock);
         return w->result;
     }
     __atomic_store_n(&t->wait_what, what, __ATOMIC_RELAXED);
@@ -117,16 +101,16 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
          * A waker whose task_wake found us already queued (a wake left over
          * from an earlier wait) leaves the state word alone, so nothing but
          * the lock orders its futex store before this run of ours */
-        pthread_mutex_lock(lock);
+        at_lock_take(lock);
         if (!w->linked) {
             res = w->result;
-            pthread_mutex_unlock(lock);
+            at_lock_give(lock);
             break;
         }
         int why = task_cancel_pending(t) ? -ECANCELED : (timer && task_timer_fired(t)) ? -ETIMEDOUT : 0;
         if (why)
             waitq_unlink(q, w);
-        pthread_mutex_unlock(lock);
+        at_lock_give(lock);
         if (why) {
             task_unref(t);
             res = why;
@@ -145,7 +129,7 @@ int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what)
 /* ---- urt_notify ------------------------------------------------------------- */
 
 struct urt_notify {
-    pthread_mutex_t lock;
+    at_lock lock;  
     bool permit;                   /* under lock; never set while a waiter is queued */
     waitq q;                       /* under lock */
 };
@@ -154,23 +138,23 @@ int urt_notify_create(urt_notify **out)
 {
     if (!out)
         return -EINVAL;
-    *out = sync_obj_alloc(sizeof(urt_notify), offsetof(urt_notify, lock));
+    *out = calloc(1, sizeof(urt_notify));   /* a zeroed at_lock is free */
     return *out ? 0 : -ENOMEM;
 }
 
-void urt_notify_destroy(urt_notify *n) { sync_obj_free(n, offsetof(urt_notify, lock)); }
+void urt_notify_destroy(urt_notify *n) { free(n); }
 
 int urt_notify_signal(urt_notify *n)
 {
     if (!n)
         return -EINVAL;
-    pthread_mutex_lock(&n->lock);
+    at_lock_take(&n->lock);
     urt_waiter *w = waitq_pop(&n->q);
     if (w)
         waiter_wake(w, 0);
     else
         n->permit = true;
-    pthread_mutex_unlock(&n->lock);
+    at_lock_give(&n->lock);
     return 0;
 }
 
@@ -178,11 +162,11 @@ int urt_notify_broadcast(urt_notify *n)
 {
     if (!n)
         return -EINVAL;
-    pthread_mutex_lock(&n->lock);
+    at_lock_take(&n->lock);
     /* the permit is never set while a waiter is queued, and stays as it is:
      * with nobody waiting this does nothing */
     waitq_wake_all(&n->q, 0);
-    pthread_mutex_unlock(&n->lock);
+    at_lock_give(&n->lock);
     return 0;
 }
 
@@ -190,10 +174,10 @@ int urt_notify_try_wait(urt_notify *n)
 {
     if (!n)
         return -EINVAL;
-    pthread_mutex_lock(&n->lock);
+    at_lock_take(&n->lock);
     bool had = n->permit;
     n->permit = false;
-    pthread_mutex_unlock(&n->lock);
+    at_lock_give(&n->lock);
     return had ? 0 : -EAGAIN;
 }
 
@@ -207,10 +191,10 @@ int urt_notify_wait(urt_notify *n)
         return r;
     if (t && task_cancel_pending(t))
         return task_cancelled_now(t);
-    pthread_mutex_lock(&n->lock);
+    at_lock_take(&n->lock);
     if (n->permit) {
         n->permit = false;
-        pthread_mutex_unlock(&n->lock);
+        at_lock_give(&n->lock);
         return 0;
     }
     urt_waiter w;

@@ -22,6 +22,13 @@
  *      once. Either way the waiter holds the lock after its waker dropped
  *      it, so once the call returns the waker is done with the primitive,
  *      and the caller may destroy it.
+ *
+ * The lock is an at_lock (queues/atomic.h): one exchange takes it and a
+ * release store gives it back, where a pthread mutex cost two calls and two
+ * read-modify-writes; a zeroed one is free, so a primitive needs no init or
+ * destroy for it. Whoever holds it does only list and counter work and at
+ * most the wakes of step 2 (a wake may make one syscall: a FUTEX_WAKE, or a
+ * doorbell to a sleeping worker); a contender spins briefly, then yields.
  */
 #ifndef URT_RUNTIME_SYNC_H
 #define URT_RUNTIME_SYNC_H
@@ -91,7 +98,7 @@ int sync_caller(urt_task **t);
  * -ECANCELED / -ETIMEDOUT when the task gave up before any waker chose it.
  * `what` names the wait in task dumps.
  */
-int sync_wait(pthread_mutex_t *lock, waitq *q, urt_waiter *w, const char *what);
+int sync_wait(at_lock *lock, waitq *q, urt_waiter *w, const char *what);
 
 /*
  * Entry of a call that may wait: *t and *block_err as sync_caller gives
@@ -116,14 +123,6 @@ int sync_enter(urt_task **t, int *block_err);
  */
 #define SYNC_MUST_WAIT 1
 typedef int (*sync_now_fn)(void *obj, void *arg);
-int sync_try(pthread_mutex_t *lock, sync_now_fn now, void *obj, void *arg, int busy, urt_task **t);
-
-/*
- * A zeroed primitive of `size` bytes with its pthread mutex, `lock_off`
- * bytes in, initialised; NULL when out of memory. sync_obj_free destroys
- * that mutex and frees the primitive (NULL: nothing).
- */
-void *sync_obj_alloc(size_t size, size_t lock_off);
-void sync_obj_free(void *obj, size_t lock_off);
+int sync_try(at_lock *lock, sync_now_fn now, void *obj, void *arg, int busy, urt_task **t);
 
 #endif /* URT_RUNTIME_SYNC_H */
