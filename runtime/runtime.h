@@ -178,9 +178,11 @@ struct urt_task {
 
 /* A cache of free task headers (task_slab.c). */
 typedef struct slab_cache {
-    urt_task *free;                /* the owner's (or under rt->slab_lock) */
-    struct slab_chunk *chunks;     /* their memory, freed at destroy; as `free` */
-    q_node *_Atomic remote urt_cacheline_aligned;  /* headers freed by other threads */
+    struct slab_chunk *cur;        /* spawns take headers from it; the owner's (or under
+                                      rt->slab_lock), as the next two */
+    struct slab_chunk *partial;    /* the other chunks with a free header (a stack) */
+    struct slab_chunk *chunks;     /* every chunk, freed at destroy */
+    struct slab_chunk *_Atomic pending urt_cacheline_aligned;  /* chunks with remote frees */
 } slab_cache;
 
 static inline urt_task *task_of(q_node *n) { return (urt_task *)((char *)n - __builtin_offsetof(urt_task, node)); }
