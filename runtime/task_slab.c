@@ -146,10 +146,11 @@ static urt_task *cache_pop(slab_cache *c, int home)
             c->cur = ch;
         }
     }
+    /* No prefetch of the next free slot: with spawns from a plain thread
+     * the slot may be one a worker has just freed and still holds, and
+     * taking it for writing early only moves the miss onto that worker */
     unsigned i = (unsigned)__builtin_ctzll(ch->free);
     ch->free &= ch->free - 1;
-    if (ch->free)
-        __builtin_prefetch(slot(ch, (unsigned)__builtin_ctzll(ch->free)), 1);   /* the next spawn's */
     return slot(ch, i);
 }
 
