@@ -159,6 +159,7 @@ static bool hibernate(urt_worker *w, urt_task *t)
     }
     t->hib_from = from;
     __atomic_store_n(&t->hib_img, img, __ATOMIC_RELAXED);   /* atomic: the dump reads it */
+    t->hibernated = true;
     STAT_INC(w, hibernations);
     STAT_INC(w, hibernated);
     return true;
@@ -206,6 +207,7 @@ void hib_restore(urt_worker *w, urt_task *t)
     raw_copy(t->hib_from, t->hib_img, (size_t)((char *)t->stack.hi - t->hib_from));
     free(t->hib_img);
     __atomic_store_n(&t->hib_img, NULL, __ATOMIC_RELAXED);
+    t->hibernated = false;
     STAT_INC(w, restores);
     STAT_ADD(w, hibernated, (uint64_t)-1);
 }
@@ -214,4 +216,5 @@ void hib_drop(urt_task *t)
 {
     free(t->hib_img);
     t->hib_img = NULL;
+    t->hibernated = false;
 }

@@ -114,6 +114,8 @@ struct urt_task {
     bool handled;                 /* spawned with a join handle; immutable */
     bool timer_used;              /* its bound timer was armed once (time.c): only then may its end
                                      have a TIMEOUT to remove (a flag here spares that line) */
+    bool hibernated;              /* hib_img is set (home worker): a resume and a free look here,
+                                     not at the hibernation line */
     uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
     int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
     uint64_t nomem_since;         /* first failed stack mapping (its worker), 0: none */

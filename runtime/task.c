@@ -113,7 +113,7 @@ void task_unref(urt_task *t)
      * before it; else acq_rel: the last owner sees every write made under
      * the other refs */
     if (at_load_acquire(&t->refs) == 1 || at_fsub_acqrel(&t->refs, 1) == 1) {
-        if (t->hib_img)
+        if (t->hibernated)
             hib_drop(t);
 #if URT_CHECKED
         at_store_relaxed(&t->magic, DEAD_MAGIC);

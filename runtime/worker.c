@@ -682,8 +682,8 @@ static inline __attribute__((always_inline)) void run_task(urt_worker *w, urt_ta
         at_store_relaxed(&t->home, (int)w->id);
     } else if (t->flags & URT_TASK_MIGRATABLE) {
         at_store_relaxed(&t->home, (int)w->id);
-    } else if (at_load_relaxed(&w->stats.hibernated) && t->hib_img) {
-        /* (none hibernated here: the header's hibernation line stays unread) */
+    } else if (t->hibernated) {
+        /* (a flag in the first line: the header's hibernation line stays unread) */
         hib_restore(w, t);   /* its live frames back in place before it resumes */
     }
     t->resumer = &w->sched;
