@@ -27,10 +27,16 @@
  * urt_join of a complete task: it returns at once with the task's value or
  * -ECANCELED, and frees the handle.
  *
+ * Spawning: urt_spawn runs outside g->lock (it allocates, may run the
+ * runtime's spawn hook and takes other locks); `spawning` counts the spawns
+ * between their check and their link, and collectors and destroyers treat
+ * them as running members. A spawn that links its member after destroy
+ * closed the group cancels it itself.
+ *
  * Destroy: close the group (urt_group_spawn says -ESHUTDOWN from then on, so
  * a member cannot add an unseen sibling), cancel every running member, wait
- * on q until run is empty (member_done wakes a destroyer only then), collect
- * what is left. A task waits shielded from cancellation and with its op
+ * on q until run is empty and no spawn is in flight (member_done and a failed
+ * spawn wake a destroyer only then), collect what is left. A task waits shielded from cancellation and with its op
  * timeout and deadline lifted: no member may outlive the group.
  *
  * Who may call: members are spawned from tasks only (the group takes its
@@ -51,10 +57,11 @@ typedef struct gmember {
 } gmember;
 
 struct urt_group {
-    at_lock lock;  
+    at_lock lock;
     gmember *run;                  /* under lock: running members */
     gmember *done, *done_tail;     /* under lock: ended, not collected, FIFO */
     size_t nrunning;               /* under lock */
+    size_t spawning;               /* under lock: spawns between their two lock sections */
     _Atomic size_t len;            /* running + done: written under lock, read without */
     waitq q;                       /* under lock: the collector or destroyer */
     urt_runtime *rt;               /* under lock: the members' runtime, set by the first spawn */
@@ -85,7 +92,7 @@ static void move_to_done(urt_group *g, gmember *m)
     else
         g->done = m;
     g->done_tail = m;
-    if (!waitq_empty(&g->q) && (!g->wait_all || g->nrunning == 0))
+    if (!waitq_empty(&g->q) && (!g->wait_all || (g->nrunning == 0 && g->spawning == 0)))
         waiter_wake(waitq_pop(&g->q), 0);
 }
 
@@ -147,26 +154,46 @@ int urt_group_spawn(urt_group *g, urt_fn fn, void *arg, const urt_spawn_opts *op
         return -ENOMEM;
     m->g = g;
     m->w.on_wake = member_done;
+    /* The spawn itself runs outside the lock (it allocates, may run the
+     * spawn hook, takes other locks); `spawning` counts it meanwhile, so a
+     * collector does not say -ECHILD and a destroyer does not return while
+     * a member may still be added. The runtime is claimed first, so two
+     * spawns from different runtimes cannot both pass the check. */
     at_lock_take(&g->lock);
-    int r = 0;
-    if (g->closed)
-        r = -ESHUTDOWN;
-    else if (g->rt && g->rt != cur->rt)
-        r = -EINVAL;
-    else
-        r = urt_spawn_ex(cur->rt, &m->t, fn, arg, opts);
+    int r = g->closed ? -ESHUTDOWN : (g->rt && g->rt != cur->rt) ? -EINVAL : 0;
+    bool claimed = false;
+    if (r == 0) {
+        claimed = !g->rt;
+        g->rt = cur->rt;
+        g->spawning++;
+    }
+    at_lock_give(&g->lock);
     if (r < 0) {
+        free(m);
+        return r;
+    }
+    r = urt_spawn_ex(cur->rt, &m->t, fn, arg, opts);
+    at_lock_take(&g->lock);
+    g->spawning--;
+    if (r < 0) {
+        if (claimed && !g->spawning && !g->run && !g->done)
+            g->rt = NULL;   /* as if this spawn had never been tried */
+        /* a collector or destroyer waiting for this spawn: nothing comes */
+        if (!waitq_empty(&g->q) && g->nrunning == 0 && g->spawning == 0)
+            waiter_wake(waitq_pop(&g->q), 0);
         at_lock_give(&g->lock);
         free(m);
         return r;
     }
-    g->rt = cur->rt;
     m->next = g->run;
     if (g->run)
         g->run->prev = m;
     g->run = m;
     g->nrunning++;
     at_store_relaxed(&g->len, at_load_relaxed(&g->len) + 1);
+    /* destroy began meanwhile: its cancel pass did not see this member */
+    if (g->closed)
+        task_cancel(m->t);
     /* acq_rel: pairs with task_complete's exchange of the joiner slot; a
      * member_done that follows waits for our lock, so it sees m in run */
     urt_waiter *exp = NULL;
@@ -198,10 +225,11 @@ int urt_group_next(urt_group *g, void **ret, uint64_t *task_id)
             at_lock_give(&g->lock);
             return collect(m, ret, task_id);
         }
-        if (g->nrunning == 0 || block_err) {
+        bool none = g->nrunning == 0 && g->spawning == 0;
+        if (none || block_err) {
             /* decided under the lock: a spawn right after the unlock must
              * not turn -ECHILD into a 0 that hands back no member */
-            int why = g->nrunning == 0 ? -ECHILD : block_err;
+            int why = none ? -ECHILD : block_err;
             at_lock_give(&g->lock);
             return why;
         }
@@ -259,7 +287,7 @@ int urt_group_destroy(urt_group *g)
     g->closed = true;
     for (gmember *m = g->run; m; m = m->next)
         task_cancel(m->t);
-    if (g->nrunning) {
+    if (g->nrunning || g->spawning) {
         bool shield = false;
         uint64_t op_to = 0, dl = 0;
         if (cur) {
@@ -267,7 +295,7 @@ int urt_group_destroy(urt_group *g)
             op_to = urt_op_timeout(0);
             dl = urt_deadline(0);
         }
-        while (g->nrunning) {
+        while (g->nrunning || g->spawning) {
             g->busy = true;
             g->wait_all = true;
             urt_waiter w;

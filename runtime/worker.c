@@ -779,15 +779,16 @@ void *worker_main(void *arg)
             if (at_load_acquire(&rt->stop) && owned_live(rt) == 0)
                 break;
             t = steal_work(w);
-            /* the pass that ended queued SQEs: they go before the found
-             * tasks run (this idle cycle's one enter) */
             if (!t)
                 park(w);
-            /* park that found work instead of waiting (or whose wait
-             * failed) left the SQEs queued: they go now, before that work
-             * runs; after a wait nothing is queued and this makes no
-             * syscall. Without it a worker spinning through park at
-             * shutdown would never submit the cancels its tasks wait for. */
+            /* Found by a steal: the pass that ended queued SQEs, and they
+             * go before the found tasks run (this idle cycle's one enter).
+             * After a park that found work instead of waiting (or whose
+             * wait failed) the SQEs are still queued too: they go now,
+             * before that work runs; after a wait nothing is queued and
+             * this makes no syscall. Without it a worker spinning through
+             * park at shutdown would never submit the cancels its tasks
+             * wait for. */
             worker_submit(w);
             if (!t)
                 continue;

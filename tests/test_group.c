@@ -2,6 +2,7 @@
  * a group's collector may time out or be cancelled without losing a member;
  * destroy cancels and waits for every member. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "support/urt_test.h"
@@ -218,6 +219,188 @@ Test(group, destroy_cancels_and_waits_for_a_thousand_sleeping_members, .timeout 
         run_steps(w, destroy_sleepers, &took);
         cr_log_info("%u workers: destroy of %d sleeping members took %.3f ms", w, SLEEPERS, took / 1e6);
         cr_assert_lt(took, DESTROY_BOUND_MS * MS, "destroy took %llu ns", (unsigned long long)took);
+    }
+}
+
+/* Members keep spawning siblings into their own group while another task
+ * destroys it: a spawn that is past its check when the group closes still
+ * lands, and destroy waits for it; so when destroy returns, every member
+ * that a spawn reported has ended or been dropped, and none is running. */
+#define BREEDERS 4
+#if defined(URT_TSAN) || defined(URT_ASAN)
+#define BRED_TARGET 300
+#define BRED_ROUNDS 4
+#else
+#define BRED_TARGET 2000
+#define BRED_ROUNDS 20
+#endif
+static atomic_int bred_spawned, bred_started, bred_ended, bred_dropped;
+
+static void bred_drop(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&bred_dropped, 1);
+}
+
+static void *bred_child(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&bred_started, 1);
+    urt_sleep(UINT64_MAX);   /* until destroy cancels it */
+    atomic_fetch_add(&bred_ended, 1);
+    return NULL;
+}
+
+static void *breeder(void *arg)
+{
+    urt_group *g = arg;
+    atomic_fetch_add(&bred_started, 1);
+    urt_spawn_opts o = {.name = "bred", .on_drop = bred_drop};
+    for (unsigned i = 0;; i++) {
+        int r = urt_group_spawn(g, bred_child, NULL, &o);
+        if (r == -ESHUTDOWN)
+            break;   /* the group is closing */
+        if (r != 0) {
+            atomic_fetch_add(&bred_ended, 1);
+            return (void *)1;
+        }
+        atomic_fetch_add(&bred_spawned, 1);
+        if (i % 8 == 0)
+            urt_yield();
+    }
+    atomic_fetch_add(&bred_ended, 1);
+    return NULL;
+}
+
+static void *destroy_while_members_spawn(void *arg)
+{
+    (void)arg;
+    urt_group *g;
+    if (urt_group_create(&g) != 0)
+        return (void *)1;
+    urt_spawn_opts o = {.name = "breeder", .on_drop = bred_drop};
+    for (int i = 0; i < BREEDERS; i++) {
+        if (urt_group_spawn(g, breeder, g, &o) != 0)
+            return (void *)2;
+        atomic_fetch_add(&bred_spawned, 1);
+    }
+    /* let them breed a while, across the workers */
+    for (int i = 0; i < 2000 && atomic_load(&bred_spawned) < BRED_TARGET; i++)
+        urt_sleep(MS / 10);
+    if (urt_group_destroy(g) != 0)
+        return (void *)3;
+    int spawned = atomic_load(&bred_spawned), started = atomic_load(&bred_started);
+    int ended = atomic_load(&bred_ended), dropped = atomic_load(&bred_dropped);
+    if (started != ended)
+        return (void *)4;   /* a member still runs after destroy returned */
+    if (spawned != ended + dropped)
+        return (void *)5;   /* a member neither ended nor was dropped */
+    return NULL;
+}
+
+Test(group, destroy_waits_for_members_spawned_while_it_runs, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        for (int round = 0; round < BRED_ROUNDS; round++) {
+            atomic_store(&bred_spawned, 0);
+            atomic_store(&bred_started, 0);
+            atomic_store(&bred_ended, 0);
+            atomic_store(&bred_dropped, 0);
+            run_steps(w, destroy_while_members_spawn, NULL);
+        }
+    }
+}
+
+/* One spawn into the group from a task that is not a member is in flight
+ * (held inside urt_spawn by the runtime's spawn hook) when destroy begins:
+ * destroy waits for it, its member lands, is cancelled, and has ended when
+ * destroy returns; the spawner's call returns after destroy began and is
+ * its last use of the group. */
+static atomic_int slow_armed, slow_inside, slow_destroying;
+static atomic_int lone_started, lone_ended, lone_dropped;
+
+static void slow_spawn_hook(urt_task *t, void *data)
+{
+    (void)t, (void)data;
+    if (!atomic_exchange(&slow_armed, 0))
+        return;
+    atomic_store(&slow_inside, 1);
+    /* hooks must not suspend: spin until destroy has begun, and a little
+     * longer so that it reaches its wait */
+    while (!atomic_load(&slow_destroying))
+        ;
+    for (volatile int i = 0; i < 2000000; i++)
+        ;
+}
+
+static void lone_drop(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&lone_dropped, 1);
+}
+
+static void *lone_member(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&lone_started, 1);
+    urt_sleep(UINT64_MAX);   /* until destroy cancels it */
+    atomic_fetch_add(&lone_ended, 1);
+    return NULL;
+}
+
+static void *lone_spawner(void *arg)
+{
+    urt_group *g = arg;
+    urt_spawn_opts o = {.name = "lone", .on_drop = lone_drop};
+    atomic_store(&slow_armed, 1);
+    return (void *)(intptr_t)urt_group_spawn(g, lone_member, NULL, &o);
+}
+
+/* From a plain thread, which destroys by blocking: a worker stuck in the
+ * hook then holds up no part of the destroy. NULL, or the failed step. */
+static void *destroy_during_a_spawn(urt_runtime *rt)
+{
+    urt_group *g;
+    if (urt_group_create(&g) != 0)
+        return (void *)1;
+    urt_task *sp;
+    if (urt_spawn(rt, &sp, lone_spawner, g) != 0)
+        return (void *)2;
+    while (!atomic_load(&slow_inside))
+        sched_yield();
+    atomic_store(&slow_destroying, 1);
+    if (urt_group_destroy(g) != 0)
+        return (void *)3;
+    int started = atomic_load(&lone_started), ended = atomic_load(&lone_ended);
+    int dropped = atomic_load(&lone_dropped);
+    void *r = NULL;
+    if (urt_join(sp, &r) != 0)
+        return (void *)4;
+    if ((intptr_t)r == 0 && ended + dropped != 1)
+        return (void *)5;   /* the spawn landed: its member must be over */
+    if (started != ended)
+        return (void *)6;   /* a member still runs after destroy returned */
+    if ((intptr_t)r != 0 && (intptr_t)r != -ESHUTDOWN)
+        return (void *)7;
+    return NULL;
+}
+
+Test(group, destroy_waits_for_a_spawn_in_flight_from_a_non_member, .timeout = 60)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        for (int round = 0; round < 5; round++) {
+            atomic_store(&slow_armed, 0);
+            atomic_store(&slow_inside, 0);
+            atomic_store(&slow_destroying, 0);
+            atomic_store(&lone_started, 0);
+            atomic_store(&lone_ended, 0);
+            atomic_store(&lone_dropped, 0);
+            urt_config cfg = {.workers = w, .on_task_spawn = slow_spawn_hook};
+            urt_runtime *rt = rt_new_cfg(&cfg);
+            void *r = destroy_during_a_spawn(rt);
+            cr_assert_null(r, "%u workers: step %p failed", w, r);
+            urt_runtime_destroy(rt);
+        }
     }
 }
 
