@@ -187,6 +187,13 @@ static void count_drop(void *arg)
     atomic_fetch_add(&sleepers_dropped, 1);
 }
 
+static void reset_sleepers(void)
+{
+    atomic_store(&sleepers_ended, 0);
+    atomic_store(&sleepers_dropped, 0);
+    atomic_store(&sleepers_started, 0);
+}
+
 static void *destroy_sleepers(void *arg)
 {
     uint64_t *took = arg;
@@ -212,9 +219,7 @@ static void *destroy_sleepers(void *arg)
 Test(group, destroy_cancels_and_waits_for_a_thousand_sleeping_members, .timeout = 60)
 {
     FOR_EACH_WORKER_COUNT(w) {
-        atomic_store(&sleepers_ended, 0);
-        atomic_store(&sleepers_dropped, 0);
-        atomic_store(&sleepers_started, 0);
+        reset_sleepers();
         uint64_t took = 0;
         run_steps(w, destroy_sleepers, &took);
         cr_log_info("%u workers: destroy of %d sleeping members took %.3f ms", w, SLEEPERS, took / 1e6);
@@ -234,41 +239,26 @@ Test(group, destroy_cancels_and_waits_for_a_thousand_sleeping_members, .timeout 
 #define BRED_TARGET 2000
 #define BRED_ROUNDS 20
 #endif
-static atomic_int bred_spawned, bred_started, bred_ended, bred_dropped;
-
-static void bred_drop(void *arg)
-{
-    (void)arg;
-    atomic_fetch_add(&bred_dropped, 1);
-}
-
-static void *bred_child(void *arg)
-{
-    (void)arg;
-    atomic_fetch_add(&bred_started, 1);
-    urt_sleep(UINT64_MAX);   /* until destroy cancels it */
-    atomic_fetch_add(&bred_ended, 1);
-    return NULL;
-}
+static atomic_int bred_spawned;   /* spawns that said 0; the sleeper counters count the members */
 
 static void *breeder(void *arg)
 {
     urt_group *g = arg;
-    atomic_fetch_add(&bred_started, 1);
-    urt_spawn_opts o = {.name = "bred", .on_drop = bred_drop};
+    atomic_fetch_add(&sleepers_started, 1);
+    urt_spawn_opts o = {.name = "bred", .on_drop = count_drop};
     for (unsigned i = 0;; i++) {
-        int r = urt_group_spawn(g, bred_child, NULL, &o);
+        int r = urt_group_spawn(g, sleeper, NULL, &o);
         if (r == -ESHUTDOWN)
             break;   /* the group is closing */
         if (r != 0) {
-            atomic_fetch_add(&bred_ended, 1);
+            atomic_fetch_add(&sleepers_ended, 1);
             return (void *)1;
         }
         atomic_fetch_add(&bred_spawned, 1);
         if (i % 8 == 0)
             urt_yield();
     }
-    atomic_fetch_add(&bred_ended, 1);
+    atomic_fetch_add(&sleepers_ended, 1);
     return NULL;
 }
 
@@ -278,7 +268,7 @@ static void *destroy_while_members_spawn(void *arg)
     urt_group *g;
     if (urt_group_create(&g) != 0)
         return (void *)1;
-    urt_spawn_opts o = {.name = "breeder", .on_drop = bred_drop};
+    urt_spawn_opts o = {.name = "breeder", .on_drop = count_drop};
     for (int i = 0; i < BREEDERS; i++) {
         if (urt_group_spawn(g, breeder, g, &o) != 0)
             return (void *)2;
@@ -289,8 +279,8 @@ static void *destroy_while_members_spawn(void *arg)
         urt_sleep(MS / 10);
     if (urt_group_destroy(g) != 0)
         return (void *)3;
-    int spawned = atomic_load(&bred_spawned), started = atomic_load(&bred_started);
-    int ended = atomic_load(&bred_ended), dropped = atomic_load(&bred_dropped);
+    int spawned = atomic_load(&bred_spawned), started = atomic_load(&sleepers_started);
+    int ended = atomic_load(&sleepers_ended), dropped = atomic_load(&sleepers_dropped);
     if (started != ended)
         return (void *)4;   /* a member still runs after destroy returned */
     if (spawned != ended + dropped)
@@ -303,9 +293,7 @@ Test(group, destroy_waits_for_members_spawned_while_it_runs, .timeout = 60)
     FOR_EACH_WORKER_COUNT(w) {
         for (int round = 0; round < BRED_ROUNDS; round++) {
             atomic_store(&bred_spawned, 0);
-            atomic_store(&bred_started, 0);
-            atomic_store(&bred_ended, 0);
-            atomic_store(&bred_dropped, 0);
+            reset_sleepers();
             run_steps(w, destroy_while_members_spawn, NULL);
         }
     }
@@ -317,7 +305,6 @@ Test(group, destroy_waits_for_members_spawned_while_it_runs, .timeout = 60)
  * destroy returns; the spawner's call returns after destroy began and is
  * its last use of the group. */
 static atomic_int slow_armed, slow_inside, slow_destroying;
-static atomic_int lone_started, lone_ended, lone_dropped;
 
 static void slow_spawn_hook(urt_task *t, void *data)
 {
@@ -333,27 +320,12 @@ static void slow_spawn_hook(urt_task *t, void *data)
         ;
 }
 
-static void lone_drop(void *arg)
-{
-    (void)arg;
-    atomic_fetch_add(&lone_dropped, 1);
-}
-
-static void *lone_member(void *arg)
-{
-    (void)arg;
-    atomic_fetch_add(&lone_started, 1);
-    urt_sleep(UINT64_MAX);   /* until destroy cancels it */
-    atomic_fetch_add(&lone_ended, 1);
-    return NULL;
-}
-
 static void *lone_spawner(void *arg)
 {
     urt_group *g = arg;
-    urt_spawn_opts o = {.name = "lone", .on_drop = lone_drop};
+    urt_spawn_opts o = {.name = "lone", .on_drop = count_drop};
     atomic_store(&slow_armed, 1);
-    return (void *)(intptr_t)urt_group_spawn(g, lone_member, NULL, &o);
+    return (void *)(intptr_t)urt_group_spawn(g, sleeper, NULL, &o);
 }
 
 /* From a plain thread, which destroys by blocking: a worker stuck in the
@@ -371,8 +343,8 @@ static void *destroy_during_a_spawn(urt_runtime *rt)
     atomic_store(&slow_destroying, 1);
     if (urt_group_destroy(g) != 0)
         return (void *)3;
-    int started = atomic_load(&lone_started), ended = atomic_load(&lone_ended);
-    int dropped = atomic_load(&lone_dropped);
+    int started = atomic_load(&sleepers_started), ended = atomic_load(&sleepers_ended);
+    int dropped = atomic_load(&sleepers_dropped);
     void *r = NULL;
     if (urt_join(sp, &r) != 0)
         return (void *)4;
@@ -392,9 +364,7 @@ Test(group, destroy_waits_for_a_spawn_in_flight_from_a_non_member, .timeout = 60
             atomic_store(&slow_armed, 0);
             atomic_store(&slow_inside, 0);
             atomic_store(&slow_destroying, 0);
-            atomic_store(&lone_started, 0);
-            atomic_store(&lone_ended, 0);
-            atomic_store(&lone_dropped, 0);
+            reset_sleepers();
             urt_config cfg = {.workers = w, .on_task_spawn = slow_spawn_hook};
             urt_runtime *rt = rt_new_cfg(&cfg);
             void *r = destroy_during_a_spawn(rt);
