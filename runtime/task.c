@@ -326,11 +326,18 @@ uint64_t owned_live(urt_runtime *rt)
 
 /* A plain thread's waiter word: 0 waiting (maybe spinning), WAITER_ASLEEP
  * in FUTEX_WAIT, 1 woken. The waker makes the FUTEX_WAKE call only for a
- * waiter that went to sleep, and the waiter spins a little before it does:
- * a join that a worker completes within the spin costs neither side a
- * syscall (a plain thread joining remote spawns in a row mostly does). */
-#define WAITER_ASLEEP 2u
-#define WAITER_SPINS  128u   /* a few us at most (a pause is 10-140 cycles) */
+ * waiter that went to sleep, and the waiter spins for WAITER_SPIN_NS before
+ * it does: a join that a worker completes within the spin costs neither
+ * side a syscall (a plain thread joining remote spawns in a row mostly
+ * does), and the waiter keeps its CPU. One that slept is woken by the
+ * worker's FUTEX_WAKE, and the kernel tends to wake it on the worker's own
+ * CPU, where the two then take turns. The spin used to be 128 pauses
+ * (about 4 us here, a pause being 30 ns on this machine and 10-140 cycles
+ * elsewhere); 16 us made bench/sched's spawn_many_remote_busy1 at 1 worker
+ * 0.84x and spawn_many_remote_idle 0.89x as long, and is counted in time so
+ * that it does not depend on what a pause costs. */
+#define WAITER_ASLEEP  2u
+#define WAITER_SPIN_NS 16000u
 
 void waiter_wake(urt_waiter *w, int result)
 {
@@ -358,10 +365,13 @@ void waiter_wake(urt_waiter *w, int result)
 void waiter_block(urt_waiter *w)
 {
     /* acquire: pairs with the release half of waiter_wake's exchange */
-    for (unsigned i = 0; i < WAITER_SPINS; i++) {
+    uint64_t start = urt__now();
+    for (unsigned i = 1;; i++) {
         if (at_load_acquire(&w->futex) == 1)
             return;
         at_cpu_relax();
+        if (i % 64 == 0 && urt__now() - start >= WAITER_SPIN_NS)
+            break;   /* the clock every 64 pauses: about 2 us here */
     }
     uint32_t exp = 0;
     /* acq_rel: either we announce the sleep before the waker's exchange
