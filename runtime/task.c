@@ -330,8 +330,9 @@ uint64_t owned_live(urt_runtime *rt)
  * it does: a join that a worker completes within the spin costs neither
  * side a syscall (a plain thread joining remote spawns in a row mostly
  * does), and the waiter keeps its CPU. One that slept is woken by the
- * worker's FUTEX_WAKE, and the kernel tends to wake it on the worker's own
- * CPU, where the two then take turns. The spin used to be 128 pauses
+ * worker's FUTEX_WAKE, and the kernel may wake it on the worker's own CPU,
+ * where the two then take turns (spawn_many_remote_busy1 ran as fast as
+ * with the two pinned apart once the spin was longer). It used to be 128 pauses
  * (about 4 us here, a pause being 30 ns on this machine and 10-140 cycles
  * elsewhere); 16 us made bench/sched's spawn_many_remote_busy1 at 1 worker
  * 0.84x and spawn_many_remote_idle 0.89x as long, and is counted in time so
