@@ -30,7 +30,7 @@ typedef struct chan_waiter {
 } chan_waiter;
 
 struct urt_chan {
-    at_lock lock;  
+    at_lock lock;
     size_t item_size, cap;         /* immutable */
     size_t head, count;            /* under lock: a ring of cap slots, head < cap */
     bool closed;                   /* under lock */

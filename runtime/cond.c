@@ -35,7 +35,7 @@
 #include "runtime/sync.h"
 
 struct urt_cond {
-    at_lock lock;  
+    at_lock lock;
     waitq q;                       /* under lock */
 };
 

@@ -29,7 +29,7 @@ enum { MX_UNLOCKED = 0, MX_LOCKED = 1, MX_CONTENDED = 2 };
 
 struct urt_mutex {
     _Atomic uint32_t state;        /* MX_*; see above */
-    at_lock lock;            /* guards q, and state while CONTENDED */
+    at_lock lock;                  /* guards q, and state while CONTENDED */
     waitq q;                       /* under lock */
 };
 

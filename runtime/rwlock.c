@@ -44,7 +44,7 @@ typedef struct rw_waiter {
 } rw_waiter;
 
 struct urt_rwlock {
-    at_lock lock;  
+    at_lock lock;
     unsigned readers;              /* under lock: readers inside, at most RW_READERS_MAX */
     bool writer;                   /* under lock: a writer is inside (then readers is 0) */
     waitq q;                       /* under lock: rw_waiter.w, readers and writers in arrival order */

@@ -16,7 +16,7 @@
 #include "runtime/sync.h"
 
 struct urt_sem {
-    at_lock lock;  
+    at_lock lock;
     unsigned permits;              /* under lock; 0 while q is not empty; at most INT_MAX */
     waitq q;                       /* under lock */
 };

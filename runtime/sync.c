@@ -129,7 +129,7 @@ int sync_wait(at_lock *lock, waitq *q, urt_waiter *w, const char *what)
 /* ---- urt_notify ------------------------------------------------------------- */
 
 struct urt_notify {
-    at_lock lock;  
+    at_lock lock;
     bool permit;                   /* under lock; never set while a waiter is queued */
     waitq q;                       /* under lock */
 };
