@@ -122,17 +122,20 @@ struct urt_task {
     void (*on_drop)(void *arg);   /* immutable */
     unsigned flags;               /* URT_TASK_*; immutable */
     _Atomic int home;             /* worker that first ran it; -1 until then */
-    uint64_t id;                  /* immutable */
     urt_runtime *rt;              /* immutable */
-    urt_fn fn;
-    void *arg;
+    /* The record a waker writes for the task's one op, here rather than on
+     * the fiber's stack so a wait that uses it may hibernate (hibernate.c):
+     * a task waits on at most one op at a time (op.c), and the CQE handler
+     * of its ring writes it. done is true whenever it is not in flight. */
+    ring_op op;                   /* its one-shot op: op_wait (owner fiber / its ring) */
     void *ret;                    /* written before TS_COMPLETE (release) */
     int result;                   /* 0, -ECANCELED (never ran), -ENOMEM (no stack) */
     uint64_t op_timeout;          /* owner fiber only */
     uint64_t deadline;            /* urt_deadline, absolute urt__now ns, 0: none; owner fiber only */
     /* The fields a wait and a resume touch sit in the first three cache
-     * lines (state, the time bounds, these): a resume of a waiting
-     * connection then misses on three lines of its header, not six. */
+     * lines (state, the op record and the time bounds, these): a resume of
+     * a waiting connection then misses on three lines of its header, not
+     * six. */
     const char *wait_what;        /* for dumps: what it waits on; racy read */
     int wait_fd;
     bool hib_listed;              /* on its worker's list of hibernatable waits (hibernate.c) */
@@ -146,19 +149,20 @@ struct urt_task {
     urt_fiber *resumer;           /* the context that switched into it */
     urt_fiber fiber;
     uint64_t born_ns;             /* for dumps: spawn time (task_clock); immutable */
+    /* read once, when it starts or ends (not by a wait or a resume) */
+    uint64_t id;                  /* immutable */
+    urt_fn fn;
+    void *arg;
     urt_stack stack;
     size_t stack_size;
     urt_overflow_info ovf;
     /* block_in_place */
     urt_fn bip_fn;
     void *bip_arg, *bip_ret;
-    /* The records a waker writes, here rather than on the fiber's stack so a
-     * wait that uses them may hibernate (hibernate.c). A task waits on at
-     * most one op at a time (op.c) and arms at most one bound timer for a
-     * wait that is not a ring op (time.c); the CQE handler of its ring
-     * writes them. done is true whenever a record is not in flight. */
-    ring_op op;                   /* its one-shot op: op_wait (owner fiber / its ring) */
-    task_timer timer;             /* the bound timer of waits that are not ring ops (time.c) */
+    /* The bound timer of waits that are not ring ops (time.c): at most one
+     * armed, written by its ring's CQE handler, on the header for the same
+     * reason as op. */
+    task_timer timer;
     /* hibernation (hibernate.c), home worker only */
     void *hib_img;                /* the live frames while hibernated, else NULL */
     char *hib_from;               /* where they go back: [hib_from, stack.hi) */
