@@ -708,3 +708,71 @@ Test(echo_tool, sigusr2_prints_the_totals_without_a_dump, .timeout = 60)
     close(fd);
     echo_stop(&e, 10000);
 }
+
+/* ---- --stack-size ----------------------------------------------------------- */
+
+/* The server's virtual size in KiB (VmSize in /proc/PID/status). */
+static unsigned long vm_size_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    unsigned long kib = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmSize: %lu kB", &kib) == 1)
+            break;
+    fclose(f);
+    cr_assert_gt(kib, 0, "no VmSize in %s", path);
+    return kib;
+}
+
+/* VmSize of a server started with --stack-size kib while `conns` served
+ * connections are open. */
+static unsigned long vm_size_with(const char *kib, int *fds, unsigned conns)
+{
+    struct echo e;
+    const char *args[] = {"--mode", "pooled", "--stack-size", kib, NULL};
+    echo_start(&e, -1, -1, args);
+    for (unsigned i = 0; i < conns; i++)
+        fds[i] = served_client(e.port, "stack-size");
+    unsigned long size = vm_size_kib(e.pid);
+    for (unsigned i = 0; i < conns; i++)
+        cr_assert_eq(roundtrip(fds[i], i + 1), 1, "connection %u lost its echo", i);
+    for (unsigned i = 0; i < conns; i++)
+        close(fds[i]);
+    echo_stop(&e, 10000);
+    return size;
+}
+
+/* Each connection's task gets a stack of the size asked for: 40 connections
+ * on 1 MiB stacks map at least 40 x (1024 - 16) KiB more than on 16 KiB ones. */
+Test(echo_tool, stack_size_sets_the_connection_tasks_stacks, .timeout = 60)
+{
+    enum { CONNS = 40 };
+    int fds[CONNS];
+    unsigned long small = vm_size_with("16", fds, CONNS);
+    unsigned long big = vm_size_with("1024", fds, CONNS);
+    cr_assert_geq(big, small + CONNS * (1024 - 16),
+                  "VmSize %lu KiB with 1 MiB stacks, %lu KiB with 16 KiB ones: less than %u connections apart",
+                  big, small, CONNS);
+}
+
+Test(echo_tool, stack_size_out_of_range_is_refused, .timeout = 30)
+{
+    static const char *const bad[] = {"8", "1048577", "-16", "16k", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            int null = open("/dev/null", O_RDWR);
+            if (null < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+                _exit(127);
+            execl(echo_bin(), echo_bin(), "--addr", "127.0.0.1:0", "--stack-size", bad[i], (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "--stack-size '%s': status 0x%x, not exit 2", bad[i], st);
+    }
+}

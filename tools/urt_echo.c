@@ -4,7 +4,8 @@
  *   urt-echo [--addr HOST:PORT] [--workers N] [--mode plain|pooled]
  *            [--max-conns N] [--stats SECONDS] [--spin-us US|none] [--pin]
  *            [--accept single|multishot] [--rx-buffers N] [--rx-buffer-size B]
- *            [--idle-timeout MS] [--send-timeout MS]
+ *            [--idle-timeout MS] [--send-timeout MS] [--hibernate-after MS]
+ *            [--stack-size KIB]
  *
  * Tasks:
  *   root      (urt_runtime_block_on) starts the others, prints "listening
@@ -80,10 +81,13 @@
  * main() writes blocking: its error lines before the runtime starts, and
  * the exit totals line, which waits at most 0.5 s for room.
  *
- * Memory per connection is the task stack plus, in plain mode, a 16 KiB
- * buffer; a peer that never reads blocks only its own task in its send
- * (until --send-timeout, if set). In pooled mode such a connection also
- * keeps up to URT_RX_MAX_HELD of its worker's provided buffers
+ * Memory per connection is the task stack (--stack-size; a connection's
+ * frames take under 4 KiB, so 16 KiB is enough, and many small stacks keep
+ * their page tables denser than the library's 256 KiB default does) plus,
+ * in plain mode, a 16 KiB buffer; a peer that never reads blocks only its
+ * own task in its send (until --send-timeout, if set). In pooled mode such
+ * a connection also keeps up to URT_RX_MAX_HELD of its worker's provided
+ * buffers
  * (--rx-buffers sizes the pool). Error lines that a peer or the system can
  * repeat (too many connections, out of descriptors, odd socket errors) go
  * to stderr at most once a second each, with a count of the ones left out.
@@ -125,6 +129,8 @@
 #define BACKOFF_MIN_NS   (10 * NS_PER_MS)
 #define BACKOFF_MAX_NS   (1 * NS_PER_SEC)
 #define MAX_WORKERS      1024u
+#define STACK_MIN_KIB    16u                  /* urt_config.stack_size's range */
+#define STACK_MAX_KIB    (1024u * 1024u)
 #define MAX_TIMEOUT_MS   (365ul * 24 * 3600 * 1000)   /* --idle-timeout, --send-timeout: a year */
 #define READY_RETRY_NS   (10 * NS_PER_MS)
 #define START_WAIT_NS    (100 * NS_PER_MS)
@@ -144,6 +150,7 @@ struct options {
     unsigned rx_buffers, rx_buffer_size;
     uint64_t idle_ns, send_ns;   /* --idle-timeout, --send-timeout; 0: none */
     uint64_t hibernate_ns;       /* --hibernate-after; 0: the library's default */
+    size_t stack_size;           /* --stack-size in bytes; 0: the library's default */
 };
 
 /* One per worker, each on its own cache line. Written only by tasks running
@@ -1118,6 +1125,8 @@ static void usage(FILE *f)
             "                        a peer that stopped reading (0: never)\n"
             "  --hibernate-after MS  hibernate the stack of a connection idle this long (default\n"
             "                        1000; 0: never)\n"
+            "  --stack-size KIB      each task's stack, %u .. %u KiB (default 0: the library's,\n"
+            "                        256 KiB)\n"
             "  --help                this text\n"
             "\n"
             "Prints \"listening on ADDR (mode=M, workers=N)\" on stdout once ready. SIGINT or\n"
@@ -1129,7 +1138,7 @@ static void usage(FILE *f)
             "SIGUSR2 prints the totals line alone.\n"
             "Output never stalls the server: lines that find stdout or stderr full are dropped,\n"
             "and the next line that gets out says how many.\n",
-            prog, (double)GRACE_NS / NS_PER_SEC);
+            prog, STACK_MIN_KIB, STACK_MAX_KIB, (double)GRACE_NS / NS_PER_SEC);
 }
 
 static bool parse_ulong(const char *s, unsigned long max, unsigned long *out)
@@ -1159,6 +1168,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"idle-timeout", required_argument, NULL, 'I'},
         {"send-timeout", required_argument, NULL, 'T'},
         {"hibernate-after", required_argument, NULL, 'H'},
+        {"stack-size", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1246,6 +1256,14 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return 2;
             }
             o->hibernate_ns = v ? (uint64_t)v * NS_PER_MS : URT_HIBERNATE_NEVER;
+            break;
+        case 'K':
+            if (!parse_ulong(optarg, STACK_MAX_KIB, &v) || (v && v < STACK_MIN_KIB)) {
+                fprintf(stderr, "%s: --stack-size: expected %u .. %u KiB (0: the library's default), got '%s'\n",
+                        prog, STACK_MIN_KIB, STACK_MAX_KIB, optarg);
+                return 2;
+            }
+            o->stack_size = (size_t)v * 1024;
             break;
         case 'I':
         case 'T':
@@ -1479,6 +1497,7 @@ int main(int argc, char **argv)
         .rx_buffer_size = s->opt.rx_buffer_size,
         .cancel_wait_ns = GRACE_NS + NS_PER_SEC,   /* longer than a connection's drain */
         .hibernate_after_ns = s->opt.hibernate_ns,
+        .stack_size = s->opt.stack_size,
     };
     int err = urt_runtime_create(&s->rt, &cfg);
     if (err < 0) {
