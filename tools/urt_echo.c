@@ -82,12 +82,10 @@
  * the exit totals line, which waits at most 0.5 s for room.
  *
  * Memory per connection is the task stack (--stack-size; a connection's
- * frames take under 4 KiB, so 16 KiB is enough, and many small stacks keep
- * their page tables denser than the library's 256 KiB default does) plus,
- * in plain mode, a 16 KiB buffer; a peer that never reads blocks only its
- * own task in its send (until --send-timeout, if set). In pooled mode such
- * a connection also keeps up to URT_RX_MAX_HELD of its worker's provided
- * buffers
+ * frames take under 4 KiB, so 16 KiB is enough) plus, in plain mode, a
+ * 16 KiB buffer; a peer that never reads blocks only its own task in its
+ * send (until --send-timeout, if set). In pooled mode such a connection
+ * also keeps up to URT_RX_MAX_HELD of its worker's provided buffers
  * (--rx-buffers sizes the pool). Error lines that a peer or the system can
  * repeat (too many connections, out of descriptors, odd socket errors) go
  * to stderr at most once a second each, with a count of the ones left out.
