@@ -221,6 +221,7 @@ typedef struct urt_worker {
     unsigned lifo_polls;           /* LIFO polls in a row */
     q_fifo runq;                   /* pinned runnable tasks */
     q_fifo defer;                  /* yielded tasks, run after I/O is polled */
+    uint64_t defer_ns;             /* when maintenance last put them back (YIELD_SLICE_NS) */
     q_fifo nomem;                  /* never-run tasks whose stack could not be mapped yet */
     uint64_t nomem_last;           /* when nomem was last retried */
     urt_task *cur;

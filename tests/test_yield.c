@@ -128,6 +128,62 @@ Test(yield, yielding_spinner_lets_the_task_it_waits_for_run, .timeout = 60)
     }
 }
 
+/* ---- a yielder is not starved by work that never runs out ------------------------ */
+
+#define STARVE_YIELDS 200
+
+typedef struct flood {
+    atomic_int done;
+    atomic_ulong links;    /* chain tasks run */
+    unsigned long yields;
+} flood;
+
+/* Each link spawns the next before it ends: one worker always has a fresh
+ * task ready, until the yielder is done. */
+static void *chain_link(void *arg)
+{
+    flood *f = arg;
+    atomic_fetch_add(&f->links, 1);
+    if (!atomic_load(&f->done) && urt_spawn(NULL, NULL, chain_link, f) != 0)
+        atomic_store(&f->done, -1);
+    return NULL;
+}
+
+static void *yield_count(void *arg)
+{
+    flood *f = arg;
+    while (f->yields < STARVE_YIELDS) {
+        urt_yield();
+        f->yields++;
+    }
+    atomic_store(&f->done, 1);
+    return NULL;
+}
+
+static void *yielder_beside_a_chain(void *arg)
+{
+    flood *f = arg;
+    urt_task *y = NULL;
+    if (urt_spawn(NULL, &y, yield_count, f) != 0 || urt_spawn(NULL, NULL, chain_link, f) != 0)
+        return (void *)1;
+    urt_join(y, NULL);
+    return NULL;
+}
+
+Test(yield, yielder_runs_on_while_fresh_tasks_never_run_out, .timeout = 60)
+{
+    urt_runtime *rt = rt_new(1);
+    flood f = {0};
+    void *err = NULL;
+    cr_assert_eq(urt_runtime_block_on(rt, yielder_beside_a_chain, &f, &err), 0);
+    cr_assert_null(err, "spawn failed");
+    cr_assert_eq(f.yields, STARVE_YIELDS);
+    cr_assert_eq(atomic_load(&f.done), 1, "a link failed to spawn");
+    /* the chain ran between the yields (one link at least per yield) */
+    cr_assert_geq(atomic_load(&f.links), STARVE_YIELDS, "links %lu", atomic_load(&f.links));
+    urt_runtime_destroy(rt);
+}
+
 /* ---- outside a task urt_yield is harmless ----------------------------------------- */
 
 Test(yield, yield_outside_a_task_returns, .timeout = 10)
