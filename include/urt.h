@@ -295,7 +295,7 @@ URT_API void urt_detach(urt_task *t);
  * Let the other runnable tasks of this worker run: the caller goes to the
  * back of the worker's queue and runs again after the worker has polled its
  * ring; while other work stays ready, yielded tasks go back to the queue at
- * most once per 100 us time slice (at once when nothing else is ready). Does
+ * most once per 200 us time slice (at once when nothing else is ready). Does
  * not look at cancellation.
  * Context: in a task; anywhere else it is sched_yield(2).
  */

@@ -71,13 +71,14 @@
 #define MAX_LIFO_POLLS 3
 #define PARK_SAFETY_NS (1000ull * 1000 * 1000)
 #define TARGET_GQI_NS 200000ull
-/* Yielded tasks go back to the run queue at most this often while other work
- * is ready (half of Tokio's 200 us target for remote tasks): fairness by time,
- * not by polls. Counted in polls (Tokio's rule: every event_interval), eight
- * tasks that yield and then compute 10 us get 80 us of every 85 and a flood
- * of short tasks the rest; with the slice the short ones get at least what
- * the slice leaves, and with nothing else ready the yielders run at once. */
-#define YIELD_SLICE_NS 100000ull
+/* Yielded tasks go back to the run queue at most once per slice while other
+ * work is ready: fairness by time, not by polls. Tokio's rule (every
+ * event_interval polls) gives eight tasks that yield and then compute 10 us
+ * 80 us of every 85 and a flood of short tasks the rest; with the slice the
+ * short ones get what the slice leaves. The slice is Tokio's latency target
+ * for remote tasks (TARGET_GQI_NS); with nothing else ready the yielders run
+ * again at once. */
+#define YIELD_SLICE_NS TARGET_GQI_NS
 #define STACK_RETRY_NS (10ull * 1000 * 1000)        /* a task with no stack tries again this often */
 #define STACK_GIVE_UP_NS (1000ull * 1000 * 1000)    /* and is failed with -ENOMEM after this long */
 
