@@ -8,7 +8,8 @@
  *                            last one signals the waiting root task
  *   spawn_many_remote_idle   a plain thread spawns 10,000 tasks with handles
  *                            and joins them all
- *   spawn_many_remote_busy1  the same while 8 tasks loop: yield, stall 10 us
+ *   spawn_many_remote_busy1  the same while 8 tasks (started round-robin)
+ *                            loop: yield, stall 10 us
  *   spawn_many_remote_busy2  1,000 remote spawns + joins while 4 chains of
  *                            tasks stall 10 us and respawn themselves
  *   ping_pong                1,000 pings, each a task that spawns a partner
