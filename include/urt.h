@@ -632,6 +632,40 @@ URT_API ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf);
  */
 URT_API void    urt_buf_release(urt_buf *buf);
 /*
+ * Send buf's bytes (buf->data, buf->len) on fd and give the buffer back
+ * (as urt_buf_release) once the kernel has sent them, without waiting for
+ * the send: an echo or a proxy answers each chunk with no suspension of its
+ * own. A task's sends go out in the order it made them, on any fd: while
+ * its previous one is still in flight, the call waits for it first. An
+ * error of a send shows up later, once: as the result of the task's next
+ * urt_buf_send or urt_buf_flush. urt_close(fd) in the same task lets its
+ * send on fd finish first; a plain close(2) does not (call urt_buf_flush
+ * first). A task that ends with a send in flight leaves it to finish. The
+ * waits for a previous send end early on cancellation (-ECANCELED) and on
+ * urt_op_timeout / urt_deadline (-ETIMEDOUT; for urt_close: the close then
+ * ends the send); the send goes on meanwhile, and this buffer is released
+ * unsent.
+ * Context: in a task; in a migratable task, inside urt_block_in_place, in
+ * a hook (where it may not wait: -EDEADLK) or on a plain thread it sends
+ * synchronously (urt_send_all, or send(2)) and returns when it is done.
+ * Ownership: the buffer passes to urt whatever the result (buf->data is
+ * cleared); buf, the caller's struct, may be reused at once.
+ * Returns 0 (queued or sent), or -errno: -EINVAL (buf NULL or not filled;
+ * nothing is released), -EBADF (fd < 0), the error of the task's earlier
+ * send (-EPIPE, -ECONNRESET, -ECANCELED when a urt_close of its fd ended
+ * it ...; this buffer is then released unsent), -ECANCELED (the task is
+ * cancelled), -EBUSY (ring full), or the synchronous send's error.
+ */
+URT_API int     urt_buf_send(int fd, urt_buf *buf);
+/*
+ * Wait until the calling task's urt_buf_send is done.
+ * Context: in a task; in a hook only when nothing is in flight.
+ * Returns 0, or the error of a send not yet reported (once), -ECANCELED,
+ * -ETIMEDOUT (urt_op_timeout, urt_deadline: the send goes on), -EPERM (not
+ * in a task), -EDEADLK (in a hook with a send in flight).
+ */
+URT_API int     urt_buf_flush(void);
+/*
  * Cancel the receive, give the queued chunks nobody took back to the ring
  * (their data is dropped), and free rx once the kernel has ended the
  * receive. Called in a task, it waits (cancellation held back) until the

@@ -84,6 +84,7 @@ int urt_close(int fd)
     /* End every op on fd on every ring first (a recv pending on a closed
      * socket never completes, and the fd number must not be reused under
      * one), then close; both even in a cancelled task. */
+    bufsend_close_fd(t, fd);   /* this task's urt_buf_send on fd goes out first (time bounds and cancel apply) */
     bool old = t->shield;
     t->shield = true;
     fdt_close_wait(w, t, fd);

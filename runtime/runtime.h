@@ -168,6 +168,7 @@ struct urt_task {
     char *hib_from;               /* where they go back: [hib_from, stack.hi) */
     struct urt_task *hib_prev, *hib_next;   /* in the home worker's list of such waits */
     uint64_t hib_at;              /* when it was put on that list (its order) */
+    struct buf_tx *tx;            /* urt_buf_send's record (bufsend.c), NULL until first used */
     /* owned-task list, under the shard lock */
     struct urt_task *own_prev, *own_next;
     unsigned shard;
@@ -470,6 +471,10 @@ void fdt_dec(urt_worker *w, int fd);                 /* owner: it ended (only af
 void fdt_drain_ctl(urt_worker *w);                   /* owner: close requests from other workers */
 void fdt_close_wait(urt_worker *w, urt_task *t, int fd);  /* end every op on fd on every ring */
 void fdt_destroy(urt_worker *w);
+
+/* ---- bufsend.c ---- */
+void bufsend_close_fd(urt_task *t, int fd);   /* urt_close: the task's send on fd ends first */
+void bufsend_task_end(urt_task *t);           /* the task's fiber, as it ends */
 
 /* ---- blocking.c ---- */
 int  pool_init(blocking_pool *p, unsigned max);

@@ -598,6 +598,7 @@ static void task_entry(void *p)
     fiber_entry_begin();
     void *r = t->fn(t->arg);
     task_timer_close(t);   /* a bound timer still armed must not outlive the header */
+    bufsend_task_end(t);   /* a send still in flight keeps its record, not the header */
     t->ret = r;
     t->switch_reason = SW_DONE;
     fiber_switch_ex(&t->fiber, t->resumer, true);

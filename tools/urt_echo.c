@@ -34,10 +34,12 @@
  *             keeps going; a broken listen socket signals `stop` with exit
  *             status 1.
  *   conn      plain:  urt_recv into a 16 KiB buffer, urt_send it all back;
- *             pooled: urt_rx_recv a provided buffer, urt_send it all back,
- *                     urt_buf_release.
+ *             pooled: urt_rx_recv a provided buffer, urt_buf_send it back
+ *                     (the buffer returns to the ring once sent; the task
+ *                     waits only for a previous send still in flight).
  *             The receive runs under urt_op_timeout(--idle-timeout), each
- *             send under urt_op_timeout(--send-timeout).
+ *             send (pooled: each wait for the previous one) under
+ *             urt_op_timeout(--send-timeout).
  *             Ends on 0 (everything received was already sent back: the
  *             echo of a half-closed peer is complete), on a peer error, on
  *             the idle timeout (closed: the peer reads EOF), or on the
@@ -508,6 +510,29 @@ static ssize_t conn_recv(struct conn *c, size_t max, uint64_t timeout)
 static int send_chunk(struct conn *c)
 {
     struct worker_count *wc = my_count(c->s);
+    if (c->b.data && c->done == 0 && c->len) {
+        /* pooled: the buffer goes to the kernel and comes back to the ring
+         * when sent (urt_buf_send), so the task goes on to the next chunk
+         * at once; only a send of the previous chunk still in flight is
+         * waited for, under --send-timeout. Counted when handed over. */
+        uint64_t to;
+        if (!call_timeout(c, c->s->opt.send_ns, &to))
+            return -ETIMEDOUT;
+        size_t n = c->len;
+        c->b.len = n;   /* drain may have cut it short */
+        uint64_t old = urt_op_timeout(to);
+        int r = urt_buf_send(c->fd, &c->b);
+        urt_op_timeout(old);
+        c->data = NULL;
+        c->len = c->done = 0;
+        if (r < 0)
+            return r;
+        if (wc) {
+            count_add(&wc->bytes, (uint64_t)n);
+            count_add(&wc->msgs, 1);
+        }
+        return 0;
+    }
     while (c->done < c->len) {
         uint64_t to;
         if (!call_timeout(c, c->s->opt.send_ns, &to))
@@ -582,6 +607,19 @@ static enum conn_end drain(struct conn *c)
     if (r < 0)
         return failed("send", r);
     drop_chunk(c);
+    if (c->rx) {
+        /* the half-close must follow the last queued send */
+        uint64_t to;
+        if (!call_timeout(c, s->opt.send_ns, &to))
+            return END_GRACE;
+        uint64_t old = urt_op_timeout(to);
+        r = urt_buf_flush();
+        urt_op_timeout(old);
+        if (r == -ETIMEDOUT)
+            return urt_now() >= c->deadline ? END_GRACE : END_STALLED;
+        if (r < 0)
+            return failed("send", r);
+    }
     r = urt_shutdown(c->fd, SHUT_WR);
     if (r < 0)
         return failed("shutdown", r);
@@ -662,7 +700,12 @@ static void *conn_task(void *arg)
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
+    /* pooled: urt_close lets the last urt_buf_send finish first, within
+     * --send-timeout after a clean end; after any other end it cuts it */
+    bool clean = end == END_EOF || end == END_DRAINED || end == END_IDLE;
+    uint64_t old = urt_op_timeout(clean ? s->opt.send_ns : 1);
     urt_close(c.fd);
+    urt_op_timeout(old);
     __atomic_fetch_sub(&s->active, 1, __ATOMIC_RELAXED);
     return NULL;
 }

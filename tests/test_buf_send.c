@@ -1,0 +1,513 @@
+/*
+ * test_buf_send.c - urt_buf_send: a received buffer sent back without the
+ * task waiting for the send, over a Unix stream socketpair or, where a send
+ * must wait in the kernel for room, a loopback TCP connection with small
+ * buffers (fd[0] is the server's, with a urt_rx on it; fd[1] the test's
+ * peer):
+ *  - a 4 MiB stream echoed chunk by chunk arrives whole and in order while
+ *    the peer reads slowly (sends queue behind a full socket);
+ *  - a send that fails shows its error once, later; every buffer comes back;
+ *  - bad input: -EINVAL for a NULL or empty urt_buf, -EBADF for fd < 0 (the
+ *    buffer released: more chunks than the rx may hold pass through);
+ *  - a task that ends with a send still in flight leaves it to finish;
+ *  - urt_close right after urt_buf_send delivers the data, then the EOF;
+ *  - outside a task (a plain thread) it sends synchronously.
+ * A cut, reordered or lost send shows as a byte mismatch or a short count;
+ * a buffer never given back as -ENOBUFS from urt_rx_recv, or a leak (ASan).
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <urt.h>
+
+#include "tests/support/urt_test.h"
+
+#define STREAM_LEN ((size_t)4 << 20)
+
+static uint8_t pat(size_t off) { return (uint8_t)((off * 2654435761u) >> 13); }
+
+static void pair(int fd[2])
+{
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd), 0);
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* A TCP connection over loopback: fd[0] the accepted end, fd[1] the
+ * client's. Small buffers, so that a few sends fill it. */
+static void tcp_pair(int fd[2])
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(l, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(l, 1), 0);
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &al), 0);
+    fd[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    setsockopt(fd[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    cr_assert_eq(connect(fd[1], (struct sockaddr *)&a, sizeof(a)), 0);
+    fd[0] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    cr_assert_geq(fd[0], 0);
+    setsockopt(fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    close(l);
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* ---- the echo server task ------------------------------------------------------ */
+
+typedef struct echo {
+    int fd;
+    int close_with_urt;          /* urt_close(fd) at the end (else the test closes it) */
+    ssize_t recv_err;            /* the receive's last result (0: EOF) */
+    int send_err;                /* first error urt_buf_send or urt_buf_flush returned */
+    int errors;                  /* how many of their results were errors */
+    int flush_after;             /* what a second urt_buf_flush returned */
+    int enobufs;                 /* urt_rx_recv said -ENOBUFS */
+    size_t bytes;
+} echo;
+
+static void note(echo *e, int r)
+{
+    if (r < 0) {
+        if (!e->send_err)
+            e->send_err = r;
+        e->errors++;
+    }
+}
+
+static void *echo_task(void *arg)
+{
+    echo *e = arg;
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, e->fd) != 0)
+        return (void *)1;
+    for (;;) {
+        urt_buf b;
+        ssize_t n = urt_rx_recv(rx, &b);
+        if (n == -ENOBUFS)
+            e->enobufs++;
+        if (n <= 0) {
+            e->recv_err = n;
+            break;
+        }
+        e->bytes += (size_t)n;
+        note(e, urt_buf_send(e->fd, &b));
+        if (b.data)
+            return (void *)2;   /* the buffer must have passed to urt */
+    }
+    note(e, urt_buf_flush());
+    e->flush_after = urt_buf_flush();
+    urt_rx_close(rx);
+    if (e->close_with_urt)
+        urt_close(e->fd);
+    return NULL;
+}
+
+typedef struct peer {
+    int fd;
+    size_t len;
+    int slow;                    /* pause now and then while reading */
+    size_t got;
+    size_t bad_at;               /* first mismatching offset, or SIZE_MAX */
+} peer;
+
+static void *peer_write(void *arg)
+{
+    peer *p = arg;
+    uint8_t *buf = malloc(65536);
+    for (size_t off = 0; off < p->len;) {
+        size_t n = p->len - off < 65536 ? p->len - off : 65536;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = pat(off + i);
+        ssize_t w = send(p->fd, buf, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    shutdown(p->fd, SHUT_WR);
+    free(buf);
+    return NULL;
+}
+
+/* Read to the end of the stream (or p->len bytes, when not 0), checking
+ * the pattern. */
+static void peer_read(peer *p)
+{
+    uint8_t buf[8192];
+    p->got = 0;
+    p->bad_at = SIZE_MAX;
+    for (unsigned k = 0; !p->len || p->got < p->len; k++) {
+        size_t want = p->len && p->len - p->got < sizeof(buf) ? p->len - p->got : sizeof(buf);
+        ssize_t n = recv(p->fd, buf, want, 0);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n && p->bad_at == SIZE_MAX; i++)
+            if (buf[i] != pat(p->got + (size_t)i))
+                p->bad_at = p->got + (size_t)i;
+        p->got += (size_t)n;
+        if (p->slow && k % 64 == 0) {
+            struct timespec ts = {0, 2 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+Test(buf_send, a_stream_echoed_chunk_by_chunk_arrives_whole_and_in_order, .timeout = 120)
+{
+    FOR_EACH_WORKER_COUNT(w) {
+        int fd[2];
+        pair(fd);
+        urt_runtime *rt = rt_new(w);
+        echo e = {.fd = fd[0]};
+        urt_task *t = NULL;
+        cr_assert_eq(urt_spawn(rt, &t, echo_task, &e), 0);
+        peer p = {.fd = fd[1], .len = STREAM_LEN, .slow = 1};
+        pthread_t wr;
+        cr_assert_eq(pthread_create(&wr, NULL, peer_write, &p), 0);
+        /* the server never closes: read exactly what was sent */
+        uint8_t buf[8192];
+        size_t got = 0, bad = SIZE_MAX;
+        for (unsigned k = 0; got < STREAM_LEN; k++) {
+            ssize_t n = recv(fd[1], buf, sizeof(buf), 0);
+            if (n <= 0)
+                break;
+            for (ssize_t i = 0; i < n && bad == SIZE_MAX; i++)
+                if (buf[i] != pat(got + (size_t)i))
+                    bad = got + (size_t)i;
+            got += (size_t)n;
+            if (k % 64 == 0) {
+                struct timespec ts = {0, 2 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        pthread_join(wr, NULL);
+        void *ret = (void *)9;
+        cr_assert_eq(urt_join(t, &ret), 0);
+        cr_assert_null(ret, "server task failed: %p", ret);
+        cr_assert_eq(got, STREAM_LEN, "workers %u: %zu of %zu bytes came back", w, got, STREAM_LEN);
+        cr_assert_eq(bad, SIZE_MAX, "workers %u: byte %zu differs", w, bad);
+        cr_assert_eq(e.recv_err, 0);
+        cr_assert_eq(e.send_err, 0, "send error %d", e.send_err);
+        cr_assert_eq(e.enobufs, 0);
+        urt_runtime_destroy(rt);
+        close(fd[0]);
+        close(fd[1]);
+    }
+}
+
+Test(buf_send, a_failed_send_reports_its_error_once_and_gives_every_buffer_back, .timeout = 60)
+{
+    int fd[2];
+    pair(fd);
+    /* data waits for the server, and nobody will read its answers */
+    static uint8_t data[65536];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = pat(i);
+    cr_assert_eq(send(fd[1], data, sizeof(data), 0), (ssize_t)sizeof(data));
+    close(fd[1]);
+    urt_runtime *rt = rt_new(1);
+    echo e = {.fd = fd[0]};
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, echo_task, &e), 0);
+    void *ret = (void *)9;
+    cr_assert_eq(urt_join(t, &ret), 0);
+    cr_assert_null(ret);
+    cr_assert_eq(e.bytes, sizeof(data), "the server received %zu bytes", e.bytes);
+    cr_assert(e.send_err == -EPIPE || e.send_err == -ECONNRESET, "first error %d", e.send_err);
+    /* one failed send, reported once, and every later chunk refused with it
+     * or sent into the same closed socket: never more errors than chunks */
+    cr_assert_geq(e.errors, 1);
+    cr_assert_eq(e.flush_after, 0, "the error was reported twice");
+    urt_runtime_destroy(rt);   /* ASan: no record or buffer left behind */
+    close(fd[0]);
+}
+
+/* ---- bad input ------------------------------------------------------------------- */
+
+typedef struct bad {
+    int fd;
+    int null_r, empty_r, badfd_r, badfd_count, enobufs, closed_r, flush_r;
+} bad;
+
+static void *bad_task(void *arg)
+{
+    bad *b = arg;
+    b->null_r = urt_buf_send(b->fd, NULL);
+    urt_buf empty = {0};
+    b->empty_r = urt_buf_send(b->fd, &empty);
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, b->fd) != 0)
+        return (void *)1;
+    /* more chunks than one rx may hold: each must come back */
+    for (int i = 0; i < 3 * URT_RX_MAX_HELD; i++) {
+        urt_buf c;
+        ssize_t n = urt_rx_recv(rx, &c);
+        if (n == -ENOBUFS) {
+            b->enobufs++;
+            break;
+        }
+        if (n <= 0)
+            return (void *)2;
+        int r = urt_buf_send(-1, &c);
+        if (r == -EBADF)
+            b->badfd_count++;
+        b->badfd_r = r;
+    }
+    /* an fd number that is not open: queued, then its error comes back */
+    int spare = dup(b->fd);
+    close(spare);
+    urt_buf c;
+    if (urt_rx_recv(rx, &c) <= 0)
+        return (void *)3;
+    b->closed_r = urt_buf_send(spare, &c);
+    b->flush_r = urt_buf_flush();
+    urt_rx_close(rx);
+    return NULL;
+}
+
+Test(buf_send, bad_input_is_refused_and_loses_no_buffer, .timeout = 60)
+{
+    int fd[2];
+    pair(fd);
+    urt_runtime *rt = rt_new(1);
+    bad b = {.fd = fd[0]};
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, bad_task, &b), 0);
+    /* one small message at a time, so each is a chunk of its own */
+    /* twice what it takes, in case some arrive together as one chunk */
+    for (int i = 0; i < 6 * URT_RX_MAX_HELD + 2; i++) {
+        char m[8] = "chunk";
+        cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
+        struct timespec ts = {0, 200 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    void *ret = (void *)9;
+    cr_assert_eq(urt_join(t, &ret), 0);
+    cr_assert_null(ret, "bad_task failed at %p", ret);
+    cr_assert_eq(b.null_r, -EINVAL);
+    cr_assert_eq(b.empty_r, -EINVAL);
+    cr_assert_eq(b.enobufs, 0, "a buffer refused with -EBADF was not given back");
+    cr_assert_eq(b.badfd_count, 3 * URT_RX_MAX_HELD);
+    cr_assert_eq(b.closed_r, 0, "queued: the error comes later");
+    cr_assert_eq(b.flush_r, -EBADF, "flush %d", b.flush_r);
+    urt_runtime_destroy(rt);
+    close(fd[0]);
+    close(fd[1]);
+}
+
+/* ---- a send in flight when the task ends, or when it closes the fd ------------------- */
+
+typedef struct late {
+    int fd;
+    int close_with_urt;
+    size_t filled;               /* bytes written plainly before the chunk */
+    int send_r;
+    urt_buf chunk_seen;
+} late;
+
+/* Fill the socket toward the peer with the pattern so that the next send
+ * parks in the kernel, then urt_buf_send one received chunk of the pattern's
+ * next bytes, and end (or urt_close the fd) at once. */
+static void *late_task(void *arg)
+{
+    late *l = arg;
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, l->fd) != 0)
+        return (void *)1;
+    urt_buf c;
+    ssize_t n = urt_rx_recv(rx, &c);
+    if (n <= 0)
+        return (void *)2;
+    uint8_t tmp[4096];
+    /* until not even one byte fits (EAGAIN at each size down to 1) */
+    for (size_t size = sizeof(tmp); size > 0; size /= 4) {
+        for (;;) {
+            for (size_t i = 0; i < size; i++)
+                tmp[i] = pat(l->filled + i);
+            ssize_t w = send(l->fd, tmp, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w < 0)
+                break;   /* full (EAGAIN) */
+            l->filled += (size_t)w;
+        }
+    }
+    /* the chunk holds the pattern from 0: rewrite it to continue the stream */
+    for (ssize_t i = 0; i < n; i++)
+        ((uint8_t *)c.data)[i] = pat(l->filled + (size_t)i);
+    l->send_r = urt_buf_send(l->fd, &c);
+    urt_rx_close(rx);
+    if (l->close_with_urt)
+        urt_close(l->fd);
+    return NULL;
+}
+
+static void late_case(int close_with_urt)
+{
+    int fd[2];
+    tcp_pair(fd);
+    urt_runtime *rt = rt_new(1);
+    late l = {.fd = fd[0], .close_with_urt = close_with_urt};
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, late_task, &l), 0);
+    uint8_t m[1000];
+    for (size_t i = 0; i < sizeof(m); i++)
+        m[i] = pat(i);
+    cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
+    peer p = {.fd = fd[1]};
+    void *ret = (void *)9;
+    if (!close_with_urt) {
+        /* the task ends while its send waits in the kernel for room */
+        cr_assert_eq(urt_join(t, &ret), 0);
+        cr_assert_null(ret, "late_task failed at %p", ret);
+        p.len = l.filled + sizeof(m);   /* the fd stays open: read what should come */
+        peer_read(&p);
+        /* nothing more: a short wait for a stray byte */
+        struct timeval tv = {.tv_usec = 100 * 1000};
+        setsockopt(fd[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char extra;
+        cr_assert_lt(recv(fd[1], &extra, 1, 0), 0, "more bytes than were sent");
+    } else {
+        /* urt_close waits for the send, which waits for us to read: read to
+         * the close's end of the stream, then join */
+        peer_read(&p);
+        cr_assert_eq(urt_join(t, &ret), 0);
+        cr_assert_null(ret, "late_task failed at %p", ret);
+    }
+    cr_assert_eq(l.send_r, 0);
+    cr_assert_gt(l.filled, 0);
+    cr_assert_eq(p.bad_at, SIZE_MAX, "byte %zu differs", p.bad_at);
+    cr_assert_eq(p.got, l.filled + sizeof(m), "%zu bytes arrived, %zu plain + %zu sent with urt_buf_send", p.got,
+                 l.filled, sizeof(m));
+    urt_runtime_destroy(rt);   /* ASan: the record was freed by its CQE */
+    if (!close_with_urt)
+        close(fd[0]);
+    close(fd[1]);
+}
+
+Test(buf_send, a_task_that_ends_with_a_send_in_flight_leaves_it_to_finish, .timeout = 60)
+{
+    late_case(0);
+}
+
+Test(buf_send, urt_close_after_urt_buf_send_delivers_the_data_then_the_end, .timeout = 60)
+{
+    late_case(1);
+}
+
+/* ---- outside a task ------------------------------------------------------------------ */
+
+typedef struct handoff {
+    int fd;
+    urt_buf b;
+    ssize_t n;
+} handoff;
+
+static void *take_one(void *arg)
+{
+    handoff *h = arg;
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, h->fd) != 0)
+        return (void *)1;
+    h->n = urt_rx_recv(rx, &h->b);
+    urt_rx_close(rx);   /* the buffer stays valid until released */
+    return NULL;
+}
+
+Test(buf_send, a_plain_thread_sends_synchronously, .timeout = 60)
+{
+    int fd[2];
+    pair(fd);
+    urt_runtime *rt = rt_new(1);
+    handoff h = {.fd = fd[0]};
+    uint8_t m[300];
+    for (size_t i = 0; i < sizeof(m); i++)
+        m[i] = pat(i);
+    cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
+    void *ret = (void *)9;
+    cr_assert_eq(urt_runtime_block_on(rt, take_one, &h, &ret), 0);
+    cr_assert_null(ret);
+    cr_assert_eq(h.n, (ssize_t)sizeof(m));
+    cr_assert_eq(urt_buf_send(fd[0], &h.b), 0);
+    cr_assert_null(h.b.data);
+    cr_assert_eq(urt_buf_flush(), -EPERM);
+    uint8_t got[300];
+    cr_assert_eq(recv(fd[1], got, sizeof(got), MSG_WAITALL), (ssize_t)sizeof(got));
+    cr_assert_eq(memcmp(got, m, sizeof(m)), 0);
+    urt_runtime_destroy(rt);
+    close(fd[0]);
+    close(fd[1]);
+}
+
+/* ---- a peer that never reads -------------------------------------------------------- */
+
+typedef struct stuck {
+    int fd;
+    int second_r, close_r, flush_r;
+} stuck;
+
+static void *stuck_task(void *arg)
+{
+    stuck *k = arg;
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, k->fd) != 0)
+        return (void *)1;
+    urt_buf a, b;
+    if (urt_rx_recv(rx, &a) <= 0)
+        return (void *)2;
+    uint8_t tmp[4096];
+    memset(tmp, 'x', sizeof(tmp));
+    for (size_t size = sizeof(tmp); size > 0; size /= 4)
+        while (send(k->fd, tmp, size, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+            ;
+    if (urt_buf_send(k->fd, &a) != 0)   /* waits in the kernel for room that never comes */
+        return (void *)3;
+    if (urt_rx_recv(rx, &b) <= 0)
+        return (void *)4;
+    uint64_t old = urt_op_timeout(50ull * 1000 * 1000);
+    k->second_r = urt_buf_send(k->fd, &b);   /* must wait for the first: runs out of time */
+    k->flush_r = urt_buf_flush();
+    urt_rx_close(rx);
+    k->close_r = urt_close(k->fd);   /* out of time too: the close ends the send */
+    urt_op_timeout(old);
+    return NULL;
+}
+
+Test(buf_send, a_peer_that_never_reads_times_out_the_next_send_and_the_close, .timeout = 60)
+{
+    int fd[2];
+    tcp_pair(fd);
+    urt_runtime *rt = rt_new(1);
+    stuck k = {.fd = fd[0]};
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, stuck_task, &k), 0);
+    char m[100] = "first";
+    cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);   /* the second arrives as a chunk of its own */
+    cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
+    void *ret = (void *)9;
+    cr_assert_eq(urt_join(t, &ret), 0);
+    cr_assert_null(ret, "stuck_task failed at %p", ret);
+    cr_assert_eq(k.second_r, -ETIMEDOUT, "second send %d", k.second_r);
+    cr_assert_eq(k.flush_r, -ETIMEDOUT, "flush %d", k.flush_r);
+    cr_assert_eq(k.close_r, 0);
+    urt_runtime_destroy(rt);   /* ASan: the cut send's record and buffer are freed */
+    close(fd[1]);
+}
