@@ -643,26 +643,36 @@ URT_API void    urt_buf_release(urt_buf *buf);
  * first). A task that ends with a send in flight leaves it to finish. The
  * waits for a previous send end early on cancellation (-ECANCELED) and on
  * urt_op_timeout / urt_deadline (-ETIMEDOUT; for urt_close: the close then
- * ends the send); the send goes on meanwhile, and this buffer is released
- * unsent.
- * Context: in a task; in a migratable task, inside urt_block_in_place, in
- * a hook (where it may not wait: -EDEADLK) or on a plain thread it sends
- * synchronously (urt_send_all, or send(2)) and returns when it is done.
- * Ownership: the buffer passes to urt whatever the result (buf->data is
- * cleared); buf, the caller's struct, may be reused at once.
- * Returns 0 (queued or sent), or -errno: -EINVAL (buf NULL or not filled;
- * nothing is released), -EBADF (fd < 0), the error of the task's earlier
- * send (-EPIPE, -ECONNRESET, -ECANCELED when a urt_close of its fd ended
- * it ...; this buffer is then released unsent), -ECANCELED (the task is
- * cancelled), -EBUSY (ring full), or the synchronous send's error.
+ * ends the send); the send in flight goes on meanwhile. A send that a
+ * urt_close of its fd ends after only part of it went is not resumed.
+ * Context: in a task; for a buffer of another worker's urt_rx, in a
+ * migratable task, inside urt_block_in_place, in a hook (where it may not
+ * wait: -EDEADLK) or on a plain thread it sends synchronously (urt_send_all,
+ * or send(2)) and returns when it is done; inside urt_block_in_place and in
+ * a hook a send of the task still in flight makes it refuse (-EDEADLK)
+ * rather than overtake it. Errors are the task's, not the fd's: a failed
+ * send's error comes back from the next call whatever its fd.
+ * Ownership: on 0 the buffer has passed to urt (buf->data is cleared; buf,
+ * the caller's struct, may be reused at once); an empty one (len 0) is
+ * released. On an error before anything was sent buf is unchanged and the
+ * buffer still the caller's, to send again or release; after the
+ * synchronous send's own error it has been released (buf->data cleared).
+ * Returns 0 (queued or sent), or -errno: -EINVAL (buf NULL or not filled,
+ * or buf->len larger than the buffer),
+ * -EBADF (fd < 0), the error of the task's earlier send (-EPIPE,
+ * -ECONNRESET, -ECANCELED when a urt_close of its fd ended it ...),
+ * -ECANCELED (the task is cancelled), -ETIMEDOUT, -EBUSY (ring full), or
+ * the synchronous send's error.
  */
 URT_API int     urt_buf_send(int fd, urt_buf *buf);
 /*
  * Wait until the calling task's urt_buf_send is done.
- * Context: in a task; in a hook only when nothing is in flight.
+ * Context: in a task; in a hook or inside urt_block_in_place only when
+ * nothing is in flight.
  * Returns 0, or the error of a send not yet reported (once), -ECANCELED,
  * -ETIMEDOUT (urt_op_timeout, urt_deadline: the send goes on), -EPERM (not
- * in a task), -EDEADLK (in a hook with a send in flight).
+ * in a task), -EDEADLK (in a hook or inside urt_block_in_place with a send
+ * in flight).
  */
 URT_API int     urt_buf_flush(void);
 /*

@@ -836,6 +836,14 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
     return ret;
 }
 
+urt_worker *net_buf_home(const urt_buf *buf, size_t *cap)
+{
+    const urt_rx *rx = buf->_rx;
+    /* a heap chunk (spill, or the ring-less path) is at most this big too */
+    *cap = rx->pool->bufs.br ? rx->pool->bufs.size : rx->w->rt->cfg.rx_buffer_size;
+    return rx->w;
+}
+
 void urt_buf_release(urt_buf *buf)
 {
     if (!buf || !buf->_rx)

@@ -472,6 +472,9 @@ void fdt_drain_ctl(urt_worker *w);                   /* owner: close requests fr
 void fdt_close_wait(urt_worker *w, urt_task *t, int fd);  /* end every op on fd on every ring */
 void fdt_destroy(urt_worker *w);
 
+/* ---- net.c, for bufsend.c ---- */
+urt_worker *net_buf_home(const urt_buf *buf, size_t *cap);   /* buf's rx worker; *cap: its most bytes */
+
 /* ---- bufsend.c ---- */
 void bufsend_close_fd(urt_task *t, int fd);   /* urt_close: the task's send on fd ends first */
 void bufsend_task_end(urt_task *t);           /* the task's fiber, as it ends */

@@ -8,7 +8,8 @@
  *    the peer reads slowly (sends queue behind a full socket);
  *  - a send that fails shows its error once, later; every buffer comes back;
  *  - bad input: -EINVAL for a NULL or empty urt_buf, -EBADF for fd < 0 (the
- *    buffer released: more chunks than the rx may hold pass through);
+ *    buffer still the caller's, who releases it: more chunks than the rx
+ *    may hold pass through);
  *  - a task that ends with a send still in flight leaves it to finish;
  *  - urt_close right after urt_buf_send delivers the data, then the EOF;
  *  - outside a task (a plain thread) it sends synchronously.
@@ -109,9 +110,13 @@ static void *echo_task(void *arg)
             break;
         }
         e->bytes += (size_t)n;
-        note(e, urt_buf_send(e->fd, &b));
-        if (b.data)
-            return (void *)2;   /* the buffer must have passed to urt */
+        int r = urt_buf_send(e->fd, &b);
+        note(e, r);
+        if (r == 0 && b.data)
+            return (void *)2;   /* on success the buffer must have passed to urt */
+        if (r < 0 && !b.data)
+            return (void *)3;   /* on an error before the send it stays ours */
+        urt_buf_release(&b);   /* (nothing when it passed) */
     }
     note(e, urt_buf_flush());
     e->flush_after = urt_buf_flush();
@@ -267,9 +272,10 @@ static void *bad_task(void *arg)
         if (n <= 0)
             return (void *)2;
         int r = urt_buf_send(-1, &c);
-        if (r == -EBADF)
-            b->badfd_count++;
+        if (r == -EBADF && c.data)
+            b->badfd_count++;   /* refused, and still ours */
         b->badfd_r = r;
+        urt_buf_release(&c);
     }
     /* an fd number that is not open: queued, then its error comes back */
     int spare = dup(b->fd);
@@ -304,7 +310,7 @@ Test(buf_send, bad_input_is_refused_and_loses_no_buffer, .timeout = 60)
     cr_assert_null(ret, "bad_task failed at %p", ret);
     cr_assert_eq(b.null_r, -EINVAL);
     cr_assert_eq(b.empty_r, -EINVAL);
-    cr_assert_eq(b.enobufs, 0, "a buffer refused with -EBADF was not given back");
+    cr_assert_eq(b.enobufs, 0, "a buffer refused with -EBADF could not be given back");
     cr_assert_eq(b.badfd_count, 3 * URT_RX_MAX_HELD);
     cr_assert_eq(b.closed_r, 0, "queued: the error comes later");
     cr_assert_eq(b.flush_r, -EBADF, "flush %d", b.flush_r);
@@ -459,6 +465,7 @@ Test(buf_send, a_plain_thread_sends_synchronously, .timeout = 60)
 
 typedef struct stuck {
     int fd;
+    int fill_all;                /* fill until not one byte fits (else: until 4 KiB does not) */
     int second_r, close_r, flush_r;
 } stuck;
 
@@ -473,31 +480,34 @@ static void *stuck_task(void *arg)
         return (void *)2;
     uint8_t tmp[4096];
     memset(tmp, 'x', sizeof(tmp));
-    for (size_t size = sizeof(tmp); size > 0; size /= 4)
+    for (size_t size = sizeof(tmp); size > 0; size = k->fill_all ? size / 4 : 0)
         while (send(k->fd, tmp, size, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
             ;
-    if (urt_buf_send(k->fd, &a) != 0)   /* waits in the kernel for room that never comes */
+    /* waits in the kernel for room that never comes (with fill_all 0 after
+     * a part went: a cancel then ends it short) */
+    if (urt_buf_send(k->fd, &a) != 0)
         return (void *)3;
     if (urt_rx_recv(rx, &b) <= 0)
         return (void *)4;
     uint64_t old = urt_op_timeout(50ull * 1000 * 1000);
-    k->second_r = urt_buf_send(k->fd, &b);   /* queued behind the first */
-    k->flush_r = urt_buf_flush();            /* waits for both: runs out of time */
+    k->second_r = urt_buf_send(k->fd, &b);   /* must wait for the first: runs out of time */
+    urt_buf_release(&b);                     /* still ours */
+    k->flush_r = urt_buf_flush();
     urt_rx_close(rx);
     k->close_r = urt_close(k->fd);   /* out of time too: the close ends the send */
     urt_op_timeout(old);
     return NULL;
 }
 
-Test(buf_send, a_peer_that_never_reads_times_out_the_flush_and_the_close, .timeout = 60)
+static void stuck_case(int fill_all)
 {
     int fd[2];
     tcp_pair(fd);
     urt_runtime *rt = rt_new(1);
-    stuck k = {.fd = fd[0]};
+    stuck k = {.fd = fd[0], .fill_all = fill_all};
     urt_task *t = NULL;
     cr_assert_eq(urt_spawn(rt, &t, stuck_task, &k), 0);
-    char m[100] = "first";
+    char m[4096] = "first";
     cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
     struct timespec ts = {0, 100 * 1000 * 1000};
     nanosleep(&ts, NULL);   /* the second arrives as a chunk of its own */
@@ -505,9 +515,78 @@ Test(buf_send, a_peer_that_never_reads_times_out_the_flush_and_the_close, .timeo
     void *ret = (void *)9;
     cr_assert_eq(urt_join(t, &ret), 0);
     cr_assert_null(ret, "stuck_task failed at %p", ret);
-    cr_assert_eq(k.second_r, 0, "second send %d", k.second_r);
+    cr_assert_eq(k.second_r, -ETIMEDOUT, "second send %d", k.second_r);
     cr_assert_eq(k.flush_r, -ETIMEDOUT, "flush %d", k.flush_r);
     cr_assert_eq(k.close_r, 0);
     urt_runtime_destroy(rt);   /* ASan: the cut send's record and buffer are freed */
     close(fd[1]);
+}
+
+Test(buf_send, a_peer_that_never_reads_times_out_the_next_send_and_the_close, .timeout = 60)
+{
+    stuck_case(1);
+}
+
+
+/* ---- cancelled while it waits for the send before: the buffer stays the caller's ------- */
+
+typedef struct full {
+    int fd;
+    int sent_ok;                 /* urt_buf_send calls that returned 0 */
+    int last_r;
+    int still_ours;              /* the refused buffer was left to the caller */
+} full;
+
+static void *full_task(void *arg)
+{
+    full *f = arg;
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, f->fd) != 0)
+        return (void *)1;
+    uint8_t tmp[4096];
+    memset(tmp, 'x', sizeof(tmp));
+    for (size_t size = sizeof(tmp); size > 0; size /= 4)
+        while (send(f->fd, tmp, size, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+            ;
+    for (;;) {
+        urt_buf b;
+        if (urt_rx_recv(rx, &b) <= 0)
+            return (void *)2;
+        int r = urt_buf_send(f->fd, &b);   /* one in flight, then a wait for it */
+        f->last_r = r;
+        if (r < 0) {
+            f->still_ours = b.data != NULL;
+            urt_buf_release(&b);
+            break;
+        }
+        f->sent_ok++;
+    }
+    urt_rx_close(rx);
+    return NULL;
+}
+
+Test(buf_send, a_send_cancelled_while_waiting_leaves_the_buffer_to_the_caller, .timeout = 60)
+{
+    int fd[2];
+    tcp_pair(fd);
+    urt_runtime *rt = rt_new(1);
+    full f = {.fd = fd[0]};
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, full_task, &f), 0);
+    char m[100] = "chunk";
+    for (int i = 0; i < 8; i++) {   /* each a chunk of its own, more than fit */
+        cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
+        struct timespec ts = {0, 30 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_eq(urt_cancel(t), 0);
+    void *ret = (void *)9;
+    cr_assert_eq(urt_join(t, &ret), -ECANCELED);   /* cancelled before it finished */
+    cr_assert_null(ret, "full_task failed at %p", ret);
+    cr_assert_eq(f.last_r, -ECANCELED, "the wait for room ended with %d", f.last_r);
+    cr_assert(f.still_ours, "the refused buffer was taken");
+    cr_assert_eq(f.sent_ok, 1, "%d sends went through before the wait", f.sent_ok);
+    close(fd[1]);   /* the stuck sends now fail, and their records go */
+    urt_runtime_destroy(rt);
+    close(fd[0]);
 }

@@ -523,10 +523,10 @@ static int send_chunk(struct conn *c)
         uint64_t old = urt_op_timeout(to);
         int r = urt_buf_send(c->fd, &c->b);
         urt_op_timeout(old);
+        if (r < 0)
+            return c->b.data ? r : (drop_chunk(c), r);   /* cancelled: still ours, for drain to send */
         c->data = NULL;
         c->len = c->done = 0;
-        if (r < 0)
-            return r;
         if (wc) {
             count_add(&wc->bytes, (uint64_t)n);
             count_add(&wc->msgs, 1);
