@@ -319,6 +319,36 @@ Test(buf_send, bad_input_is_refused_and_loses_no_buffer, .timeout = 60)
     close(fd[1]);
 }
 
+/* Fill the socket toward the peer (who does not read) until not one byte
+ * more fits, even after the kernel has moved what it could to the peer's
+ * receive buffer: pass after pass, 20 ms apart, until a pass writes
+ * nothing. gen(arg, off) gives the byte at stream offset off; returns the
+ * bytes written. */
+static size_t fill_socket(int fd, uint8_t (*gen)(size_t off), size_t off0)
+{
+    uint8_t tmp[4096];
+    size_t total = 0;
+    for (;;) {
+        size_t pass = 0;
+        for (size_t size = sizeof(tmp); size > 0; size /= 4) {
+            for (;;) {
+                for (size_t i = 0; i < size; i++)
+                    tmp[i] = gen(off0 + total + pass + i);
+                ssize_t w = send(fd, tmp, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (w <= 0)
+                    break;   /* full (EAGAIN) */
+                pass += (size_t)w;
+            }
+        }
+        total += pass;
+        if (pass == 0 && total > 0)
+            return total;
+        urt_sleep(20ull * 1000 * 1000);
+    }
+}
+
+static uint8_t gen_x(size_t off) { (void)off; return 'x'; }
+
 /* ---- a send in flight when the task ends, or when it closes the fd ------------------- */
 
 typedef struct late {
@@ -326,7 +356,7 @@ typedef struct late {
     int close_with_urt;
     size_t filled;               /* bytes written plainly before the chunk */
     int send_r;
-    urt_buf chunk_seen;
+    atomic_int queued;           /* the chunk is handed over: the peer may read */
 } late;
 
 /* Fill the socket toward the peer with the pattern so that the next send
@@ -342,22 +372,12 @@ static void *late_task(void *arg)
     ssize_t n = urt_rx_recv(rx, &c);
     if (n <= 0)
         return (void *)2;
-    uint8_t tmp[4096];
-    /* until not even one byte fits (EAGAIN at each size down to 1) */
-    for (size_t size = sizeof(tmp); size > 0; size /= 4) {
-        for (;;) {
-            for (size_t i = 0; i < size; i++)
-                tmp[i] = pat(l->filled + i);
-            ssize_t w = send(l->fd, tmp, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (w < 0)
-                break;   /* full (EAGAIN) */
-            l->filled += (size_t)w;
-        }
-    }
+    l->filled = fill_socket(l->fd, pat, 0);
     /* the chunk holds the pattern from 0: rewrite it to continue the stream */
     for (ssize_t i = 0; i < n; i++)
         ((uint8_t *)c.data)[i] = pat(l->filled + (size_t)i);
     l->send_r = urt_buf_send(l->fd, &c);
+    atomic_store(&l->queued, 1);
     urt_rx_close(rx);
     if (l->close_with_urt)
         urt_close(l->fd);
@@ -390,8 +410,13 @@ static void late_case(int close_with_urt)
         char extra;
         cr_assert_lt(recv(fd[1], &extra, 1, 0), 0, "more bytes than were sent");
     } else {
-        /* urt_close waits for the send, which waits for us to read: read to
-         * the close's end of the stream, then join */
+        /* urt_close waits for the send, which waits for us to read: once the
+         * socket is full and the chunk handed over, read to the close's end
+         * of the stream, then join */
+        while (!atomic_load(&l.queued)) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
         peer_read(&p);
         cr_assert_eq(urt_join(t, &ret), 0);
         cr_assert_null(ret, "late_task failed at %p", ret);
@@ -465,7 +490,6 @@ Test(buf_send, a_plain_thread_sends_synchronously, .timeout = 60)
 
 typedef struct stuck {
     int fd;
-    int fill_all;                /* fill until not one byte fits (else: until 4 KiB does not) */
     int second_r, close_r, flush_r;
 } stuck;
 
@@ -478,13 +502,8 @@ static void *stuck_task(void *arg)
     urt_buf a, b;
     if (urt_rx_recv(rx, &a) <= 0)
         return (void *)2;
-    uint8_t tmp[4096];
-    memset(tmp, 'x', sizeof(tmp));
-    for (size_t size = sizeof(tmp); size > 0; size = k->fill_all ? size / 4 : 0)
-        while (send(k->fd, tmp, size, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-            ;
-    /* waits in the kernel for room that never comes (with fill_all 0 after
-     * a part went: a cancel then ends it short) */
+    fill_socket(k->fd, gen_x, 0);
+    /* waits in the kernel for room that never comes */
     if (urt_buf_send(k->fd, &a) != 0)
         return (void *)3;
     if (urt_rx_recv(rx, &b) <= 0)
@@ -499,12 +518,12 @@ static void *stuck_task(void *arg)
     return NULL;
 }
 
-static void stuck_case(int fill_all)
+static void stuck_case(void)
 {
     int fd[2];
     tcp_pair(fd);
     urt_runtime *rt = rt_new(1);
-    stuck k = {.fd = fd[0], .fill_all = fill_all};
+    stuck k = {.fd = fd[0]};
     urt_task *t = NULL;
     cr_assert_eq(urt_spawn(rt, &t, stuck_task, &k), 0);
     char m[4096] = "first";
@@ -524,7 +543,7 @@ static void stuck_case(int fill_all)
 
 Test(buf_send, a_peer_that_never_reads_times_out_the_next_send_and_the_close, .timeout = 60)
 {
-    stuck_case(1);
+    stuck_case();
 }
 
 
@@ -543,11 +562,7 @@ static void *full_task(void *arg)
     urt_rx *rx = NULL;
     if (urt_rx_open(&rx, f->fd) != 0)
         return (void *)1;
-    uint8_t tmp[4096];
-    memset(tmp, 'x', sizeof(tmp));
-    for (size_t size = sizeof(tmp); size > 0; size /= 4)
-        while (send(f->fd, tmp, size, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-            ;
+    fill_socket(f->fd, gen_x, 0);
     for (;;) {
         urt_buf b;
         if (urt_rx_recv(rx, &b) <= 0)
