@@ -35,6 +35,7 @@
 #include <urt.h>
 
 #include "tests/support/urt_test.h"
+#include "tests/support/sock_test.h"
 
 #define STREAM_LEN ((size_t)4 << 20)
 
@@ -48,25 +49,14 @@ static void pair(int fd[2])
     setsockopt(fd[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-/* A TCP connection over loopback: fd[0] the accepted end, fd[1] the
- * client's. Small buffers, so that a few sends fill it. */
-static void tcp_pair(int fd[2])
+/* A TCP connection over loopback (tcp_pair: fd[0] the accepted end, fd[1]
+ * the client's) with small buffers, so that a few sends fill it. */
+static void small_tcp_pair(int fd[2])
 {
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(l, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(l, 1), 0);
-    cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &al), 0);
-    fd[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    tcp_pair(fd);
     int small = 4096;
     setsockopt(fd[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    cr_assert_eq(connect(fd[1], (struct sockaddr *)&a, sizeof(a)), 0);
-    fd[0] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-    cr_assert_geq(fd[0], 0);
     setsockopt(fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-    close(l);
     struct timeval tv = {.tv_sec = 20};
     setsockopt(fd[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -387,7 +377,7 @@ static void *late_task(void *arg)
 static void late_case(int close_with_urt)
 {
     int fd[2];
-    tcp_pair(fd);
+    small_tcp_pair(fd);
     urt_runtime *rt = rt_new(1);
     late l = {.fd = fd[0], .close_with_urt = close_with_urt};
     urt_task *t = NULL;
@@ -521,7 +511,7 @@ static void *stuck_task(void *arg)
 static void stuck_case(void)
 {
     int fd[2];
-    tcp_pair(fd);
+    small_tcp_pair(fd);
     urt_runtime *rt = rt_new(1);
     stuck k = {.fd = fd[0]};
     urt_task *t = NULL;
@@ -583,7 +573,7 @@ static void *full_task(void *arg)
 Test(buf_send, a_send_cancelled_while_waiting_leaves_the_buffer_to_the_caller, .timeout = 60)
 {
     int fd[2];
-    tcp_pair(fd);
+    small_tcp_pair(fd);
     urt_runtime *rt = rt_new(1);
     full f = {.fd = fd[0]};
     urt_task *t = NULL;
