@@ -164,9 +164,6 @@ static int send_now(int fd, urt_buf *buf)
     return r < 0 ? (int)r : 0;
 }
 
-/* A send of the task still in flight that the calling context cannot wait for. */
-static bool unwaitable_send(urt_task *t) { return t && t->tx && t->tx->inflight; }
-
 int urt_buf_send(int fd, urt_buf *buf)
 {
     if (!buf || !buf->_rx || !buf->data)
@@ -183,9 +180,10 @@ int urt_buf_send(int fd, urt_buf *buf)
     }
     urt_task *t = urt__cur_task();
     urt_worker *w = urt__cur_worker();
-    if (t && (t->in_bip || urt__in_hook()) && unwaitable_send(t))
-        return -EDEADLK;   /* it would overtake the send in flight */
-    if (!t || t->in_bip || urt__in_hook() || (t->flags & URT_TASK_MIGRATABLE) || !w || w != home)
+    bool no_ring = !t || t->in_bip || urt__in_hook();   /* nothing here may wait on the ring */
+    if (no_ring && t && t->tx && t->tx->inflight)
+        return -EDEADLK;   /* a synchronous send would overtake the one in flight */
+    if (no_ring || (t->flags & URT_TASK_MIGRATABLE) || w != home)
         return send_now(fd, buf);
     struct buf_tx *x = t->tx;
     if (!x) {

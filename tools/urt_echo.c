@@ -65,7 +65,8 @@
  *          enters=E sqes=S cqes=Q polls=P parks=K steals=X wakes_sent=Y hibernated=H
  * counters summed over the workers since the start; t_ns is CLOCK_MONOTONIC
  * (urt_now). msgs counts received chunks sent back whole, bytes the bytes
- * the kernel took from the sends (never more than was actually sent);
+ * the kernel took from the sends (never more than was actually sent; in
+ * pooled mode both count a chunk when urt_buf_send hands it over);
  * hibernated is not a sum since the start but the tasks whose stacks are
  * hibernated at that moment.
  * bench/compare takes the difference of two such lines.
@@ -523,8 +524,11 @@ static int send_chunk(struct conn *c)
         uint64_t old = urt_op_timeout(to);
         int r = urt_buf_send(c->fd, &c->b);
         urt_op_timeout(old);
-        if (r < 0)
-            return c->b.data ? r : (drop_chunk(c), r);   /* cancelled: still ours, for drain to send */
+        if (r < 0) {
+            if (!c->b.data)
+                drop_chunk(c);   /* released by the synchronous path */
+            return r;            /* else still ours (cancelled: drain sends it) */
+        }
         c->data = NULL;
         c->len = c->done = 0;
         if (wc) {
