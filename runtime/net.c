@@ -7,8 +7,9 @@
  * user holds it or the ring does (refs: one for the user, one while armed,
  * and for urt_rx one per buffer handed out). Their CQEs arrive on the ring
  * of the worker that armed them, which is the owning task's home (the task
- * is pinned), so a record's fields other than refs and `held_away` are touched
- * by that one thread only: the task's fiber and the worker's CQE dispatch.
+ * is pinned), so every field of a record, refs included, is touched by that
+ * one thread only: the task's fiber and the worker's CQE dispatch (a buffer
+ * released elsewhere gives its ref back there, through the return list).
  *
  * Receive buffers (rx_pool, one per worker, made on first use):
  *   - the kernel holds `stock` of them (avail: how many it holds now) and
@@ -18,8 +19,10 @@
  *     the kernel runs dry (POOL_STOCK_MIN first, at most rx_buffers);
  *   - urt_buf_release on the home worker puts it straight back (to the
  *     kernel while it holds fewer than stock, else on the free stack);
- *     released elsewhere, its id goes on the pool's return list (mutex) and
- *     the home worker is kicked; it drains the list in its loop;
+ *     released elsewhere, its rx and id go on the pool's return list (mutex)
+ *     and the home worker is kicked when the list was empty; it drains the
+ *     list in its loop (and urt_rx_recv before it counts what rx holds),
+ *     giving back the buffer, its place under the cap and its ref on rx;
  *   - a receive that ends with -ENOBUFS (ring empty) waits on the pool's
  *     starved list and re-arms once buffers come back; the data stays in the
  *     socket meanwhile, nothing is lost;
@@ -97,7 +100,7 @@ typedef struct net_rec {
 struct urt_listener {
     ring_multi m;                  /* net_rec: first */
     uint8_t kind;                  /* MR_LISTENER */
-    _Atomic uint32_t refs;
+    uint32_t refs;
     urt_worker *w;
     int fd, flags;
     bool armed, closing;
@@ -118,13 +121,10 @@ typedef struct rx_chunk {
 struct urt_rx {
     ring_multi m;                  /* net_rec: first */
     uint8_t kind;                  /* MR_RX */
-    _Atomic uint32_t refs;
-    /* buffers queued or handed out: held_own - held_away (rx_held). held_own
-     * is rx's worker's: +1 per buffer queued, -1 per buffer released there;
-     * a buffer released on another thread adds 1 to held_away instead, so
-     * the owner's path makes no atomic read-modify-write */
-    uint32_t held_own;
-    _Atomic uint32_t held_away;
+    uint32_t refs;
+    /* buffers queued or handed out: +1 per buffer queued, -1 per buffer
+     * back (released on rx's worker, or drained from the return list) */
+    uint32_t held;
     urt_worker *w;
     rx_pool *pool;
     int fd;
@@ -145,10 +145,10 @@ struct urt_rx {
 
 static uint64_t rec_data(void *rec) { return ring_tag(rec, RING_TAG_MULTI, 0); }
 
-/* Buffers rx holds (queued or handed out); rx's worker only. Relaxed: a
- * release elsewhere seen late only makes the count look higher for a while
- * (the cap holds; a receive is armed a little later). */
-static inline uint32_t rx_held(const urt_rx *rx) { return rx->held_own - at_load_relaxed(&rx->held_away); }
+/* Buffers rx holds (queued or handed out); rx's worker only. A buffer
+ * released elsewhere counts until the return list is drained: the count only
+ * looks higher for a while (the cap holds; a receive is armed a little later). */
+static inline uint32_t rx_held(const urt_rx *rx) { return rx->held; }
 
 /* Close of a multishot record whose cancel is queued: submit it now and, in a
  * task, wait (shielded from cancellation) for the record's last CQE, which
@@ -175,9 +175,8 @@ static void wait_disarmed(urt_worker *w, bool *armed, urt_task **waiter)
 static void rec_unref(void *rec)
 {
     bool listener = ((net_rec *)rec)->kind == MR_LISTENER;
-    _Atomic uint32_t *refs = listener ? &((urt_listener *)rec)->refs : &((urt_rx *)rec)->refs;
-    /* acq_rel: the last owner sees every write made under the other refs */
-    if (at_fsub_acqrel(refs, 1) == 1) {
+    uint32_t *refs = listener ? &((urt_listener *)rec)->refs : &((urt_rx *)rec)->refs;
+    if (--*refs == 0) {   /* the home worker's only: no atomic */
         if (listener) {
             free(((urt_listener *)rec)->q);
         } else {
@@ -249,8 +248,8 @@ static ssize_t rx_give_heap(urt_rx *rx, urt_buf *buf, void *mem, size_t n)
     buf->len = n;
     buf->_rx = rx;
     buf->_bid = RX_BID_HEAP;
-    rx->held_own++;   /* only rx's worker adds: held stays <= the cap */
-    at_fadd_relaxed(&rx->refs, 1);   /* the buffer's */
+    rx->held++;
+    rx->refs++;   /* the buffer's */
     return (ssize_t)n;
 }
 
@@ -294,7 +293,7 @@ static void listener_arm(urt_listener *l)
         return;   /* the next accept call tries again */
     io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, l->flags);
     io_uring_sqe_set_data64(sqe, rec_data(l));
-    at_fadd_relaxed(&l->refs, 1);   /* the ring's */
+    l->refs++;   /* the ring's */
     l->armed = true;
     l->cancel_sent = false;
     l->w->multi_inflight++;
@@ -386,7 +385,7 @@ int urt_listener_open(urt_listener **out, int listen_fd, int flags)
     }
     l->m.cqe = listener_cqe;
     l->kind = MR_LISTENER;
-    at_store_relaxed(&l->refs, 1);
+    l->refs = 1;
     l->w = urt__cur_worker();
     l->fd = listen_fd;
     l->flags = flags;
@@ -561,6 +560,16 @@ static void buf_home(rx_pool *p, unsigned bid)
     }
 }
 
+/* One buffer back home from the return list: to the pool, its place under
+ * rx's cap and its ref on rx (the last frees rx). */
+static void ret_home(rx_pool *p, rx_ret e)
+{
+    if (e.bid != RX_BID_HEAP)
+        buf_home(p, e.bid);
+    e.rx->held--;
+    rec_unref(e.rx);
+}
+
 void net_pool_drain(urt_worker *w)
 {
     rx_pool *p = w->rxp;
@@ -568,7 +577,7 @@ void net_pool_drain(urt_worker *w)
         return;
     pthread_mutex_lock(&p->ret_lock);
     for (unsigned i = 0; i < p->nret; i++)
-        buf_home(p, p->ret[i]);
+        ret_home(p, p->ret[i]);
     p->nret = 0;
     at_store_relaxed(&p->has_ret, 0);
     pthread_mutex_unlock(&p->ret_lock);
@@ -580,6 +589,11 @@ void net_pool_destroy(urt_worker *w)
     rx_pool *p = w->rxp;
     if (!p)
         return;
+    /* buffers released elsewhere since the last drain: their refs free what
+     * nobody else holds */
+    for (unsigned i = 0; i < p->nret; i++)
+        ret_home(p, p->ret[i]);
+    p->nret = 0;
     ring_bufs_fini(&w->ring, &p->bufs);
     free(p->free);
     pthread_mutex_destroy(&p->ret_lock);
@@ -607,7 +621,7 @@ static void rx_arm(urt_rx *rx)
         sqe->file_index = room * rx->pool->bufs.size;   /* sqe->optlen in newer headers */
     }
     io_uring_sqe_set_data64(sqe, rec_data(rx));
-    at_fadd_relaxed(&rx->refs, 1);   /* the ring's */
+    rx->refs++;   /* the ring's */
     rx->armed = true;
     rx->cancel_sent = false;
     rx->w->multi_inflight++;
@@ -630,7 +644,7 @@ static void rx_cqe(ring_multi *m, int32_t res, uint32_t flags)
             if (!rx->spill_len && rx_held(rx) < URT_RX_MAX_HELD) {
                 kept = rx_push(rx, (rx_chunk){(uint16_t)bid, (uint32_t)res});
                 if (kept)
-                    rx->held_own++;
+                    rx->held++;
                 else
                     rx->err = -ENOMEM;
             } else if (!spill_add(rx, ring_bufs_addr(&p->bufs, bid), (size_t)res)) {
@@ -650,7 +664,7 @@ static void rx_cqe(ring_multi *m, int32_t res, uint32_t flags)
             if (p->stock < p->bufs.nbufs)
                 p->stock = p->stock * 2 < p->bufs.nbufs ? p->stock * 2 : p->bufs.nbufs;
             pool_refill(p);
-            if (!p->avail)
+            if (!p->avail && !rx->closing)   /* a closing rx is not waited on: not on the list */
                 starve_push(p, rx);
         } else if (res == -EINVAL && rx->lim && !(flags & IORING_CQE_F_BUFFER) &&
                    at_load_relaxed(&recv_limit) != RECV_LIM_YES) {
@@ -703,7 +717,7 @@ int urt_rx_open(urt_rx **out, int fd)
     rx->q = rx->q0;
     rx->m.cqe = rx_cqe;
     rx->kind = MR_RX;
-    at_store_relaxed(&rx->refs, 1);
+    rx->refs = 1;
     rx->w = w;
     rx->pool = p;
     rx->fd = fd;
@@ -717,6 +731,7 @@ static ssize_t rx_recv_plain(urt_rx *rx, urt_buf *buf)
 {
     if (rx->eof)
         return 0;
+    net_pool_drain(rx->w);   /* buffers released elsewhere leave the count */
     if (rx_held(rx) >= URT_RX_MAX_HELD)
         return -ENOBUFS;
     size_t size = rx->w->rt->cfg.rx_buffer_size;
@@ -776,12 +791,14 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             buf->len = c.len;
             buf->_rx = rx;
             buf->_bid = c.bid;
-            at_fadd_relaxed(&rx->refs, 1);   /* the buffer's */
+            rx->refs++;   /* the buffer's */
             ret = (ssize_t)c.len;
             break;
         }
         if (rx->spill_len) {
             /* after q's chunks, before anything newer; no receive is armed meanwhile */
+            if (rx_held(rx) >= URT_RX_MAX_HELD)
+                net_pool_drain(w);   /* buffers released elsewhere leave the count */
             ret = rx_held(rx) >= URT_RX_MAX_HELD ? -ENOBUFS : spill_take(rx, buf);
             break;
         }
@@ -803,11 +820,11 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             break;
         }
         if (!rx->armed && !rx->eof) {
+            net_pool_drain(w);   /* buffers released elsewhere leave the count */
             if (rx_held(rx) >= URT_RX_MAX_HELD) {
                 ret = -ENOBUFS;   /* the caller holds every buffer it may: release some */
                 break;
             }
-            net_pool_drain(w);
             pool_refill(rx->pool);
             if (rx->pool->avail)
                 rx_arm(rx);
@@ -855,34 +872,42 @@ void urt_buf_release(urt_buf *buf)
     buf->_rx = NULL;
     buf->data = NULL;
     urt_worker *w = urt__cur_worker();
-    bool home = w && w == rx->w;
-    if (home)
-        rx->held_own--;
-    else
-        at_fadd_relaxed(&rx->held_away, 1);
-    if (bid == RX_BID_HEAP) {
-        free(data);   /* a heap chunk: nothing goes back to the ring */
-    } else if (home) {
-        buf_home(p, bid);
-        wake_starved(p);
-    } else {
-        /* another thread: the id travels home through the return list */
-        pthread_mutex_lock(&p->ret_lock);
-        if (p->nret == p->retcap) {
-            unsigned ncap = p->retcap ? p->retcap * 2 : 64;
-            uint16_t *n = realloc(p->ret, ncap * sizeof(*n));
-            if (n) {
-                p->ret = n;
-                p->retcap = ncap;
-            }
+    if (w && w == rx->w) {
+        if (bid == RX_BID_HEAP) {
+            free(data);   /* a heap chunk: nothing goes back to the ring */
+        } else {
+            buf_home(p, bid);
+            wake_starved(p);
         }
-        if (p->nret < p->retcap)   /* else out of memory: the buffer is lost to the ring */
-            p->ret[p->nret++] = (uint16_t)bid;
-        at_store_relaxed(&p->has_ret, 1);
-        pthread_mutex_unlock(&p->ret_lock);
-        worker_kick(rx->w->rt, p->owner);
+        rx->held--;
+        rec_unref(rx);
+        return;
     }
-    rec_unref(rx);
+    /* another thread: the buffer travels home through the return list, and
+     * the home worker gives back its place under the cap and its ref on rx */
+    if (bid == RX_BID_HEAP)
+        free(data);
+    /* read before the push: once the entry is on the list, the home worker
+     * may drain it and free rx */
+    urt_runtime *rt = rx->w->rt;
+    pthread_mutex_lock(&p->ret_lock);
+    if (p->nret == p->retcap) {
+        unsigned ncap = p->retcap ? p->retcap * 2 : 64;
+        rx_ret *n = realloc(p->ret, ncap * sizeof(*n));
+        if (n) {
+            p->ret = n;
+            p->retcap = ncap;
+        }
+    }
+    /* out of memory: the entry is lost (the buffer to the ring, rx's memory
+     * and its place under the cap: the receive ends in -ENOBUFS at the cap) */
+    bool kick = p->nret == 0;
+    if (p->nret < p->retcap)
+        p->ret[p->nret++] = (rx_ret){rx, bid};
+    at_store_relaxed(&p->has_ret, 1);
+    pthread_mutex_unlock(&p->ret_lock);
+    if (kick)   /* the list was empty: the home worker may be parked without it */
+        worker_kick(rt, p->owner);
 }
 
 int urt_rx_close(urt_rx *rx)
@@ -903,7 +928,7 @@ int urt_rx_close(urt_rx *rx)
     wait_disarmed(w, &rx->armed, &rx->waiter);
     while (rx->qn) {
         buf_home(rx->pool, rx_pop(rx).bid);
-        rx->held_own--;
+        rx->held--;
     }
     spill_free(rx);
     wake_starved(rx->pool);

@@ -518,6 +518,13 @@ uint64_t urt__now(void);
 /* CLOCK_REALTIME deadline ns_from_now ahead, for pthread timed waits. */
 void urt__abstime(struct timespec *ts, uint64_t ns_from_now);
 
+/* A buffer released on another thread than its rx's worker: its rx, and its
+ * id (or RX_BID_HEAP for heap memory, already freed by the releaser). */
+typedef struct rx_ret {
+    struct urt_rx *rx;
+    uint32_t bid;
+} rx_ret;
+
 typedef struct rx_pool {
     ring_bufs bufs;
     unsigned avail;                /* owner: buffers the kernel holds */
@@ -527,7 +534,7 @@ typedef struct rx_pool {
     struct urt_rx *starved;        /* owner: receivers waiting for buffers, FIFO */
     struct urt_rx *starved_tail;
     pthread_mutex_t ret_lock;
-    uint16_t *ret;                 /* under ret_lock: bids released on other threads */
+    rx_ret *ret;                   /* under ret_lock: buffers released on other threads */
     unsigned nret, retcap;
     _Atomic uint32_t has_ret;      /* nret != 0; read without the lock */
     unsigned owner;
