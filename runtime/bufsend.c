@@ -9,12 +9,13 @@
  * costs one resume (the next chunk's), not two, whenever the send is done by
  * the time the next chunk is.
  *
- * Each task that uses it gets one record (buf_tx, on the heap, made on first
- * use, t->tx) with at most one send in flight: a task's sends reach every
- * socket in the order it made them (two sends in flight on one socket could
- * be reordered by the kernel: one parked for POLLOUT while the next goes
- * through), and the one send is always an op that fdtrack counts, so a
- * urt_close of its fd from any task ends it before the fd number is freed.
+ * Each task that uses it gets one record (buf_tx, one cache line on the
+ * heap, made on first use, t->tx) with at most one send in flight: a task's
+ * sends reach every socket in the order it made them (two sends in flight on
+ * one socket could be reordered by the kernel: one parked for POLLOUT while
+ * the next goes through), and the one send is always an op that fdtrack
+ * counts, so a urt_close of its fd from any task ends it before the fd
+ * number is freed.
  * The record is a RING_TAG_MULTI record of the task's ring, whose CQE handler
  * (tx_cqe, on that worker) gives the buffer back, keeps the error for the
  * task's next call, and wakes the task if it waits. MSG_WAITALL makes the
@@ -50,21 +51,29 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "runtime/op.h"
 #include "runtime/time.h"
 
+/* One cache line, aligned: a send and its CQE touch that line only. */
 struct buf_tx {
     ring_multi m;                  /* first: the ring calls m.cqe */
     urt_worker *w;                 /* the task's ring (its home) */
     urt_task *task;                /* NULL once the task ended: the CQE frees the record */
-    urt_task *waiter;              /* the task, while it waits for the send to end */
-    urt_buf buf;                   /* the buffer in flight */
+    /* the buffer in flight, field by field (an urt_buf's tail padding would
+     * push the record past one line) */
+    void *data;
+    size_t len;
+    void *rx;
+    uint32_t bid;
     int fd;
     int err;                       /* the error of the last send, until the task looks */
     bool inflight, tracked;
+    bool waiting;                  /* the task waits for the send to end */
 };
+_Static_assert(sizeof(struct buf_tx) <= 64, "buf_tx: one cache line");
 
 static uint64_t tx_data(struct buf_tx *x) { return ring_tag(x, RING_TAG_MULTI, 0); }
 
@@ -72,7 +81,7 @@ static void tx_cqe(ring_multi *m, int32_t res, uint32_t flags)
 {
     struct buf_tx *x = (struct buf_tx *)m;
     (void)flags;
-    if (res >= 0 && (size_t)res < x->buf.len)
+    if (res >= 0 && (size_t)res < x->len)
         res = -ECANCELED;   /* cut short after some bytes went: never resubmitted */
     if (x->tracked)
         fdt_dec(x->w, x->fd);
@@ -81,13 +90,14 @@ static void tx_cqe(ring_multi *m, int32_t res, uint32_t flags)
     x->inflight = false;
     if (res < 0 && !x->err)
         x->err = res;
-    urt_buf_release(&x->buf);
+    urt_buf b = {.data = x->data, .len = x->len, ._rx = x->rx, ._bid = x->bid};
+    urt_buf_release(&b);
     if (!x->task) {
         free(x);   /* its task has ended */
         return;
     }
-    if (x->waiter)
-        task_wake(x->waiter);
+    if (x->waiting)
+        task_wake(x->task);
 }
 
 /* Wait (pinned to x->w, whose ring gets the CQE) for the task's send to end.
@@ -103,7 +113,7 @@ static int tx_wait(urt_task *t, struct buf_tx *x)
     bool pinned = t->op_pending, timer = false;
     int r = 0;
     t->op_pending = true;   /* its CQE comes to x->w: resume there */
-    x->waiter = t;
+    x->waiting = true;
     __atomic_store_n(&t->wait_what, "buf_send", __ATOMIC_RELAXED);
     __atomic_store_n(&t->wait_fd, x->fd, __ATOMIC_RELAXED);
     while (x->inflight) {
@@ -127,7 +137,7 @@ static int tx_wait(urt_task *t, struct buf_tx *x)
     if (timer)
         task_timer_finish(t);
     __atomic_store_n(&t->wait_what, NULL, __ATOMIC_RELAXED);
-    x->waiter = NULL;
+    x->waiting = false;
     t->op_pending = pinned;
     return r;
 }
@@ -187,9 +197,10 @@ int urt_buf_send(int fd, urt_buf *buf)
         return send_now(fd, buf);
     struct buf_tx *x = t->tx;
     if (!x) {
-        x = calloc(1, sizeof(*x));
+        x = aligned_alloc(64, 64);
         if (!x)
             return send_now(fd, buf);
+        memset(x, 0, sizeof(*x));
         x->m.cqe = tx_cqe;
         x->task = t;
         x->w = w;
@@ -205,9 +216,12 @@ int urt_buf_send(int fd, urt_buf *buf)
     struct io_uring_sqe *sqe = ring_sqe(&w->ring);
     if (!sqe)
         return -EBUSY;
-    x->buf = *buf;
+    x->data = buf->data;
+    x->len = buf->len;
+    x->rx = buf->_rx;
+    x->bid = buf->_bid;
     x->fd = fd;
-    io_uring_prep_send(sqe, fd, x->buf.data, x->buf.len, MSG_NOSIGNAL | MSG_WAITALL);
+    io_uring_prep_send(sqe, fd, x->data, x->len, MSG_NOSIGNAL | MSG_WAITALL);
     io_uring_sqe_set_data64(sqe, tx_data(x));
     x->inflight = true;
     w->multi_inflight++;

@@ -118,28 +118,32 @@ typedef struct rx_chunk {
     uint32_t len;
 } rx_chunk;
 
+/* What a chunk's CQE, its receive and its release touch comes first, in the
+ * record's first two cache lines (it is allocated on a line): the rest is
+ * read only when a spill or a starved pool is in play. */
 struct urt_rx {
     ring_multi m;                  /* net_rec: first */
     uint8_t kind;                  /* MR_RX */
+    bool armed, cancel_sent, eof, closing, starving;
+    bool tracked;                  /* the armed receive is counted in fdtrack */
+    bool lim;                      /* the armed receive has a byte limit */
     uint32_t refs;
     /* buffers queued or handed out: +1 per buffer queued, -1 per buffer
      * back (released on rx's worker, or drained from the return list) */
     uint32_t held;
     urt_worker *w;
     rx_pool *pool;
+    urt_task *waiter;
     int fd;
-    bool armed, cancel_sent, eof, closing, starving;
-    bool tracked;                  /* the armed receive is counted in fdtrack */
-    bool lim;                      /* the armed receive has a byte limit */
     int err;
     rx_chunk *q;                   /* ring of received chunks (pool buffers), never more
                                       than URT_RX_MAX_HELD: past it, CQEs go to the spill;
                                       qcap a power of two (a mask, not a division, per chunk) */
     unsigned qh, qn, qcap;
+    size_t spill_len;              /* spill: [spill_off, spill_len) still to hand out */
     rx_chunk q0[URT_RX_MAX_HELD];  /* q's first ring, in the record: no line of its own */
     char *spill;                   /* bytes received with no room (rule 3), after q's */
-    size_t spill_off, spill_len, spill_cap;   /* [spill_off, spill_len) still to hand out */
-    urt_task *waiter;
+    size_t spill_off, spill_cap;
     struct urt_rx *starved_next;
 };
 
@@ -710,9 +714,10 @@ int urt_rx_open(urt_rx **out, int fd)
     rx_pool *p = pool_get(w, &err);
     if (!p)
         return err;
-    urt_rx *rx = calloc(1, sizeof(*rx));
+    urt_rx *rx = aligned_alloc(64, (sizeof(*rx) + 63) & ~(size_t)63);
     if (!rx)
         return -ENOMEM;
+    memset(rx, 0, sizeof(*rx));
     rx->qcap = URT_RX_MAX_HELD;
     rx->q = rx->q0;
     rx->m.cqe = rx_cqe;

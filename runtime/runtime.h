@@ -128,8 +128,8 @@ struct urt_task {
      * a task waits on at most one op at a time (op.c), and the CQE handler
      * of its ring writes it. done is true whenever it is not in flight. */
     ring_op op;                   /* its one-shot op: op_wait (owner fiber / its ring) */
-    void *ret;                    /* written before TS_COMPLETE (release) */
-    int result;                   /* 0, -ECANCELED (never ran), -ENOMEM (no stack) */
+    struct buf_tx *tx;            /* urt_buf_send's record (bufsend.c), NULL until first used; read
+                                     by every urt_buf_send, so on a line a resume touches anyway */
     uint64_t op_timeout;          /* owner fiber only */
     uint64_t deadline;            /* urt_deadline, absolute urt__now ns, 0: none; owner fiber only */
     /* The fields a wait and a resume touch sit in the first three cache
@@ -150,6 +150,8 @@ struct urt_task {
     urt_fiber fiber;
     uint64_t born_ns;             /* for dumps: spawn time (task_clock); immutable */
     /* read once, when it starts or ends (not by a wait or a resume) */
+    void *ret;                    /* written before TS_COMPLETE (release) */
+    int result;                   /* 0, -ECANCELED (never ran), -ENOMEM (no stack) */
     uint64_t id;                  /* immutable */
     urt_fn fn;
     void *arg;
@@ -168,7 +170,6 @@ struct urt_task {
     char *hib_from;               /* where they go back: [hib_from, stack.hi) */
     struct urt_task *hib_prev, *hib_next;   /* in the home worker's list of such waits */
     uint64_t hib_at;              /* when it was put on that list (its order) */
-    struct buf_tx *tx;            /* urt_buf_send's record (bufsend.c), NULL until first used */
     /* owned-task list, under the shard lock */
     struct urt_task *own_prev, *own_next;
     unsigned shard;
