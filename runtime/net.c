@@ -154,6 +154,15 @@ static uint64_t rec_data(void *rec) { return ring_tag(rec, RING_TAG_MULTI, 0); }
  * looks higher for a while (the cap holds; a receive is armed a little later). */
 static inline uint32_t rx_held(const urt_rx *rx) { return rx->held; }
 
+/* rx holds all it may, once buffers released elsewhere have left the count. */
+static bool rx_at_cap(urt_rx *rx)
+{
+    if (rx->held < URT_RX_MAX_HELD)
+        return false;
+    net_pool_drain(rx->w);
+    return rx->held >= URT_RX_MAX_HELD;
+}
+
 /* Close of a multishot record whose cancel is queued: submit it now and, in a
  * task, wait (shielded from cancellation) for the record's last CQE, which
  * clears *armed and wakes *waiter. */
@@ -736,8 +745,7 @@ static ssize_t rx_recv_plain(urt_rx *rx, urt_buf *buf)
 {
     if (rx->eof)
         return 0;
-    net_pool_drain(rx->w);   /* buffers released elsewhere leave the count */
-    if (rx_held(rx) >= URT_RX_MAX_HELD)
+    if (rx_at_cap(rx))
         return -ENOBUFS;
     size_t size = rx->w->rt->cfg.rx_buffer_size;
     void *mem = malloc(size);
@@ -802,9 +810,7 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
         }
         if (rx->spill_len) {
             /* after q's chunks, before anything newer; no receive is armed meanwhile */
-            if (rx_held(rx) >= URT_RX_MAX_HELD)
-                net_pool_drain(w);   /* buffers released elsewhere leave the count */
-            ret = rx_held(rx) >= URT_RX_MAX_HELD ? -ENOBUFS : spill_take(rx, buf);
+            ret = rx_at_cap(rx) ? -ENOBUFS : spill_take(rx, buf);
             break;
         }
         if (rx->err) {
@@ -825,11 +831,11 @@ ssize_t urt_rx_recv(urt_rx *rx, urt_buf *buf)
             break;
         }
         if (!rx->armed && !rx->eof) {
-            net_pool_drain(w);   /* buffers released elsewhere leave the count */
-            if (rx_held(rx) >= URT_RX_MAX_HELD) {
+            if (rx_at_cap(rx)) {
                 ret = -ENOBUFS;   /* the caller holds every buffer it may: release some */
                 break;
             }
+            net_pool_drain(w);   /* buffers released elsewhere, before the refill */
             pool_refill(rx->pool);
             if (rx->pool->avail)
                 rx_arm(rx);
