@@ -99,9 +99,11 @@ typedef struct task_timer {
 } task_timer;
 
 struct urt_task {
+    /* Line 0: what a wake and a resume touch (state, queue link, the flags
+     * they test, the context to switch back to) and urt_buf_send's record. */
     _Atomic uint32_t magic;       /* TASK_MAGIC until freed; first: the checked build poisons the rest */
-    q_node node;                  /* run queues; a task is in at most one */
     _Atomic uint32_t state;       /* TS_* */
+    q_node node;                  /* run queues; a task is in at most one */
     _Atomic uint32_t refs;
     uint8_t kind;                 /* TK_*; immutable */
     uint8_t switch_reason;        /* written by the fiber before it switches out */
@@ -116,42 +118,40 @@ struct urt_task {
                                      have a TIMEOUT to remove (a flag here spares that line) */
     bool hibernated;              /* hib_img is set (home worker): a resume and a free look here,
                                      not at the hibernation line */
-    uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
-    int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
-    uint64_t nomem_since;         /* first failed stack mapping (its worker), 0: none */
-    void (*on_drop)(void *arg);   /* immutable */
+    bool hib_listed;              /* on its worker's list of hibernatable waits (hibernate.c) */
     unsigned flags;               /* URT_TASK_*; immutable */
     _Atomic int home;             /* worker that first ran it; -1 until then */
     urt_runtime *rt;              /* immutable */
-    /* The record a waker writes for the task's one op, here rather than on
-     * the fiber's stack so a wait that uses it may hibernate (hibernate.c):
-     * a task waits on at most one op at a time (op.c), and the CQE handler
-     * of its ring writes it. done is true whenever it is not in flight. */
-    ring_op op;                   /* its one-shot op: op_wait (owner fiber / its ring) */
-    struct buf_tx *tx;            /* urt_buf_send's record (bufsend.c), NULL until first used; read
-                                     by every urt_buf_send, so on a line a resume touches anyway */
-    uint64_t op_timeout;          /* owner fiber only */
-    uint64_t deadline;            /* urt_deadline, absolute urt__now ns, 0: none; owner fiber only */
-    /* The fields a wait and a resume touch sit in the first three cache
-     * lines (state, the op record and the time bounds, these): a resume of
-     * a waiting connection then misses on three lines of its header, not
-     * six. */
+    urt_fiber *resumer;           /* the context that switched into it */
+    struct buf_tx *tx;            /* urt_buf_send's record (bufsend.c), NULL until first used */
+    /* Line 1: what a wait writes and reads (for dumps, hibernation, its time
+     * bounds), then the saved stack pointer: a pooled receive and send
+     * (net.c, bufsend.c) touch lines 0 and 1 only. */
     const char *wait_what;        /* for dumps: what it waits on; racy read */
     int wait_fd;
-    bool hib_listed;              /* on its worker's list of hibernatable waits (hibernate.c) */
+    uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
     uint64_t hib_since;           /* when the current hibernatable wait began; 0: not in one */
     _Atomic uint64_t since_ns;    /* for dumps: when it last started or stopped running or was
                                      woken (task_clock); written by whoever moves it, read racily */
+    uint64_t op_timeout;          /* owner fiber only */
+    uint64_t deadline;            /* urt_deadline, absolute urt__now ns, 0: none; owner fiber only */
     _Atomic int run_tid;          /* for dumps: the pool thread running it (blocking job or
                                      block_in_place), 0 when none; written by that thread */
+    int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
+    urt_fiber fiber;              /* sp, its first field, ends line 1; the rest is read at start */
+    /* Line 2 on. The record a waker writes for the task's one op, here
+     * rather than on the fiber's stack so a wait that uses it may hibernate
+     * (hibernate.c): a task waits on at most one op at a time (op.c), and
+     * the CQE handler of its ring writes it. done is true whenever it is not
+     * in flight. */
+    ring_op op;                   /* its one-shot op: op_wait (owner fiber / its ring) */
     urt_waiter *_Atomic joiner;   /* JOINER_DONE once complete */
-    /* fiber */
-    urt_fiber *resumer;           /* the context that switched into it */
-    urt_fiber fiber;
     uint64_t born_ns;             /* for dumps: spawn time (task_clock); immutable */
     /* read once, when it starts or ends (not by a wait or a resume) */
     void *ret;                    /* written before TS_COMPLETE (release) */
     int result;                   /* 0, -ECANCELED (never ran), -ENOMEM (no stack) */
+    uint64_t nomem_since;         /* first failed stack mapping (its worker), 0: none */
+    void (*on_drop)(void *arg);   /* immutable */
     uint64_t id;                  /* immutable */
     urt_fn fn;
     void *arg;
@@ -176,7 +176,9 @@ struct urt_task {
     char name[TASK_NAME_MAX];
     /* after name: task_alloc's memset leaves it alone */
     int slab_home;                /* task_slab.c: the worker whose cache it came from, -1: malloc */
-} __attribute__((aligned(64)));   /* each header starts a cache line: a resume touches its first three */
+} __attribute__((aligned(64)));   /* each header starts a cache line */
+_Static_assert(offsetof(struct urt_task, tx) + sizeof(void *) <= 64, "a wake and a resume touch line 0");
+_Static_assert(offsetof(struct urt_task, fiber) + sizeof(void *) <= 128, "the saved sp ends line 1");
 
 #define JOINER_DONE ((urt_waiter *)(uintptr_t)1)
 
