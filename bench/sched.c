@@ -23,6 +23,14 @@
  *   spawn_join  spawn + run + join of an empty task, inside a task, 1 worker
  *   wake_rtt    round trip through two urt_notify between tasks on two
  *               different workers, and two plain threads on two futex words
+ *   wake_cold   one worker, 500 and then 5,000 tasks each parked on its own
+ *               urt_notify; a driver task signals every one in a shuffled
+ *               order, 64 at a time, and waits until those have run and
+ *               parked again: the
+ *               user-space cost of waking and resuming a task whose header
+ *               and stack are out of the nearer caches, as a server's
+ *               connection task is between two messages (ns per wake,
+ *               median of the rounds)
  *
  * Each workload and micro benchmark runs on its own thread (the "main
  * thread" of the workload: a plain, non-runtime thread). The program's main
@@ -1131,6 +1139,128 @@ static void wake_rtt_job(job *j)
     free(fx_batch);
 }
 
+/* ------------------------------------------------------------------------ */
+/* micro: wake_cold                                                           */
+/* ------------------------------------------------------------------------ */
+
+#define COLD_ROUNDS 41u
+#define COLD_BATCH  64u
+
+typedef struct cold_ctx {
+    unsigned n;
+    urt_notify **bell;        /* one per parked task */
+    urt_notify *all_done;     /* the last task of a round signals it */
+    unsigned *order;          /* the shuffled order the driver rings them in */
+    unsigned left;            /* tasks of this round not yet run (one worker: plain) */
+    bool stop;
+    uint64_t round_ns[COLD_ROUNDS];
+} cold_ctx;
+
+typedef struct cold_arg {
+    cold_ctx *c;
+    unsigned i;
+} cold_arg;
+
+static void *cold_task(void *p)
+{
+    cold_arg *a = p;
+    cold_ctx *c = a->c;
+    for (;;) {
+        CHECK(urt_notify_wait(c->bell[a->i]));
+        if (c->stop)
+            return NULL;
+        if (--c->left == 0)
+            CHECK(urt_notify_signal(c->all_done));
+    }
+}
+
+static void *cold_driver(void *p)
+{
+    cold_ctx *c = p;
+    urt_task **t = calloc(c->n, sizeof(*t));
+    cold_arg *args = calloc(c->n, sizeof(*args));
+    if (!t || !args)
+        die("calloc", -ENOMEM);
+    for (unsigned i = 0; i < c->n; i++) {
+        args[i] = (cold_arg){c, i};
+        CHECK(urt_spawn(NULL, &t[i], cold_task, &args[i]));
+    }
+    urt_yield();   /* each runs once and parks on its bell */
+    for (unsigned r = 0; r < COLD_ROUNDS; r++) {
+        uint64_t t0 = now_ns();
+        /* in batches, as a worker wakes the tasks of one reap of its CQ
+         * (and within the local run queue's room) */
+        for (unsigned k = 0; k < c->n; k += COLD_BATCH) {
+            unsigned m = c->n - k < COLD_BATCH ? c->n - k : COLD_BATCH;
+            c->left = m;
+            for (unsigned b = 0; b < m; b++)
+                CHECK(urt_notify_signal(c->bell[c->order[k + b]]));
+            CHECK(urt_notify_wait(c->all_done));
+        }
+        c->round_ns[r] = now_ns() - t0;
+    }
+    c->stop = true;
+    for (unsigned i = 0; i < c->n; i++)
+        CHECK(urt_notify_signal(c->bell[i]));
+    for (unsigned i = 0; i < c->n; i++)
+        CHECK(urt_join(t[i], NULL));
+    free(t);
+    free(args);
+    return NULL;
+}
+
+static void wake_cold_job(job *j)
+{
+    static const unsigned sizes[] = {500, 5000};
+    for (unsigned z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+        cold_ctx *c = calloc(1, sizeof(*c));
+        if (!c)
+            die("calloc", -ENOMEM);
+        c->n = sizes[z];
+        c->bell = calloc(c->n, sizeof(*c->bell));
+        c->order = calloc(c->n, sizeof(*c->order));
+        if (!c->bell || !c->order)
+            die("calloc", -ENOMEM);
+        for (unsigned i = 0; i < c->n; i++) {
+            CHECK(urt_notify_create(&c->bell[i]));
+            c->order[i] = i;
+        }
+        CHECK(urt_notify_create(&c->all_done));
+        uint64_t seed = 0x9e3779b97f4a7c15u;   /* the same order on every run */
+        for (unsigned i = c->n - 1; i > 0; i--) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            unsigned k = (unsigned)(seed % (i + 1)), tmp = c->order[i];
+            c->order[i] = c->order[k];
+            c->order[k] = tmp;
+        }
+        urt_runtime *rt = make_runtime(j, 1);
+        int rc = rt ? urt_runtime_block_on(rt, cold_driver, c, NULL) : -1;
+        if (rt)
+            finish_runtime(j, rt);
+        if (rt && rc < 0)
+            job_failf(j, "urt_runtime_block_on: %s", strerror(-rc));
+        if (rt && rc == 0) {
+            double med = median_u64(c->round_ns, COLD_ROUNDS) / c->n;   /* sorts round_ns */
+            printf("micro=wake_cold workers=1 tasks=%u rounds=%u ns_per_wake=%.1f min_ns_per_wake=%.1f "
+                   "max_ns_per_wake=%.1f\n",
+                   c->n, COLD_ROUNDS, med, (double)c->round_ns[0] / c->n,
+                   (double)c->round_ns[COLD_ROUNDS - 1] / c->n);
+            add_micro_row(c->n == 500 ? "wake_cold (500 tasks)" : "wake_cold (5000 tasks)", "%.1f ns/wake+resume",
+                          med);
+        }
+        for (unsigned i = 0; i < c->n; i++)
+            urt_notify_destroy(c->bell[i]);
+        urt_notify_destroy(c->all_done);
+        free(c->bell);
+        free(c->order);
+        free(c);
+        if (!rt)
+            return;
+    }
+}
+
 typedef struct micro {
     const char *name;
     job_fn run;
@@ -1141,6 +1271,7 @@ static const micro micros[] = {
     { "switch", switch_job, 1 },
     { "spawn_join", spawn_join_job, 1 },
     { "wake_rtt", wake_rtt_job, 2 },
+    { "wake_cold", wake_cold_job, 1 },
 };
 #define NMICROS (sizeof(micros) / sizeof(micros[0]))
 
