@@ -1152,6 +1152,7 @@ typedef struct cold_ctx {
     urt_notify *all_done;     /* the last task of a round signals it */
     unsigned *order;          /* the shuffled order the driver rings them in */
     unsigned left;            /* tasks of this round not yet run (one worker: plain) */
+    unsigned parked;          /* tasks that reached their first wait */
     bool stop;
     uint64_t round_ns[COLD_ROUNDS];
 } cold_ctx;
@@ -1165,6 +1166,7 @@ static void *cold_task(void *p)
 {
     cold_arg *a = p;
     cold_ctx *c = a->c;
+    c->parked++;
     for (;;) {
         CHECK(urt_notify_wait(c->bell[a->i]));
         if (c->stop)
@@ -1185,7 +1187,8 @@ static void *cold_driver(void *p)
         args[i] = (cold_arg){c, i};
         CHECK(urt_spawn(NULL, &t[i], cold_task, &args[i]));
     }
-    urt_yield();   /* each runs once and parks on its bell */
+    while (c->parked < c->n)
+        urt_yield();   /* until each has run once and parked on its bell */
     for (unsigned r = 0; r < COLD_ROUNDS; r++) {
         uint64_t t0 = now_ns();
         /* in batches, as a worker wakes the tasks of one reap of its CQ
