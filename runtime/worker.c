@@ -422,6 +422,26 @@ static inline bool has_queued_work(urt_worker *w)
     return !qf_empty(&w->runq) || !lq_is_empty(&w->lq) || mail_waiting(w);
 }
 
+/* The task that likely runs after this one is the head of the pinned run
+ * queue: after a reap has woken a batch, the queue holds them in order.
+ * Start loading the top of its saved stack (the words the switch into it
+ * pops first; they may straddle two lines) while this one runs, so that
+ * its resume does not wait on memory. The queue is the owner's own, and a
+ * task on it stays alive; a task that never ran has no saved stack (NULL).
+ * Measured: bench/compare's echo, user CPU per message 0.76-0.85x at 50 and
+ * 500 connections, depth 1 (see README). */
+static inline void prefetch_next(urt_worker *w)
+{
+    q_node *n = w->runq.head;
+    if (!n)
+        return;
+    const char *sp = task_of(n)->fiber.sp;
+    if (sp) {
+        __builtin_prefetch(sp);
+        __builtin_prefetch(sp + 56);
+    }
+}
+
 static urt_task *next_task(urt_worker *w)
 {
     urt_runtime *rt = w->rt;
@@ -707,6 +727,7 @@ static inline __attribute__((always_inline)) void run_task(urt_worker *w, urt_ta
     at_store_relaxed(&w->run_seq, at_load_relaxed(&w->run_seq) + 1);
     at_store_relaxed(&w->run_start, 1);
     at_store_relaxed(&t->since_ns, w->maint_ns);   /* for dumps; see task_clock */
+    prefetch_next(w);
     fiber_switch(&w->sched, &t->fiber);
     at_store_relaxed(&t->since_ns, w->maint_ns);   /* still RUNNING: nobody else writes it yet */
     at_store_relaxed(&w->run_start, 0);
