@@ -427,9 +427,10 @@ static inline bool has_queued_work(urt_worker *w)
  * Start loading the top of its saved stack (the words the switch into it
  * pops first; they may straddle two lines) while this one runs, so that
  * its resume does not wait on memory. The queue is the owner's own, and a
- * task on it stays alive; a task that never ran has no saved stack (NULL).
- * Measured: bench/compare's echo, user CPU per message 0.76-0.85x at 50 and
- * 500 connections, depth 1 (see README). */
+ * task on it stays alive; a task that never ran has no saved stack (NULL);
+ * a hibernated one's stack pages may be gone, which a prefetch ignores.
+ * Measured in ABBA pairs of urt-echo pooled under urt-load: user CPU per
+ * message 0.76-0.85x at 50 and 500 connections, depth 1 (README). */
 static inline void prefetch_next(urt_worker *w)
 {
     q_node *n = w->runq.head;
