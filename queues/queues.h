@@ -46,6 +46,7 @@ typedef struct q_fifo {
 } q_fifo;
 
 static inline bool qf_empty(const q_fifo *f) { return f->head == NULL; }
+static inline q_node *qf_peek(const q_fifo *f) { return f->head; }   /* the next qf_pop, left in place */
 
 static inline void qf_push(q_fifo *f, q_node *n)
 {
