@@ -69,6 +69,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,8 +79,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "queues/atomic.h"
 #include "urt.h"
+
+#define LINE 64   /* a cache line: the fields threads write apart go on lines apart */
 
 #define NS_PER_S  1000000000ull
 #define NS_PER_MS 1000000ull
@@ -264,7 +266,7 @@ typedef struct conn {
     uint32_t id;
     bool wake_pick;                 /* --idle-wake: this one is timed after the hold */
     bool joined;
-} urt_cacheline_aligned conn;
+} __attribute__((aligned(LINE))) conn;
 
 typedef struct load {
     options o;
@@ -273,12 +275,12 @@ typedef struct load {
     conn *conns;
     /* written by the coordinator, read (relaxed) by every task: the phase
      * only orders what a task counts, nothing is published through it */
-    _Atomic int phase urt_cacheline_aligned;
+    _Atomic int phase __attribute__((aligned(LINE)));
     /* every task: relaxed counters, read by the coordinator */
-    _Atomic uint32_t settled urt_cacheline_aligned;   /* conns past their first round trip or failed */
+    _Atomic uint32_t settled __attribute__((aligned(LINE)));   /* conns past their first round trip or failed */
     _Atomic uint32_t live;                            /* tasks not yet ended */
     _Atomic uint32_t open;                            /* connections established and not closed */
-    _Atomic uint64_t claimed urt_cacheline_aligned;   /* --messages: message slots handed out */
+    _Atomic uint64_t claimed __attribute__((aligned(LINE)));   /* --messages: message slots handed out */
     _Atomic uint64_t claimed_done;                    /* --messages: claimed messages completed */
     urt_notify *wake_done;                            /* --idle-wake: a timed wake is over */
     /* coordinator only */
@@ -302,20 +304,20 @@ typedef struct slot {
 static inline void bump(_Atomic uint64_t *c)
 {
     /* single writer: a load and a store, no locked instruction */
-    at_store_relaxed(c, at_load_relaxed(c) + 1);
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
 static void settle(load *lg, bool *settled)
 {
     if (!*settled) {
         *settled = true;
-        at_fadd_relaxed(&lg->settled, 1);
+        atomic_fetch_add_explicit(&lg->settled, 1, memory_order_relaxed);
     }
 }
 
 static void count_error(load *lg, conn *c, ssize_t r)
 {
-    int ph = at_load_relaxed(&lg->phase);
+    int ph = atomic_load_explicit(&lg->phase, memory_order_relaxed);
     switch (r) {
     case -ECANCELED:
         return;                         /* the coordinator stopped us */
@@ -338,7 +340,7 @@ static void count_error(load *lg, conn *c, ssize_t r)
 /* Take one message from the --messages quota; false when it is used up. */
 static bool claim(load *lg)
 {
-    return at_fadd_relaxed(&lg->claimed, 1) < lg->o.messages;
+    return atomic_fetch_add_explicit(&lg->claimed, 1, memory_order_relaxed) < lg->o.messages;
 }
 
 static void conn_traffic(load *lg, conn *c, int fd, bool *settled)
@@ -365,7 +367,7 @@ static void conn_traffic(load *lg, conn *c, int fd, bool *settled)
     bool no_more = false;           /* quota used up */
 
     for (;;) {
-        int ph = at_load_relaxed(&lg->phase);
+        int ph = atomic_load_explicit(&lg->phase, memory_order_relaxed);
         if (ph == PH_CONNECT && *settled && sent == rcvd) {
             /* The start line: connected tasks wait here, so that later
              * batches find idle workers and spread over them, and all
@@ -434,7 +436,7 @@ static void conn_traffic(load *lg, conn *c, int fd, bool *settled)
         if (n <= 0) {
             if (n == 0)
                 c->err[E_CLOSED]++;     /* peer closed with bytes outstanding */
-            else if ((n == -ECANCELED || n == -ETIMEDOUT) && at_load_relaxed(&lg->phase) == PH_STOP)
+            else if ((n == -ECANCELED || n == -ETIMEDOUT) && atomic_load_explicit(&lg->phase, memory_order_relaxed) == PH_STOP)
                 c->undrained = true;
             else
                 count_error(lg, c, n);
@@ -446,7 +448,7 @@ static void conn_traffic(load *lg, conn *c, int fd, bool *settled)
             goto out;
         }
         rcvd += (uint64_t)n;
-        ph = at_load_relaxed(&lg->phase);
+        ph = atomic_load_explicit(&lg->phase, memory_order_relaxed);
         size_t p = 0;
         while (p < (size_t)n) {
             slot *s = &slots[rseq % depth];
@@ -465,7 +467,7 @@ static void conn_traffic(load *lg, conn *c, int fd, bool *settled)
             rseq++;
             bump(&c->completed);
             if (quota && s->counted)
-                at_fadd_relaxed(&lg->claimed_done, 1);
+                atomic_fetch_add_explicit(&lg->claimed_done, 1, memory_order_relaxed);
             if (s->bad) {
                 c->mismatches++;
             } else if (quota ? s->counted : ph == PH_MEASURE) {
@@ -573,17 +575,17 @@ static void *conn_main(void *arg)
         goto out;
     }
     c->connected = true;
-    at_fadd_relaxed(&lg->open, 1);
+    atomic_fetch_add_explicit(&lg->open, 1, memory_order_relaxed);
     if (lg->o.idle)
         conn_idle(lg, c, fd, &settled);
     else
         conn_traffic(lg, c, fd, &settled);
-    at_fsub_relaxed(&lg->open, 1);
+    atomic_fetch_sub_explicit(&lg->open, 1, memory_order_relaxed);
 out:
     if (fd >= 0)
         urt_close(fd);
     settle(lg, &settled);
-    at_fsub_relaxed(&lg->live, 1);
+    atomic_fetch_sub_explicit(&lg->live, 1, memory_order_relaxed);
     return NULL;
 }
 
@@ -591,15 +593,15 @@ out:
 
 static bool should_stop(void)
 {
-    return at_load_relaxed(&stop_requested) != 0;
+    return atomic_load_explicit(&stop_requested, memory_order_relaxed) != 0;
 }
 
 static void sums(load *lg, uint64_t *counted, uint64_t *completed)
 {
     uint64_t a = 0, b = 0;
     for (unsigned i = 0; i < lg->o.conns; i++) {
-        a += at_load_relaxed(&lg->conns[i].counted);
-        b += at_load_relaxed(&lg->conns[i].completed);
+        a += atomic_load_explicit(&lg->conns[i].counted, memory_order_relaxed);
+        b += atomic_load_explicit(&lg->conns[i].completed, memory_order_relaxed);
     }
     *counted = a;
     *completed = b;
@@ -622,7 +624,7 @@ static void progress_tick(load *lg, progress *pr, const char *what)
     double rate = (double)(completed - pr->completed_last) / dt;
     fprintf(stderr, "urt-load: %6.1fs %-8s %10.0f msg/s %9.2f MB/s  open %u/%u  counted %llu\n",
             (double)(now - pr->t0) / NS_PER_S, what, rate, rate * (double)lg->o.size / 1e6,
-            at_load_relaxed(&lg->open), lg->o.conns, (unsigned long long)counted);
+            atomic_load_explicit(&lg->open, memory_order_relaxed), lg->o.conns, (unsigned long long)counted);
     pr->t_last = now;
     pr->completed_last = completed;
 }
@@ -632,7 +634,7 @@ static void progress_tick(load *lg, progress *pr, const char *what)
 static void wait_until(load *lg, progress *pr, const char *what, uint64_t until, uint64_t step,
                        bool (*done)(load *))
 {
-    bool draining = at_load_relaxed(&lg->phase) == PH_STOP;
+    bool draining = atomic_load_explicit(&lg->phase, memory_order_relaxed) == PH_STOP;
     for (uint64_t now = urt_now(); now < until; now = urt_now()) {
         if ((!draining && should_stop()) || (done && done(lg)))
             return;
@@ -646,21 +648,21 @@ static void wait_until(load *lg, progress *pr, const char *what, uint64_t until,
 
 static bool measure_done(load *lg)
 {
-    if (lg->o.idle && at_load_relaxed(&hold_over))
+    if (lg->o.idle && atomic_load_explicit(&hold_over, memory_order_relaxed))
         return true;
-    if (at_load_relaxed(&lg->live) == 0)
+    if (atomic_load_explicit(&lg->live, memory_order_relaxed) == 0)
         return true;
-    return lg->o.messages && at_load_relaxed(&lg->claimed_done) >= lg->o.messages;
+    return lg->o.messages && atomic_load_explicit(&lg->claimed_done, memory_order_relaxed) >= lg->o.messages;
 }
 
 static bool all_ended(load *lg)
 {
-    return at_load_relaxed(&lg->live) == 0;
+    return atomic_load_explicit(&lg->live, memory_order_relaxed) == 0;
 }
 
 static bool batch_settled(load *lg)
 {
-    return at_load_relaxed(&lg->settled) >= lg->batch_target || at_load_relaxed(&lg->live) == 0;
+    return atomic_load_explicit(&lg->settled, memory_order_relaxed) >= lg->batch_target || atomic_load_explicit(&lg->live, memory_order_relaxed) == 0;
 }
 
 typedef struct batch {
@@ -680,11 +682,11 @@ static void *spawn_batch(void *arg)
     load *lg = b->lg;
     for (unsigned j = b->from; j < b->to; j++) {
         urt_task *t = NULL;
-        at_fadd_relaxed(&lg->live, 1);
+        atomic_fetch_add_explicit(&lg->live, 1, memory_order_relaxed);
         int r = urt_spawn(b->rt, &t, conn_main, &lg->conns[j]);
         if (r < 0) {
-            at_fsub_relaxed(&lg->live, 1);
-            at_fadd_relaxed(&lg->settled, 1);
+            atomic_fetch_sub_explicit(&lg->live, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&lg->settled, 1, memory_order_relaxed);
             lg->spawn_errors++;
             continue;
         }
@@ -734,7 +736,7 @@ static void *coordinator(void *arg)
 
     /* 1. connect in batches */
     lg->t_begin = urt_now();
-    at_store_relaxed(&lg->phase, PH_CONNECT);
+    atomic_store_explicit(&lg->phase, PH_CONNECT, memory_order_relaxed);
     for (unsigned i = 0; i < o->conns && !should_stop();) {
         unsigned n = o->conns - i < o->batch ? o->conns - i : o->batch;
         batch b = {.lg = lg, .rt = urt_current(), .handles = handles, .from = i, .to = i + n};
@@ -752,7 +754,7 @@ static void *coordinator(void *arg)
 
     /* 2. warm-up */
     if (o->warmup > 0) {
-        at_store_relaxed(&lg->phase, PH_WARMUP);
+        atomic_store_explicit(&lg->phase, PH_WARMUP, memory_order_relaxed);
         release_all(lg, handles);
         wait_until(lg, &pr, "warmup", urt_now() + (uint64_t)(o->warmup * NS_PER_S), 10 * NS_PER_MS,
                    all_ended);
@@ -760,11 +762,11 @@ static void *coordinator(void *arg)
 
     /* 3. measure (or hold the idle connections) */
     if (o->idle) {
-        printf("idle: %u connections open\n", at_load_relaxed(&lg->open));
+        printf("idle: %u connections open\n", atomic_load_explicit(&lg->open, memory_order_relaxed));
         fflush(stdout);
     }
     lg->t_start = urt_now();
-    at_store_relaxed(&lg->phase, PH_MEASURE);
+    atomic_store_explicit(&lg->phase, PH_MEASURE, memory_order_relaxed);
     if (o->warmup <= 0 && !o->idle)
         release_all(lg, handles);
     if (!should_stop()) {
@@ -777,11 +779,11 @@ static void *coordinator(void *arg)
         wake_picked(lg, handles);
 
     /* 4. stop: drain, then cancel the stragglers */
-    at_store_relaxed(&lg->phase, PH_STOP);
+    atomic_store_explicit(&lg->phase, PH_STOP, memory_order_relaxed);
     if (!o->idle)
         wait_until(lg, &pr, NULL, urt_now() + DRAIN_GRACE, NS_PER_MS, all_ended);
     lg->t_drained = urt_now();
-    if (at_load_relaxed(&lg->live) != 0) {
+    if (atomic_load_explicit(&lg->live, memory_order_relaxed) != 0) {
         for (unsigned i = 0; i < o->conns; i++)
             if (handles[i])
                 urt_cancel(handles[i]);
@@ -820,10 +822,10 @@ static void *signal_thread(void *arg)
         if (sig == SIGUSR1)
             break;                              /* main says we are done */
         if (sig == SIGUSR2) {
-            at_store_relaxed(&hold_over, 1);    /* --idle: end the hold, go on as after --duration */
+            atomic_store_explicit(&hold_over, 1, memory_order_relaxed);    /* --idle: end the hold, go on as after --duration */
             continue;
         }
-        if (at_xchg_seqcst(&stop_requested, 1) != 0)
+        if (atomic_exchange(&stop_requested, 1) != 0)
             _exit(128 + sig);                   /* the second one */
     }
     return NULL;
@@ -1085,7 +1087,7 @@ static void print_verbose(load *lg, urt_runtime *rt)
         unsigned k = 0;
         for (unsigned i = 0; i < lg->o.conns; i++)
             if (lg->conns[i].joined && lg->conns[i].connected)
-                n[k++] = at_load_relaxed(&lg->conns[i].counted);
+                n[k++] = atomic_load_explicit(&lg->conns[i].counted, memory_order_relaxed);
         if (k) {
             qsort(n, k, sizeof(*n), cmp_u64);
             printf("messages per connection: min %llu  p10 %llu  median %llu  p90 %llu  max %llu\n",
@@ -1109,7 +1111,7 @@ int main(int argc, char **argv)
     raise_nofile(o->conns);
     signal(SIGPIPE, SIG_IGN);
 
-    lg.conns = aligned_alloc(URT_CACHELINE, (size_t)o->conns * sizeof(conn));
+    lg.conns = aligned_alloc(LINE, (size_t)o->conns * sizeof(conn));
     if (!lg.conns) {
         fprintf(stderr, "urt-load: out of memory\n");
         return 2;
