@@ -635,16 +635,22 @@ URT_API void    urt_buf_release(urt_buf *buf);
  * Send buf's bytes (buf->data, buf->len) on fd and give the buffer back
  * (as urt_buf_release) once the kernel has sent them, without waiting for
  * the send: an echo or a proxy answers each chunk with no suspension of its
- * own. A task's sends go out in the order it made them, on any fd: while
- * its previous one is still in flight, the call waits for it first. An
+ * own. A task's sends go out in the order it made them, on any fd. While
+ * its previous send is still in flight, a send on the same fd does not wait:
+ * its bytes are copied into a queue behind it (at most URT_BUF_SEND_QUEUE
+ * bytes per task; the buffer goes back to the pool at once) and the whole
+ * queue goes as one send when the one in flight ends; a send on another fd,
+ * or one that does not fit, waits for the send (or for room) first. An
  * error of a send shows up later, once: as the result of the task's next
- * urt_buf_send or urt_buf_flush. urt_close(fd) in the same task lets its
- * send on fd finish first; a plain close(2) does not (call urt_buf_flush
- * first). A task that ends with a send in flight leaves it to finish. The
- * waits for a previous send end early on cancellation (-ECANCELED) and on
+ * urt_buf_send or urt_buf_flush; what was queued behind a failed send is
+ * dropped with it. urt_close(fd) in the same task lets its sends on fd
+ * finish first; a plain close(2) does not (call urt_buf_flush first). A
+ * task that ends with sends in flight or queued leaves them to finish. The
+ * waits for a previous send (or for room) end early on cancellation (-ECANCELED) and on
  * urt_op_timeout / urt_deadline (-ETIMEDOUT; for urt_close: the close then
  * ends the send); the send in flight goes on meanwhile. A send that a
- * urt_close of its fd ends after only part of it went is not resumed.
+ * urt_close of its fd ends after only part of it went is not resumed, nor
+ * is what was queued behind it.
  * Context: in a task; for a buffer of another worker's urt_rx, in a
  * migratable task, inside urt_block_in_place, in a hook (where it may not
  * wait: -EDEADLK) or on a plain thread it sends synchronously (urt_send_all,
@@ -665,8 +671,10 @@ URT_API void    urt_buf_release(urt_buf *buf);
  * the synchronous send's error.
  */
 URT_API int     urt_buf_send(int fd, urt_buf *buf);
+/* The bytes a task's urt_buf_sends may queue behind its send in flight. */
+#define URT_BUF_SEND_QUEUE 16384
 /*
- * Wait until the calling task's urt_buf_send is done.
+ * Wait until the calling task's urt_buf_sends are done (the queued ones too).
  * Context: in a task; in a hook or inside urt_block_in_place only when
  * nothing is in flight.
  * Returns 0, or the error of a send not yet reported (once), -ECANCELED,

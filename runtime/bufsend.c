@@ -9,33 +9,45 @@
  * costs one resume (the next chunk's), not two, whenever the send is done by
  * the time the next chunk is.
  *
- * Each task that uses it gets one record (buf_tx, one cache line on the
- * heap, made on first use, t->tx) with at most one send in flight: a task's
- * sends reach every socket in the order it made them (two sends in flight on
- * one socket could be reordered by the kernel: one parked for POLLOUT while
- * the next goes through), and the one send is always an op that fdtrack
- * counts, so a urt_close of its fd from any task ends it before the fd
- * number is freed.
+ * Each task that uses it gets one record (buf_tx, made on first use, t->tx)
+ * with at most one send in flight: a task's sends reach every socket in the
+ * order it made them (two sends in flight on one socket could be reordered
+ * by the kernel: one parked for POLLOUT while the next goes through), and
+ * the one send is always an op that fdtrack counts, so a urt_close of its fd
+ * from any task ends it before the fd number is freed.
+ * Sends on the fd of the send in flight do not wait for it: their bytes are
+ * copied into the record's queue (line 1 of the record, a heap buffer grown
+ * to what is queued, at most URT_BUF_SEND_QUEUE bytes) and their buffers go
+ * back to the pool at once; when the send in flight ends, the whole queue
+ * goes as the next send. A pipelining peer's messages then leave in one
+ * send per round instead of one per received chunk: on loopback a send costs
+ * the sender's syscall work and the receiver's wake-up, whatever its size.
+ * The queue is one send that has not started, so order, the fd count and the
+ * close protocol stay those of the one send in flight.
  * The record is a RING_TAG_MULTI record of the task's ring, whose CQE handler
- * (tx_cqe, on that worker) gives the buffer back, keeps the error for the
- * task's next call, and wakes the task if it waits. MSG_WAITALL makes the
- * kernel finish a partial send itself; a result short of the length (a
- * cancel that came after some bytes went) ends the send with -ECANCELED and
- * is never resubmitted, so a close or a worker's exit is never outlived.
+ * (tx_cqe, on that worker) gives the buffer back, starts the queue, keeps the
+ * error for the task's next call, and wakes the task if it waits.
+ * MSG_WAITALL makes the kernel finish a partial send itself; a result short
+ * of the length (a cancel that came after some bytes went) ends the send
+ * with -ECANCELED and is never resubmitted, and an error drops the queue, so
+ * a close or a worker's exit is never outlived. Nor is the queue started on
+ * an fd that a urt_close is ending (fdt_closing) or on a worker that exits.
  *
- *   urt_buf_send   waits (pinned to its ring) while the task's previous
- *                  send is in flight, then queues the SQE and returns 0, or
- *                  the error of the earlier send (reported once). An error
- *                  before anything was queued leaves the buffer with the
- *                  caller (buf unchanged), so a cancelled echo can still
- *                  send it
- *   urt_buf_flush  waits until the task's send has ended; its error or 0
- *   urt_close(fd)  lets the task's send on fd end first (bufsend_close_fd),
+ *   urt_buf_send   queues behind the send in flight on the same fd while
+ *                  the bytes fit; otherwise (another fd, a full queue, a
+ *                  buffer larger than the queue) waits (pinned to its ring)
+ *                  for room or for the send to end, then queues the SQE.
+ *                  Returns 0, or the error of an earlier send (reported
+ *                  once). An error before anything was queued leaves the
+ *                  buffer with the caller (buf unchanged), so a cancelled
+ *                  echo can still send it
+ *   urt_buf_flush  waits until the task's sends have ended; the error or 0
+ *   urt_close(fd)  lets the task's sends on fd end first (bufsend_close_fd),
  *                  so send-then-close delivers the data as send(2) and
  *                  close(2) would
- *   task end       a send still in flight keeps the record (task NULL); its
- *                  CQE frees it (bufsend_task_end); the worker reaps it
- *                  before it exits (multi_inflight)
+ *   task end       a send still in flight keeps the record (task NULL); the
+ *                  CQE that ends the last send frees it (bufsend_task_end);
+ *                  the worker reaps it before it exits (multi_inflight)
  * Each wait ends early on cancellation and on the task's time bounds
  * (urt_op_timeout, urt_deadline): the buffer is the record's, so the send
  * may go on without its task (a close that follows then ends it).
@@ -50,6 +62,7 @@
  * (-EDEADLK) rather than overtake it.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -57,13 +70,15 @@
 #include "runtime/op.h"
 #include "runtime/time.h"
 
-/* One cache line, aligned: a send and its CQE touch that line only. */
+/* Two cache lines, aligned: a send and its CQE touch line 0 only; line 1,
+ * the queue, only when sends overlap. */
 struct buf_tx {
     ring_multi m;                  /* first: the ring calls m.cqe */
     urt_worker *w;                 /* the task's ring (its home) */
-    urt_task *task;                /* NULL once the task ended: the CQE frees the record */
-    /* the buffer in flight, field by field (an urt_buf's tail padding would
-     * push the record past one line) */
+    urt_task *task;                /* NULL once the task ended: the last CQE frees the record */
+    /* the send in flight, field by field (an urt_buf's tail padding would
+     * push them past one line): an rx buffer, or (rx NULL) a queue's heap
+     * buffer that its CQE frees */
     void *data;
     size_t len;
     void *rx;
@@ -71,11 +86,46 @@ struct buf_tx {
     int fd;
     int err;                       /* the error of the last send, until the task looks */
     bool inflight, tracked;
-    bool waiting;                  /* the task waits for the send to end */
+    bool waiting;                  /* the task waits for room or for the send to end */
+    /* line 1: bytes queued behind the send in flight, for its fd */
+    _Alignas(64) char *q;          /* NULL: nothing queued */
+    uint32_t q_len, q_cap;
 };
-_Static_assert(sizeof(struct buf_tx) <= 64, "buf_tx: one cache line");
+_Static_assert(offsetof(struct buf_tx, q) == 64, "buf_tx: the send in line 0, the queue in line 1");
+_Static_assert(sizeof(struct buf_tx) == 128, "buf_tx: two cache lines");
+
+#define TX_QUEUE_MIN 1024u         /* the queue's first size; it doubles up to URT_BUF_SEND_QUEUE */
 
 static uint64_t tx_data(struct buf_tx *x) { return ring_tag(x, RING_TAG_MULTI, 0); }
+
+static void tx_drop_queue(struct buf_tx *x)
+{
+    free(x->q);
+    x->q = NULL;
+    x->q_len = x->q_cap = 0;
+}
+
+/* In tx_cqe, the send before has ended well: the queue goes as the next
+ * send, the same op for fdtrack and the worker (their counts stay). False
+ * (the queue is the caller's to drop) when its fd is being closed, the
+ * worker exits, or no SQE is left. */
+static bool tx_start_queue(struct buf_tx *x)
+{
+    urt_worker *w = x->w;
+    if ((x->tracked && fdt_closing(w, x->fd)) || at_load_relaxed(&w->ring_fd) < 0)
+        return false;
+    struct io_uring_sqe *sqe = ring_sqe(&w->ring);
+    if (!sqe)
+        return false;
+    x->data = x->q;
+    x->len = x->q_len;
+    x->rx = NULL;
+    x->q = NULL;
+    x->q_len = x->q_cap = 0;
+    io_uring_prep_send(sqe, x->fd, x->data, x->len, MSG_NOSIGNAL | MSG_WAITALL);
+    io_uring_sqe_set_data64(sqe, tx_data(x));
+    return true;
+}
 
 static void tx_cqe(ring_multi *m, int32_t res, uint32_t flags)
 {
@@ -83,32 +133,81 @@ static void tx_cqe(ring_multi *m, int32_t res, uint32_t flags)
     (void)flags;
     if (res >= 0 && (size_t)res < x->len)
         res = -ECANCELED;   /* cut short after some bytes went: never resubmitted */
-    if (x->tracked)
-        fdt_dec(x->w, x->fd);
-    x->tracked = false;
-    x->w->multi_inflight--;
-    x->inflight = false;
+    if (x->rx) {
+        urt_buf b = {.data = x->data, .len = x->len, ._rx = x->rx, ._bid = x->bid};
+        urt_buf_release(&b);
+    } else {
+        free(x->data);   /* a queue that went */
+    }
+    x->data = NULL;
     if (res < 0 && !x->err)
         x->err = res;
-    urt_buf b = {.data = x->data, .len = x->len, ._rx = x->rx, ._bid = x->bid};
-    urt_buf_release(&b);
+    bool next = false;
+    if (x->q) {
+        next = res >= 0 && tx_start_queue(x);
+        if (!next) {
+            tx_drop_queue(x);   /* never sent: the bytes are lost, as the ones in flight */
+            if (!x->err)
+                x->err = -ECANCELED;
+        }
+    }
+    if (!next) {
+        if (x->tracked)
+            fdt_dec(x->w, x->fd);
+        x->tracked = false;
+        x->w->multi_inflight--;
+        x->inflight = false;
+    }
     if (!x->task) {
-        free(x);   /* its task has ended */
+        if (!next)
+            free(x);   /* its task has ended, and so has its last send */
         return;
     }
     if (x->waiting)
         task_wake(x->task);
 }
 
-/* Wait (pinned to x->w, whose ring gets the CQE) for the task's send to end.
+/* Must a send of len bytes on fd wait? Not when nothing is in flight, nor
+ * when the bytes fit in the queue behind the send in flight on the same fd
+ * (a tracked one: an untracked fd's close could not stop the queue). fd -1:
+ * wait until every send has ended. */
+static bool tx_busy(const struct buf_tx *x, int fd, size_t len)
+{
+    return x->inflight && !(fd >= 0 && fd == x->fd && x->tracked && len <= URT_BUF_SEND_QUEUE - x->q_len);
+}
+
+/* Queue len bytes behind the send in flight (tx_busy said they fit). 0, or
+ * -ENOMEM with nothing queued. */
+static int tx_enqueue(struct buf_tx *x, const void *data, size_t len)
+{
+    size_t need = x->q_len + len;
+    if (need > x->q_cap) {
+        size_t cap = x->q_cap ? x->q_cap : TX_QUEUE_MIN;
+        while (cap < need)
+            cap *= 2;
+        if (cap > URT_BUF_SEND_QUEUE)
+            cap = URT_BUF_SEND_QUEUE;
+        char *q = realloc(x->q, cap);
+        if (!q)
+            return -ENOMEM;
+        x->q = q;
+        x->q_cap = (uint32_t)cap;
+    }
+    memcpy(x->q + x->q_len, data, len);
+    x->q_len = (uint32_t)need;
+    return 0;
+}
+
+/* Wait (pinned to x->w, whose ring gets the CQE) until a send of len bytes
+ * on fd need not wait (tx_busy; fd -1: until the task's sends have ended).
  * The buffer belongs to the record, not to the task's stack, so the wait
  * need not outlast the task's interest: it ends early with -ECANCELED
  * (cancelled, unless shielded) or -ETIMEDOUT (urt_op_timeout, urt_deadline);
- * the send then goes on. 0 once it has ended. No submit here: the worker's
+ * the send then goes on. 0 once it need not wait. No submit here: the worker's
  * next enter takes a queued SQE, as for any op. */
-static int tx_wait(urt_task *t, struct buf_tx *x)
+static int tx_wait(urt_task *t, struct buf_tx *x, int fd, size_t len)
 {
-    if (!x->inflight)
+    if (!tx_busy(x, fd, len))
         return 0;
     bool pinned = t->op_pending, timer = false;
     int r = 0;
@@ -116,7 +215,7 @@ static int tx_wait(urt_task *t, struct buf_tx *x)
     x->waiting = true;
     __atomic_store_n(&t->wait_what, "buf_send", __ATOMIC_RELAXED);
     __atomic_store_n(&t->wait_fd, x->fd, __ATOMIC_RELAXED);
-    while (x->inflight) {
+    while (tx_busy(x, fd, len)) {
         if (task_cancel_pending(t)) {
             r = -ECANCELED;
             break;
@@ -197,7 +296,7 @@ int urt_buf_send(int fd, urt_buf *buf)
         return send_now(fd, buf);
     struct buf_tx *x = t->tx;
     if (!x) {
-        x = aligned_alloc(64, 64);
+        x = aligned_alloc(64, sizeof(*x));
         if (!x)
             return send_now(fd, buf);
         memset(x, 0, sizeof(*x));
@@ -206,11 +305,21 @@ int urt_buf_send(int fd, urt_buf *buf)
         x->w = w;
         t->tx = x;
     }
-    int e = tx_wait(t, x);
+    int e = tx_wait(t, x, fd, buf->len);
     if (e == 0)
         e = tx_take_err(x);
     if (e == 0 && task_cancel_pending(t))
         e = task_cancelled_now(t);
+    if (e == 0 && x->inflight) {
+        /* behind the send in flight on fd: copied, the buffer back at once */
+        if (tx_enqueue(x, buf->data, buf->len) == 0) {
+            urt_buf_release(buf);
+            return 0;
+        }
+        e = tx_wait(t, x, -1, 0);   /* no memory for the queue: after the send, then */
+        if (e == 0)
+            e = tx_take_err(x);
+    }
     if (e < 0)
         return e;   /* nothing was sent: buf is still the caller's */
     struct io_uring_sqe *sqe = ring_sqe(&w->ring);
@@ -241,7 +350,7 @@ int urt_buf_flush(void)
         return 0;
     if (t->in_bip || urt__in_hook())
         return x->inflight ? -EDEADLK : tx_take_err(x);
-    int e = tx_wait(t, x);
+    int e = tx_wait(t, x, -1, 0);
     return e < 0 ? e : tx_take_err(x);
 }
 
@@ -249,7 +358,7 @@ void bufsend_close_fd(urt_task *t, int fd)
 {
     struct buf_tx *x = t->tx;
     if (x && x->inflight && x->fd == fd)
-        (void)tx_wait(t, x);   /* cancelled or out of time: the close ends the send */
+        (void)tx_wait(t, x, -1, 0);   /* cancelled or out of time: the close ends the send */
 }
 
 void bufsend_task_end(urt_task *t)

@@ -98,6 +98,14 @@ void fdt_dec(urt_worker *w, int fd)
     }
 }
 
+bool fdt_closing(urt_worker *w, int fd)
+{
+    for (close_part *p = w->close_pending; p; p = p->next)
+        if (p->fd == fd)
+            return true;
+    return false;
+}
+
 static uint32_t fdt_get(urt_worker *w, int fd)
 {
     _Atomic uint32_t *c = fdt_cell(w, fd, false);

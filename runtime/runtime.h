@@ -471,6 +471,7 @@ void sock_worker_exit(urt_worker *w);                /* owner, at exit: close th
 /* ---- fdtrack.c ---- */
 bool fdt_inc(urt_worker *w, int fd);                 /* owner: an op on fd starts; false: not tracked */
 void fdt_dec(urt_worker *w, int fd);                 /* owner: it ended (only after a true fdt_inc) */
+bool fdt_closing(urt_worker *w, int fd);             /* owner: a urt_close is ending our ops on fd */
 void fdt_drain_ctl(urt_worker *w);                   /* owner: close requests from other workers */
 void fdt_close_wait(urt_worker *w, urt_task *t, int fd);  /* end every op on fd on every ring */
 void fdt_destroy(urt_worker *w);

@@ -12,6 +12,10 @@
  *    may hold pass through);
  *  - a task that ends with a send still in flight leaves it to finish;
  *  - urt_close right after urt_buf_send delivers the data, then the EOF;
+ *  - sends on the fd of the send in flight queue behind it without a wait
+ *    (up to URT_BUF_SEND_QUEUE bytes) and arrive in order, also when the
+ *    task then ends or closes the fd; a send on another fd waits; a reset
+ *    drops the queue and reports once;
  *  - outside a task (a plain thread) it sends synchronously.
  * A cut, reordered or lost send shows as a byte mismatch or a short count;
  * a buffer never given back as -ENOBUFS from urt_rx_recv, or a leak (ASan).
@@ -434,6 +438,194 @@ Test(buf_send, urt_close_after_urt_buf_send_delivers_the_data_then_the_end, .tim
     late_case(1);
 }
 
+/* ---- sends queued behind the one in flight -------------------------------------------- */
+
+#define QCHUNKS 3
+
+typedef struct queue {
+    int fd, other_fd;
+    int close_with_urt;
+    size_t filled;               /* bytes written plainly before the chunks */
+    size_t sent;                 /* bytes handed to urt_buf_send */
+    int send_r[QCHUNKS];
+    int other_r;                 /* a send on another fd while one is in flight */
+    int flush_r;
+    atomic_int step;             /* chunks handed over: the peer sends the next */
+} queue;
+
+/* Fill the socket so that the first send parks in the kernel, then
+ * urt_buf_send QCHUNKS received chunks rewritten to continue the pattern,
+ * each within a 50 ms bound: the later ones must not wait for the first. */
+static void *queue_task(void *arg)
+{
+    queue *q = arg;
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, q->fd) != 0)
+        return (void *)1;
+    for (int i = 0; i < QCHUNKS; i++) {
+        urt_buf c;
+        ssize_t n = urt_rx_recv(rx, &c);
+        if (n <= 0)
+            return (void *)2;
+        if (i == 0)
+            q->filled = fill_socket(q->fd, pat, 0);
+        for (ssize_t k = 0; k < n; k++)
+            ((uint8_t *)c.data)[k] = pat(q->filled + q->sent + (size_t)k);
+        uint64_t old = urt_op_timeout(50ull * 1000 * 1000);
+        q->send_r[i] = urt_buf_send(q->fd, &c);
+        urt_op_timeout(old);
+        if (q->send_r[i] == 0)
+            q->sent += (size_t)n;
+        else
+            urt_buf_release(&c);
+        atomic_store(&q->step, i + 1);
+    }
+    if (q->other_fd >= 0) {
+        urt_buf o;
+        if (urt_rx_recv(rx, &o) <= 0)
+            return (void *)3;
+        uint64_t old = urt_op_timeout(50ull * 1000 * 1000);
+        q->other_r = urt_buf_send(q->other_fd, &o);   /* must wait for the first: out of time */
+        urt_buf_release(&o);
+        q->flush_r = urt_buf_flush();   /* out of time too */
+        urt_op_timeout(old);
+    }
+    urt_rx_close(rx);
+    if (q->close_with_urt)
+        urt_close(q->fd);
+    return NULL;
+}
+
+static void queue_case(int close_with_urt, int other)
+{
+    int fd[2], o[2] = {-1, -1};
+    small_tcp_pair(fd);
+    if (other)
+        pair(o);
+    urt_runtime *rt = rt_new(1);
+    queue q = {.fd = fd[0], .other_fd = o[0], .close_with_urt = close_with_urt};
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, queue_task, &q), 0);
+    char m[300];
+    memset(m, 'm', sizeof(m));
+    for (int i = 0; i < QCHUNKS + other; i++) {   /* a chunk each, once the last is handed over */
+        cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
+        while (i < QCHUNKS && atomic_load(&q.step) < i + 1) {   /* chunk i handed over: the next is a chunk of its own */
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    while (atomic_load(&q.step) < QCHUNKS) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    /* the task's timed waits end without us reading; its urt_close (or its
+     * end) waits for us: read to the end, then join */
+    peer p = {.fd = fd[1], .len = close_with_urt ? 0 : q.filled + q.sent};
+    peer_read(&p);
+    void *ret = (void *)9;
+    cr_assert_eq(urt_join(t, &ret), 0);
+    cr_assert_null(ret, "queue_task failed at %p", ret);
+    for (int i = 0; i < QCHUNKS; i++)
+        cr_assert_eq(q.send_r[i], 0, "send %d behind the one in flight: %d", i, q.send_r[i]);
+    cr_assert_eq(q.sent, (size_t)QCHUNKS * sizeof(m));
+    if (other) {
+        cr_assert_eq(q.other_r, -ETIMEDOUT, "a send on another fd did not wait: %d", q.other_r);
+        cr_assert_eq(q.flush_r, -ETIMEDOUT, "flush %d", q.flush_r);
+    }
+    cr_assert_eq(p.bad_at, SIZE_MAX, "byte %zu differs", p.bad_at);
+    cr_assert_eq(p.got, q.filled + q.sent, "%zu bytes arrived, %zu plain + %zu sent with urt_buf_send", p.got,
+                 q.filled, q.sent);
+    urt_runtime_destroy(rt);   /* ASan: the queue and the record were freed */
+    if (!close_with_urt)
+        close(fd[0]);
+    close(fd[1]);
+    if (other) {
+        close(o[0]);
+        close(o[1]);
+    }
+}
+
+Test(buf_send, sends_behind_the_one_in_flight_queue_and_arrive_in_order_after_the_task_ends, .timeout = 60)
+{
+    queue_case(0, 0);
+}
+
+Test(buf_send, urt_close_delivers_the_queued_sends_then_the_end, .timeout = 60)
+{
+    queue_case(1, 0);
+}
+
+Test(buf_send, a_send_on_another_fd_waits_for_the_queue_to_drain, .timeout = 60)
+{
+    queue_case(1, 1);
+}
+
+/* A reset while sends are queued: the queue is dropped, the error reported
+ * once (by the flush), every buffer given back. */
+typedef struct reset {
+    int fd;
+    int send_r[QCHUNKS];
+    int flush_r, flush_again;
+    atomic_int step;
+} reset;
+
+static void *reset_task(void *arg)
+{
+    reset *r = arg;
+    urt_rx *rx = NULL;
+    if (urt_rx_open(&rx, r->fd) != 0)
+        return (void *)1;
+    for (int i = 0; i < QCHUNKS; i++) {
+        urt_buf c;
+        if (urt_rx_recv(rx, &c) <= 0)
+            return (void *)2;
+        if (i == 0)
+            fill_socket(r->fd, gen_x, 0);
+        r->send_r[i] = urt_buf_send(r->fd, &c);
+        if (r->send_r[i])
+            urt_buf_release(&c);
+        atomic_store(&r->step, i + 1);
+    }
+    r->flush_r = urt_buf_flush();   /* the peer resets while it waits */
+    r->flush_again = urt_buf_flush();
+    urt_rx_close(rx);
+    return NULL;
+}
+
+Test(buf_send, a_reset_drops_the_queued_sends_and_reports_once, .timeout = 60)
+{
+    int fd[2];
+    small_tcp_pair(fd);
+    urt_runtime *rt = rt_new(1);
+    reset r = {.fd = fd[0]};
+    urt_task *t = NULL;
+    cr_assert_eq(urt_spawn(rt, &t, reset_task, &r), 0);
+    char m[300];
+    memset(m, 'r', sizeof(m));
+    for (int i = 0; i < QCHUNKS; i++) {
+        cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
+        while (atomic_load(&r.step) < i + 1) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd[1], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd[1]);   /* an RST toward the stuck send */
+    void *ret = (void *)9;
+    cr_assert_eq(urt_join(t, &ret), 0);
+    cr_assert_null(ret, "reset_task failed at %p", ret);
+    for (int i = 0; i < QCHUNKS; i++)
+        cr_assert_eq(r.send_r[i], 0, "send %d: %d", i, r.send_r[i]);
+    cr_assert(r.flush_r == -ECONNRESET || r.flush_r == -EPIPE, "flush %d", r.flush_r);
+    cr_assert_eq(r.flush_again, 0, "the error came back twice: %d", r.flush_again);
+    urt_runtime_destroy(rt);   /* ASan: the dropped queue was freed */
+    close(fd[0]);
+}
+
 /* ---- outside a task ------------------------------------------------------------------ */
 
 typedef struct handoff {
@@ -501,9 +693,9 @@ static void *stuck_task(void *arg)
     if (urt_rx_recv(rx, &b) <= 0)
         return (void *)4;
     uint64_t old = urt_op_timeout(50ull * 1000 * 1000);
-    k->second_r = urt_buf_send(k->fd, &b);   /* must wait for the first: runs out of time */
-    urt_buf_release(&b);                     /* still ours */
-    k->flush_r = urt_buf_flush();
+    k->second_r = urt_buf_send(k->fd, &b);   /* queued behind the first, no wait */
+    urt_buf_release(&b);                     /* (nothing: it passed) */
+    k->flush_r = urt_buf_flush();            /* waits for both: runs out of time */
     urt_rx_close(rx);
     k->close_r = urt_close(k->fd);   /* out of time too: the close ends the send */
     urt_op_timeout(old);
@@ -526,14 +718,14 @@ static void stuck_case(void)
     void *ret = (void *)9;
     cr_assert_eq(urt_join(t, &ret), 0);
     cr_assert_null(ret, "stuck_task failed at %p", ret);
-    cr_assert_eq(k.second_r, -ETIMEDOUT, "second send %d", k.second_r);
+    cr_assert_eq(k.second_r, 0, "second send %d", k.second_r);
     cr_assert_eq(k.flush_r, -ETIMEDOUT, "flush %d", k.flush_r);
     cr_assert_eq(k.close_r, 0);
     urt_runtime_destroy(rt);   /* ASan: the cut send's record and buffer are freed */
     close(fd[1]);
 }
 
-Test(buf_send, a_peer_that_never_reads_times_out_the_next_send_and_the_close, .timeout = 60)
+Test(buf_send, a_peer_that_never_reads_times_out_the_flush_and_the_close, .timeout = 60)
 {
     stuck_case();
 }
@@ -544,6 +736,8 @@ Test(buf_send, a_peer_that_never_reads_times_out_the_next_send_and_the_close, .t
 typedef struct full {
     int fd;
     int sent_ok;                 /* urt_buf_send calls that returned 0 */
+    size_t queued;               /* bytes of those after the first (queued behind it) */
+    size_t refused_len;          /* the chunk that had to wait for room */
     int last_r;
     int still_ours;              /* the refused buffer was left to the caller */
 } full;
@@ -559,14 +753,17 @@ static void *full_task(void *arg)
         urt_buf b;
         if (urt_rx_recv(rx, &b) <= 0)
             return (void *)2;
-        int r = urt_buf_send(f->fd, &b);   /* one in flight, then a wait for it */
+        size_t len = b.len;
+        int r = urt_buf_send(f->fd, &b);   /* one in flight, a full queue, then a wait for room */
         f->last_r = r;
         if (r < 0) {
             f->still_ours = b.data != NULL;
+            f->refused_len = len;
             urt_buf_release(&b);
             break;
         }
-        f->sent_ok++;
+        if (f->sent_ok++)
+            f->queued += len;
     }
     urt_rx_close(rx);
     return NULL;
@@ -580,8 +777,8 @@ Test(buf_send, a_send_cancelled_while_waiting_leaves_the_buffer_to_the_caller, .
     full f = {.fd = fd[0]};
     urt_task *t = NULL;
     cr_assert_eq(urt_spawn(rt, &t, full_task, &f), 0);
-    char m[100] = "chunk";
-    for (int i = 0; i < 8; i++) {   /* each a chunk of its own, more than fit */
+    char m[4000] = "chunk";
+    for (int i = 0; i < 8; i++) {   /* each a chunk of its own, more than the queue holds */
         cr_assert_eq(send(fd[1], m, sizeof(m), 0), (ssize_t)sizeof(m));
         struct timespec ts = {0, 30 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -592,7 +789,10 @@ Test(buf_send, a_send_cancelled_while_waiting_leaves_the_buffer_to_the_caller, .
     cr_assert_null(ret, "full_task failed at %p", ret);
     cr_assert_eq(f.last_r, -ECANCELED, "the wait for room ended with %d", f.last_r);
     cr_assert(f.still_ours, "the refused buffer was taken");
-    cr_assert_eq(f.sent_ok, 1, "%d sends went through before the wait", f.sent_ok);
+    cr_assert_geq(f.sent_ok, 2, "%d sends went through before the wait", f.sent_ok);
+    cr_assert_leq(f.queued, URT_BUF_SEND_QUEUE, "%zu bytes queued", f.queued);
+    cr_assert_gt(f.queued + f.refused_len, URT_BUF_SEND_QUEUE, "a chunk of %zu waited with %zu queued",
+                 f.refused_len, f.queued);
     close(fd[1]);   /* the stuck sends now fail, and their records go */
     urt_runtime_destroy(rt);
     close(fd[0]);
