@@ -87,6 +87,7 @@ struct buf_tx {
     int err;                       /* the error of the last send, until the task looks */
     bool inflight, tracked;
     bool waiting;                  /* the task waits for room or for the send to end */
+    bool queued;                   /* q is set: a send's CQE reads line 1 only then */
     /* line 1: bytes queued behind the send in flight, for its fd */
     _Alignas(64) char *q;          /* NULL: nothing queued */
     uint32_t q_len, q_cap;
@@ -103,6 +104,7 @@ static void tx_drop_queue(struct buf_tx *x)
     free(x->q);
     x->q = NULL;
     x->q_len = x->q_cap = 0;
+    x->queued = false;
 }
 
 /* In tx_cqe, the send before has ended well: the queue goes as the next
@@ -122,6 +124,7 @@ static bool tx_start_queue(struct buf_tx *x)
     x->rx = NULL;
     x->q = NULL;
     x->q_len = x->q_cap = 0;
+    x->queued = false;
     io_uring_prep_send(sqe, x->fd, x->data, x->len, MSG_NOSIGNAL | MSG_WAITALL);
     io_uring_sqe_set_data64(sqe, tx_data(x));
     return true;
@@ -143,7 +146,7 @@ static void tx_cqe(ring_multi *m, int32_t res, uint32_t flags)
     if (res < 0 && !x->err)
         x->err = res;
     bool next = false;
-    if (x->q) {
+    if (x->queued) {
         next = res >= 0 && tx_start_queue(x);
         if (!next) {
             tx_drop_queue(x);   /* never sent: the bytes are lost, as the ones in flight */
@@ -192,6 +195,7 @@ static int tx_enqueue(struct buf_tx *x, const void *data, size_t len)
             return -ENOMEM;
         x->q = q;
         x->q_cap = (uint32_t)cap;
+        x->queued = true;
     }
     memcpy(x->q + x->q_len, data, len);
     x->q_len = (uint32_t)need;

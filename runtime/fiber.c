@@ -10,6 +10,7 @@
 void fiber_init_thread(urt_fiber *f)
 {
     memset(f, 0, sizeof(*f));
+#if defined(URT_ASAN)
     pthread_attr_t attr;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
         void *addr;
@@ -20,6 +21,7 @@ void fiber_init_thread(urt_fiber *f)
         }
         pthread_attr_destroy(&attr);
     }
+#endif
 #if defined(URT_TSAN)
     f->tsan = __tsan_get_current_fiber();
 #endif
@@ -29,8 +31,10 @@ void fiber_fini_thread(urt_fiber *f) { (void)f; }
 
 void fiber_init(urt_fiber *f, void *lo, void *hi, void (*entry)(void *), void *arg)
 {
+#if defined(URT_ASAN)
     f->bottom = lo;
     f->size = (size_t)((char *)hi - (char *)lo);
+#endif
     uintptr_t top = (uintptr_t)hi & ~(uintptr_t)15;
 #if defined(__x86_64__)
     /* After urt__ctx_switch pops six registers and jumps to the

@@ -1,6 +1,7 @@
 /*
  * fiber.h - stackful fibers: a saved stack pointer and, for sanitizer
- * builds, what ASan and TSan need to follow a switch.
+ * builds, what ASan and TSan need to follow a switch (a release build's
+ * fiber is its sp alone: one word of a task header's first line).
  *
  * Protocol of a switch from A to B (fiber_switch):
  *   1. ASan: __sanitizer_start_switch_fiber(&A.fake, B.bottom, B.size)
@@ -31,9 +32,9 @@ void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 
 typedef struct urt_fiber {
     void *sp;
+#if defined(URT_ASAN)
     const void *bottom;   /* lowest usable address of its stack */
     size_t size;
-#if defined(URT_ASAN)
     void *fake;
 #endif
 #if defined(URT_TSAN)

@@ -99,8 +99,10 @@ typedef struct task_timer {
 } task_timer;
 
 struct urt_task {
-    /* Line 0: what a wake and a resume touch (state, queue link, the flags
-     * they test, the context to switch back to) and urt_buf_send's record. */
+    /* Line 0: what a wake touches (state, queue link, home, the flags it
+     * tests, the saved stack pointer) and urt_buf_send's record, so that the
+     * waker reads one line and can start loading, all at once, what the
+     * resume needs next: the saved stack top, line 1 and the send record. */
     _Atomic uint32_t magic;       /* TASK_MAGIC until freed; first: the checked build poisons the rest */
     _Atomic uint32_t state;       /* TS_* */
     q_node node;                  /* run queues; a task is in at most one */
@@ -122,11 +124,13 @@ struct urt_task {
     unsigned flags;               /* URT_TASK_*; immutable */
     _Atomic int home;             /* worker that first ran it; -1 until then */
     urt_runtime *rt;              /* immutable */
-    urt_fiber *resumer;           /* the context that switched into it */
     struct buf_tx *tx;            /* urt_buf_send's record (bufsend.c), NULL until first used */
-    /* Line 1: what a wait writes and reads (for dumps, hibernation, its time
-     * bounds), then the saved stack pointer: a pooled receive and send
-     * (net.c, bufsend.c) touch lines 0 and 1 only. */
+    urt_fiber fiber;              /* sp, its first field (and all of it in a release
+                                     build), ends line 0 */
+    /* Line 1: what a resume and a wait write and read (the context to switch
+     * back to, for dumps, hibernation, its time bounds): a pooled receive
+     * and send (net.c, bufsend.c) touch lines 0 and 1 only. */
+    urt_fiber *resumer;           /* the context that switched into it */
     const char *wait_what;        /* for dumps: what it waits on; racy read */
     int wait_fd;
     uint16_t cancel_fast;         /* owner fiber: -ECANCELED returned without suspending, in a row */
@@ -138,7 +142,6 @@ struct urt_task {
     _Atomic int run_tid;          /* for dumps: the pool thread running it (blocking job or
                                      block_in_place), 0 when none; written by that thread */
     int bip_err;                  /* block_in_place could not get a thread (owner fiber / its worker) */
-    urt_fiber fiber;              /* sp, its first field, ends line 1; the rest is read at start */
     /* Line 2 on. The record a waker writes for the task's one op, here
      * rather than on the fiber's stack so a wait that uses it may hibernate
      * (hibernate.c): a task waits on at most one op at a time (op.c), and
@@ -177,8 +180,10 @@ struct urt_task {
     /* after name: task_alloc's memset leaves it alone */
     int slab_home;                /* task_slab.c: the worker whose cache it came from, -1: malloc */
 } __attribute__((aligned(64)));   /* each header starts a cache line */
-_Static_assert(offsetof(struct urt_task, tx) + sizeof(void *) <= 64, "a wake and a resume touch line 0");
-_Static_assert(offsetof(struct urt_task, fiber) + sizeof(void *) <= 128, "the saved sp ends line 1");
+_Static_assert(offsetof(struct urt_task, fiber) + sizeof(void *) <= 64, "a wake reads line 0 only, the saved sp included");
+#if !defined(URT_ASAN) && !defined(URT_TSAN)   /* their fibers are bigger */
+_Static_assert(offsetof(struct urt_task, bip_err) + sizeof(int) <= 128, "a resume and a wait touch lines 0 and 1");
+#endif
 
 #define JOINER_DONE ((urt_waiter *)(uintptr_t)1)
 

@@ -126,14 +126,24 @@ static void push_queue(urt_worker *w, urt_task *t)
     }
 }
 
+/* Start loading, all at once, what resuming t reads first: the top of its
+ * saved stack (none for a task that never ran), its header's line 1 and its
+ * urt_buf_send record (NULL unless it sends with it: a prefetch of NULL
+ * does nothing). Only line 0, which its waker has just read, is loaded
+ * here: no miss waits on another. */
+static inline void prefetch_resume(const urt_task *t)
+{
+    fiber_prefetch_saved(&t->fiber);
+    __builtin_prefetch((const char *)t + 64);
+    __builtin_prefetch(t->tx);
+}
+
 void worker_schedule_local(urt_worker *w, urt_task *t, bool lifo)
 {
     if (lifo && !(w->rt->cfg.flags & URT_CONFIG_NO_LIFO)) {
         urt_task *prev = w->lifo;
         w->lifo = t;
-        /* it runs next: start loading the top of its saved stack, which the
-         * switch pops first (NULL for a task that never ran: no fault) */
-        __builtin_prefetch(t->fiber.sp);
+        prefetch_resume(t);   /* it runs next */
         if (!prev)
             return;
         t = prev;
@@ -434,7 +444,7 @@ static inline void prefetch_next(urt_worker *w)
 {
     q_node *n = qf_peek(&w->runq);
     if (n)
-        fiber_prefetch_saved(&task_of(n)->fiber);
+        prefetch_resume(task_of(n));
 }
 
 static urt_task *next_task(urt_worker *w)
