@@ -22,7 +22,8 @@
  *               yielding to each other on a 1-worker runtime
  *   spawn_join  spawn + run + join of an empty task, inside a task, 1 worker
  *   wake_rtt    round trip through two urt_notify between tasks on two
- *               different workers, and two plain threads on two futex words
+ *               different workers, and two plain threads on two futex words;
+ *               with two CPUs or more both pairs are pinned to CPUs 0 and 1
  *   wake_cold   one worker, 500 and then 5,000 tasks each parked on its own
  *               urt_notify; a driver task signals every one in a shuffled
  *               order, 64 at a time, and waits until those have run and
@@ -378,11 +379,12 @@ static bool run_job(job *j, const char *head)
     return false;
 }
 
-static urt_runtime *make_runtime(job *j, unsigned workers)
+static urt_runtime *make_runtime_flags(job *j, unsigned workers, unsigned flags)
 {
     urt_config cfg;
     memset(&cfg, 0, sizeof(cfg));
     cfg.workers = workers;
+    cfg.flags = flags;
     cfg.spin_us = opt.spin_us;
     urt_runtime *rt = NULL;
     int rc = urt_runtime_create(&rt, &cfg);
@@ -393,6 +395,8 @@ static urt_runtime *make_runtime(job *j, unsigned workers)
     job_set_rt(j, rt);
     return rt;
 }
+
+static urt_runtime *make_runtime(job *j, unsigned workers) { return make_runtime_flags(j, workers, 0); }
 
 /* Shut down with a grace period for background tasks to see their stop flag,
  * read the counters, destroy. */
@@ -1014,9 +1018,23 @@ static void fx_give(_Atomic uint32_t *w)
     futex(w, FUTEX_WAKE_PRIVATE, 1);
 }
 
+/* Pin the calling thread to one CPU (wake_rtt: both sides of each pair on
+ * the CPUs its urt workers are pinned to). */
+static void pin_to(unsigned cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static bool rtt_pinned;
+
 static void *fx_pong_thread(void *p)
 {
     unsigned n = *(unsigned *)p;
+    if (rtt_pinned)
+        pin_to(1);
     for (unsigned i = 0; i < n; i++) {
         fx_wait_take(&fx_ping);
         fx_give(&fx_pong);
@@ -1045,7 +1063,12 @@ static void wake_rtt_job(job *j)
     CHECK(urt_notify_create(&r->go_a));
     CHECK(urt_notify_create(&r->go_b));
 
-    urt_runtime *rt = make_runtime(j, 2);
+    /* Both pairs cross the same two CPUs: urt's workers pinned to CPUs 0
+     * and 1, the futex threads likewise. Left free, the scheduler sometimes
+     * puts both threads of a pair on one CPU, where a wake costs a tenth of
+     * one across CPUs, and the two medians then measure placement. */
+    rtt_pinned = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+    urt_runtime *rt = make_runtime_flags(j, 2, rtt_pinned ? URT_CONFIG_PIN_WORKERS : 0);
     if (!rt) {
         free(r->batch_ns);
         free(r);
@@ -1092,6 +1115,10 @@ static void wake_rtt_job(job *j)
     unsigned n = batches * RTT_BATCH;
     atomic_store(&fx_ping, 0);
     atomic_store(&fx_pong, 0);
+    cpu_set_t was;
+    bool restore = rtt_pinned && pthread_getaffinity_np(pthread_self(), sizeof(was), &was) == 0;
+    if (restore)
+        pin_to(0);
     pthread_t th;
     if (pthread_create(&th, NULL, fx_pong_thread, &n) != 0) {
         job_failf(j, "pthread_create");
@@ -1106,6 +1133,8 @@ static void wake_rtt_job(job *j)
         fx_batch[b] = now_ns() - t0;
     }
     pthread_join(th, NULL);
+    if (restore)
+        (void)pthread_setaffinity_np(pthread_self(), sizeof(was), &was);
 
     uint64_t urt_total = 0, fx_total = 0;
     for (unsigned b = 0; b < batches; b++) {
@@ -1115,16 +1144,16 @@ static void wake_rtt_job(job *j)
     double urt_med = median_u64(r->batch_ns, batches) / RTT_BATCH;
     double fx_med = median_u64(fx_batch, batches) / RTT_BATCH;
     double urt_mean = (double)urt_total / n, fx_mean = (double)fx_total / n;
-    printf("micro=wake_rtt workers=2 round_trips=%u batch=%u worker_a=%d worker_b=%d respawns=%u "
+    printf("micro=wake_rtt workers=2 pinned=%d round_trips=%u batch=%u worker_a=%d worker_b=%d respawns=%u "
            "urt_median_rtt_ns=%.0f urt_mean_rtt_ns=%.0f futex_median_rtt_ns=%.0f futex_mean_rtt_ns=%.0f "
            "ratio_urt_futex=%.2f parks=%llu wakes_sent=%llu wakes_received=%llu mailbox_pushes=%llu "
            "enters=%llu enters_per_round_trip=%.2f futex_syscalls_per_round_trip=4\n",
-           n, RTT_BATCH, wa, wb, respawns, urt_med, urt_mean, fx_med, fx_mean, fx_med > 0 ? urt_med / fx_med : 0.0,
+           (int)rtt_pinned, n, RTT_BATCH, wa, wb, respawns, urt_med, urt_mean, fx_med, fx_mean, fx_med > 0 ? urt_med / fx_med : 0.0,
            (unsigned long long)st.parks, (unsigned long long)st.wakes_sent,
            (unsigned long long)st.wakes_received, (unsigned long long)st.mailbox_pushes,
            (unsigned long long)st.enters, (double)st.enters / n);
-    add_micro_row("wake_rtt: urt, 2 workers", "%.0f ns/round trip (mean %.0f)", urt_med, urt_mean);
-    add_micro_row("wake_rtt: futex, 2 threads", "%.0f ns/round trip (mean %.0f)", fx_med, fx_mean);
+    add_micro_row(rtt_pinned ? "wake_rtt: urt, CPUs 0/1" : "wake_rtt: urt, 2 workers", "%.0f ns/round trip (mean %.0f)", urt_med, urt_mean);
+    add_micro_row(rtt_pinned ? "wake_rtt: futex, CPUs 0/1" : "wake_rtt: futex, 2 threads", "%.0f ns/round trip (mean %.0f)", fx_med, fx_mean);
     add_micro_row("wake_rtt: urt / futex", "%.2f", fx_med > 0 ? urt_med / fx_med : 0.0);
     add_micro_row("wake_rtt: urt enters/trip", "%.2f io_uring_enter (futex pair: 4 syscalls)", (double)st.enters / n);
 
