@@ -23,7 +23,8 @@
  *   spawn_join  spawn + run + join of an empty task, inside a task, 1 worker
  *   wake_rtt    round trip through two urt_notify between tasks on two
  *               different workers, and two plain threads on two futex words;
- *               with two CPUs or more both pairs are pinned to CPUs 0 and 1
+ *               with two CPUs or more both pairs are pinned to the first
+ *               two CPUs the process may use
  *   wake_cold   one worker, 500 and then 5,000 tasks each parked on its own
  *               urt_notify; a driver task signals every one in a shuffled
  *               order, 64 at a time, and waits until those have run and
@@ -1018,23 +1019,38 @@ static void fx_give(_Atomic uint32_t *w)
     futex(w, FUTEX_WAKE_PRIVATE, 1);
 }
 
-/* Pin the calling thread to one CPU (wake_rtt: both sides of each pair on
- * the CPUs its urt workers are pinned to). */
-static void pin_to(unsigned cpu)
+/* wake_rtt pins both pairs to the first two CPUs the job thread may run on:
+ * the CPUs URT_CONFIG_PIN_WORKERS gives workers 0 and 1 of a runtime it
+ * creates (they inherit its mask). rtt_pinned: two such CPUs, and the
+ * futex threads' pins took. */
+static bool rtt_pinned;
+static int rtt_cpu[2] = {-1, -1};
+
+static bool rtt_find_cpus(void)
+{
+    cpu_set_t set;
+    rtt_cpu[0] = rtt_cpu[1] = -1;
+    if (pthread_getaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+        return false;
+    for (int c = 0, k = 0; c < CPU_SETSIZE && k < 2; c++)
+        if (CPU_ISSET(c, &set))
+            rtt_cpu[k++] = c;
+    return rtt_cpu[1] >= 0;
+}
+
+static bool pin_to(int cpu)
 {
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
-    (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
 }
-
-static bool rtt_pinned;
 
 static void *fx_pong_thread(void *p)
 {
     unsigned n = *(unsigned *)p;
-    if (rtt_pinned)
-        pin_to(1);
+    if (rtt_pinned && !pin_to(rtt_cpu[1]))
+        rtt_pinned = false;   /* read after the join: the row then says "unpinned" */
     for (unsigned i = 0; i < n; i++) {
         fx_wait_take(&fx_ping);
         fx_give(&fx_pong);
@@ -1067,7 +1083,7 @@ static void wake_rtt_job(job *j)
      * and 1, the futex threads likewise. Left free, the scheduler sometimes
      * puts both threads of a pair on one CPU, where a wake costs a tenth of
      * one across CPUs, and the two medians then measure placement. */
-    rtt_pinned = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+    rtt_pinned = rtt_find_cpus();
     urt_runtime *rt = make_runtime_flags(j, 2, rtt_pinned ? URT_CONFIG_PIN_WORKERS : 0);
     if (!rt) {
         free(r->batch_ns);
@@ -1117,10 +1133,12 @@ static void wake_rtt_job(job *j)
     atomic_store(&fx_pong, 0);
     cpu_set_t was;
     bool restore = rtt_pinned && pthread_getaffinity_np(pthread_self(), sizeof(was), &was) == 0;
-    if (restore)
-        pin_to(0);
+    if (rtt_pinned && !(restore && pin_to(rtt_cpu[0])))
+        rtt_pinned = false;
     pthread_t th;
     if (pthread_create(&th, NULL, fx_pong_thread, &n) != 0) {
+        if (restore)
+            (void)pthread_setaffinity_np(pthread_self(), sizeof(was), &was);
         job_failf(j, "pthread_create");
         return;
     }
@@ -1152,8 +1170,13 @@ static void wake_rtt_job(job *j)
            (unsigned long long)st.parks, (unsigned long long)st.wakes_sent,
            (unsigned long long)st.wakes_received, (unsigned long long)st.mailbox_pushes,
            (unsigned long long)st.enters, (double)st.enters / n);
-    add_micro_row(rtt_pinned ? "wake_rtt: urt, CPUs 0/1" : "wake_rtt: urt, 2 workers", "%.0f ns/round trip (mean %.0f)", urt_med, urt_mean);
-    add_micro_row(rtt_pinned ? "wake_rtt: futex, CPUs 0/1" : "wake_rtt: futex, 2 threads", "%.0f ns/round trip (mean %.0f)", fx_med, fx_mean);
+    char lu[48] = "wake_rtt: urt, unpinned", lf[48] = "wake_rtt: futex, unpinned";
+    if (rtt_pinned) {
+        snprintf(lu, sizeof(lu), "wake_rtt: urt, CPUs %d/%d", rtt_cpu[0], rtt_cpu[1]);
+        snprintf(lf, sizeof(lf), "wake_rtt: futex, CPUs %d/%d", rtt_cpu[0], rtt_cpu[1]);
+    }
+    add_micro_row(lu, "%.0f ns/round trip (mean %.0f)", urt_med, urt_mean);
+    add_micro_row(lf, "%.0f ns/round trip (mean %.0f)", fx_med, fx_mean);
     add_micro_row("wake_rtt: urt / futex", "%.2f", fx_med > 0 ? urt_med / fx_med : 0.0);
     add_micro_row("wake_rtt: urt enters/trip", "%.2f io_uring_enter (futex pair: 4 syscalls)", (double)st.enters / n);
 

@@ -180,7 +180,8 @@ struct urt_task {
     /* after name: task_alloc's memset leaves it alone */
     int slab_home;                /* task_slab.c: the worker whose cache it came from, -1: malloc */
 } __attribute__((aligned(64)));   /* each header starts a cache line */
-_Static_assert(offsetof(struct urt_task, fiber) + sizeof(void *) <= 64, "a wake reads line 0 only, the saved sp included");
+_Static_assert(offsetof(urt_fiber, sp) == 0 && offsetof(struct urt_task, fiber) + sizeof(void *) <= 64,
+               "a wake reads line 0 only, the saved sp included");
 #if !defined(URT_ASAN) && !defined(URT_TSAN)   /* their fibers are bigger */
 _Static_assert(offsetof(struct urt_task, bip_err) + sizeof(int) <= 128, "a resume and a wait touch lines 0 and 1");
 #endif
