@@ -75,7 +75,7 @@ void urt_chan_destroy(urt_chan *c)
 
 /* Under the lock (sync_now_fn; item is only read). 0 or -EPIPE when it is done;
  * -EAGAIN: full, nobody waits to receive. */
-static int send_now(void *obj, void *item)
+static int send_now(void *obj, void *item, wake_after *wa)
 {
     urt_chan *c = obj;
     if (c->closed)
@@ -83,7 +83,7 @@ static int send_now(void *obj, void *item)
     urt_waiter *w = waitq_pop(&c->recvq);
     if (w) {
         memcpy(cw_of(w)->item, item, c->item_size);
-        waiter_wake(w, 0);
+        waiter_wake_after(w, 0, wa);
         return 0;
     }
     if (c->count == c->cap)
@@ -94,7 +94,7 @@ static int send_now(void *obj, void *item)
 }
 
 /* Under the lock (sync_now_fn). 0 or -EPIPE (closed and drained); -EAGAIN: empty. */
-static int recv_now(void *obj, void *out)
+static int recv_now(void *obj, void *out, wake_after *wa)
 {
     urt_chan *c = obj;
     if (c->count == 0)
@@ -106,7 +106,7 @@ static int recv_now(void *obj, void *out)
     if (w) {
         memcpy(slot(c, c->head + c->count), cw_of(w)->item, c->item_size);
         c->count++;
-        waiter_wake(w, 0);
+        waiter_wake_after(w, 0, wa);
     }
     return 0;
 }
@@ -115,9 +115,11 @@ int urt_chan_try_send(urt_chan *c, const void *item)
 {
     if (!c || !item)
         return -EINVAL;
+    wake_after wa = {0};
     at_lock_take(&c->lock);
-    int r = send_now(c, (void *)item);
+    int r = send_now(c, (void *)item, &wa);
     at_lock_give(&c->lock);
+    wake_after_run(&wa);
     return r;
 }
 
@@ -125,9 +127,11 @@ int urt_chan_try_recv(urt_chan *c, void *item)
 {
     if (!c || !item)
         return -EINVAL;
+    wake_after wa = {0};
     at_lock_take(&c->lock);
-    int r = recv_now(c, item);
+    int r = recv_now(c, item, &wa);
     at_lock_give(&c->lock);
+    wake_after_run(&wa);
     return r;
 }
 
@@ -171,12 +175,11 @@ int urt_chan_close(urt_chan *c)
         return -EPIPE;
     }
     c->closed = true;
-    urt_waiter *w;
-    while ((w = waitq_pop(&c->recvq)))
-        waiter_wake(w, -EPIPE);
-    while ((w = waitq_pop(&c->sendq)))
-        waiter_wake(w, -EPIPE);
+    wake_after wa = {0};
+    waitq_wake_all(&c->recvq, -EPIPE, &wa);
+    waitq_wake_all(&c->sendq, -EPIPE, &wa);
     at_lock_give(&c->lock);
+    wake_after_run(&wa);
     return 0;
 }
 

@@ -96,11 +96,13 @@ int urt_cond_signal(urt_cond *c)
 {
     if (!c)
         return -EINVAL;
+    wake_after wa = {0};
     at_lock_take(&c->lock);
     urt_waiter *w = waitq_pop(&c->q);
     if (w)
-        waiter_wake(w, 0);
+        waiter_wake_after(w, 0, &wa);
     at_lock_give(&c->lock);
+    wake_after_run(&wa);
     return 0;
 }
 
@@ -108,8 +110,10 @@ int urt_cond_broadcast(urt_cond *c)
 {
     if (!c)
         return -EINVAL;
+    wake_after wa = {0};
     at_lock_take(&c->lock);
-    waitq_wake_all(&c->q, 0);
+    waitq_wake_all(&c->q, 0, &wa);
     at_lock_give(&c->lock);
+    wake_after_run(&wa);
     return 0;
 }

@@ -82,8 +82,9 @@ static void run_unlink(urt_group *g, gmember *m)
     m->next = m->prev = NULL;
 }
 
-/* under g->lock: a running member ended; wake the waiter if it waits for it */
-static void move_to_done(urt_group *g, gmember *m)
+/* under g->lock: a running member ended; wake the waiter if it waits for
+ * it (its task's wake goes to wa, made once the lock is given back) */
+static void move_to_done(urt_group *g, gmember *m, wake_after *wa)
 {
     run_unlink(g, m);
     g->nrunning--;
@@ -93,7 +94,7 @@ static void move_to_done(urt_group *g, gmember *m)
         g->done = m;
     g->done_tail = m;
     if (!waitq_empty(&g->q) && (!g->wait_all || (g->nrunning == 0 && g->spawning == 0)))
-        waiter_wake(waitq_pop(&g->q), 0);
+        waiter_wake_after(waitq_pop(&g->q), 0, wa);
 }
 
 /* task_complete's wake of the member's joiner waiter: any thread, after the
@@ -102,9 +103,11 @@ static void member_done(urt_waiter *w)
 {
     gmember *m = (gmember *)((char *)w - offsetof(gmember, w));
     urt_group *g = m->g;
+    wake_after wa = {0};
     at_lock_take(&g->lock);
-    move_to_done(g, m);
+    move_to_done(g, m, &wa);
     at_lock_give(&g->lock);
+    wake_after_run(&wa);
 }
 
 /* under g->lock: the oldest ended member, off the done list */
@@ -173,6 +176,7 @@ int urt_group_spawn(urt_group *g, urt_fn fn, void *arg, const urt_spawn_opts *op
         return r;
     }
     r = urt_spawn_ex(cur->rt, &m->t, fn, arg, opts);
+    wake_after wa = {0};
     at_lock_take(&g->lock);
     g->spawning--;
     if (r < 0) {
@@ -180,8 +184,9 @@ int urt_group_spawn(urt_group *g, urt_fn fn, void *arg, const urt_spawn_opts *op
             g->rt = NULL;   /* as if this spawn had never been tried */
         /* a collector or destroyer waiting for this spawn: nothing comes */
         if (!waitq_empty(&g->q) && g->nrunning == 0 && g->spawning == 0)
-            waiter_wake(waitq_pop(&g->q), 0);
+            waiter_wake_after(waitq_pop(&g->q), 0, &wa);
         at_lock_give(&g->lock);
+        wake_after_run(&wa);
         free(m);
         return r;
     }
@@ -198,8 +203,9 @@ int urt_group_spawn(urt_group *g, urt_fn fn, void *arg, const urt_spawn_opts *op
      * member_done that follows waits for our lock, so it sees m in run */
     urt_waiter *exp = NULL;
     if (!at_cas_strong_acqrel(&m->t->joiner, &exp, &m->w))
-        move_to_done(g, m);   /* it has ended already (exp == JOINER_DONE) */
+        move_to_done(g, m, &wa);   /* it has ended already (exp == JOINER_DONE) */
     at_lock_give(&g->lock);
+    wake_after_run(&wa);
     return 0;
 }
 

@@ -137,17 +137,19 @@ __attribute__((cold, noinline)) static int unlock_slow(urt_mutex *m)
         break;
     }
     urt_waiter *w = waitq_pop(&m->q);
+    wake_after wa = {0};
     if (w) {
-        /* the new owner learns of it through waiter_wake's release store;
-         * the state only steers later fast paths */
+        /* the new owner learns of it through the release store of
+         * waiter_wake_after; the state only steers later fast paths */
         at_store_relaxed(&m->state, waitq_empty(&m->q) ? MX_LOCKED : MX_CONTENDED);
-        waiter_wake(w, 0);
+        waiter_wake_after(w, 0, &wa);
     } else {
         /* release: pairs with the acquire CAS in lock_fast / lock_slow;
          * publishes our critical section */
         at_store_release(&m->state, MX_UNLOCKED);
     }
     at_lock_give(&m->lock);
+    wake_after_run(&wa);
     return 0;
 }
 

@@ -403,6 +403,16 @@ void urt__set_pool_rt(urt_runtime *rt);
 int  task_cancelled_now(urt_task *t);
 void waiter_wake(urt_waiter *w, int result);
 void waiter_block(urt_waiter *w);                          /* plain thread: wait for waiter_wake */
+/* Task wakes kept for after a primitive's lock (sync.h, "wakes after the
+ * lock"): waiter_wake_after completes w's wait now, wake_after_run makes the
+ * wakes it kept once the lock is given back. */
+#define WAKE_AFTER_MAX 8
+typedef struct wake_after {
+    unsigned n;
+    urt_task *t[WAKE_AFTER_MAX];
+} wake_after;
+void waiter_wake_after(urt_waiter *w, int result, wake_after *wa);
+void wake_after_run(wake_after *wa);
 
 /* ---- task_slab.c ---- */
 /* A task header: from the calling worker's cache when it is one of rt's

@@ -62,8 +62,9 @@ int urt_rwlock_create(urt_rwlock **out)
 
 void urt_rwlock_destroy(urt_rwlock *l) { free(l); }
 
-/* Let in whom the head of the queue allows (see above). Under l->lock. */
-static void grant(urt_rwlock *l)
+/* Let in whom the head of the queue allows (see above). Under l->lock;
+ * their tasks' wakes go to wa, made once the lock is given back. */
+static void grant(urt_rwlock *l, wake_after *wa)
 {
     while (!l->writer && !waitq_empty(&l->q)) {
         if (rw_of(l->q.head)->writer) {
@@ -75,14 +76,14 @@ static void grant(urt_rwlock *l)
                 return;   /* the next reader to leave lets it in */
             l->readers++;
         }
-        waiter_wake(waitq_pop(&l->q), 0);
+        waiter_wake_after(waitq_pop(&l->q), 0, wa);
     }
 }
 
 /* Get in now if allowed: 0, -EBUSY (must wait), -EAGAIN (too many readers). Under l->lock. */
-static int enter_now(urt_rwlock *l, bool writer)
+static int enter_now(urt_rwlock *l, bool writer, wake_after *wa)
 {
-    grant(l);
+    grant(l, wa);
     if (l->writer || !waitq_empty(&l->q))
         return -EBUSY;
     if (writer) {
@@ -97,8 +98,8 @@ static int enter_now(urt_rwlock *l, bool writer)
     return 0;
 }
 
-static int read_now(void *l, void *unused) { (void)unused; return enter_now(l, false); }
-static int write_now(void *l, void *unused) { (void)unused; return enter_now(l, true); }
+static int read_now(void *l, void *unused, wake_after *wa) { (void)unused; return enter_now(l, false, wa); }
+static int write_now(void *l, void *unused, wake_after *wa) { (void)unused; return enter_now(l, true, wa); }
 
 static int lock_as(urt_rwlock *l, bool writer)
 {
@@ -117,9 +118,11 @@ static int lock_as(urt_rwlock *l, bool writer)
     r = sync_wait(&l->lock, &l->q, &rw.w, writer ? "rwlock-write" : "rwlock-read");
     if (r < 0) {
         /* we may have held back those queued behind us */
+        wake_after wa = {0};
         at_lock_take(&l->lock);
-        grant(l);
+        grant(l, &wa);
         at_lock_give(&l->lock);
+        wake_after_run(&wa);
     }
     return r;
 }
@@ -132,9 +135,11 @@ static int try_as(urt_rwlock *l, bool writer)
 {
     if (!l)
         return -EINVAL;
+    wake_after wa = {0};
     at_lock_take(&l->lock);
-    int r = enter_now(l, writer);
+    int r = enter_now(l, writer, &wa);
     at_lock_give(&l->lock);
+    wake_after_run(&wa);
     return r;
 }
 
@@ -146,6 +151,7 @@ int urt_rwlock_unlock(urt_rwlock *l)
 {
     if (!l)
         return -EINVAL;
+    wake_after wa = {0};
     at_lock_take(&l->lock);
     int r = 0;
     if (l->writer)
@@ -154,7 +160,8 @@ int urt_rwlock_unlock(urt_rwlock *l)
         l->readers--;
     else
         r = -EPERM;
-    grant(l);
+    grant(l, &wa);
     at_lock_give(&l->lock);
+    wake_after_run(&wa);
     return r;
 }

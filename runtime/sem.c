@@ -88,12 +88,14 @@ int urt_sem_release(urt_sem *s, unsigned n)
         return -EOVERFLOW;
     }
     urt_waiter *w;
+    wake_after wa = {0};
     while (n > 0 && (w = waitq_pop(&s->q))) {
-        waiter_wake(w, 0);
+        waiter_wake_after(w, 0, &wa);
         n--;
     }
     s->permits += n;
     at_lock_give(&s->lock);
+    wake_after_run(&wa);
     return 0;
 }
 

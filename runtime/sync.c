@@ -66,11 +66,15 @@ int sync_try(at_lock *lock, sync_now_fn now, void *obj, void *arg, int busy, urt
     int r = sync_enter(t, &block_err);
     if (r < 0)
         return r;
+    wake_after wa = {0};
     at_lock_take(lock);
-    r = now(obj, arg);
-    if (r == busy && !block_err)
+    r = now(obj, arg, &wa);
+    if (r == busy && !block_err) {
+        wake_after_run(&wa);   /* whom now() let in on the way (rwlock's grant): under the lock, as before */
         return SYNC_MUST_WAIT;
+    }
     at_lock_give(lock);
+    wake_after_run(&wa);
     return r == busy ? block_err : r;
 }
 
@@ -148,13 +152,15 @@ int urt_notify_signal(urt_notify *n)
 {
     if (!n)
         return -EINVAL;
+    wake_after wa = {0};
     at_lock_take(&n->lock);
     urt_waiter *w = waitq_pop(&n->q);
     if (w)
-        waiter_wake(w, 0);
+        waiter_wake_after(w, 0, &wa);
     else
         n->permit = true;
     at_lock_give(&n->lock);
+    wake_after_run(&wa);
     return 0;
 }
 
@@ -162,11 +168,13 @@ int urt_notify_broadcast(urt_notify *n)
 {
     if (!n)
         return -EINVAL;
+    wake_after wa = {0};
     at_lock_take(&n->lock);
     /* the permit is never set while a waiter is queued, and stays as it is:
      * with nobody waiting this does nothing */
-    waitq_wake_all(&n->q, 0);
+    waitq_wake_all(&n->q, 0, &wa);
     at_lock_give(&n->lock);
+    wake_after_run(&wa);
     return 0;
 }
 

@@ -8,9 +8,10 @@
  *      thread that blocks) and calls sync_wait with the primitive's lock
  *      held; sync_wait links it at the tail and drops the lock.
  *   2. A waker, holding the lock, unlinks the oldest waiter, does the
- *      hand-off (ownership, a permit, an item) and calls waiter_wake before
- *      it drops the lock. What the waker hands over is the waiter's from
- *      that moment, whatever the waiter does next.
+ *      hand-off (ownership, a permit, an item) and completes the wait
+ *      (waiter_wake_after) before it drops the lock; it wakes the task
+ *      after (wake_after_run, below). What the waker hands over is the
+ *      waiter's from that moment, whatever the waiter does next.
  *   3. A task reads its verdict under the lock each time it resumes:
  *      unlinked, a waker chose it, and it returns the hand-off (even if it
  *      was cancelled or timed out meanwhile); still linked and cancelled or
@@ -26,9 +27,21 @@
  * The lock is an at_lock (queues/atomic.h): one exchange takes it and a
  * release store gives it back, where a pthread mutex cost two calls and two
  * read-modify-writes; a zeroed one is free, so a primitive needs no init or
- * destroy for it. Whoever holds it does only list and counter work and at
- * most the wakes of step 2 (a wake may make one syscall: a FUTEX_WAKE, or a
- * doorbell to a sleeping worker); a contender spins briefly, then yields.
+ * destroy for it. Whoever holds it does only list and counter work; a
+ * contender spins briefly, then yields.
+ *
+ * Wakes after the lock: a task's wake may ring a sleeping worker's doorbell,
+ * an io_uring_enter. Made under the lock it kept every contender spinning
+ * for that long, and where the woken worker shared the waker's CPU it ran
+ * at once, found the lock held by the thread it had preempted, and spun
+ * until that one ran again (a cross-worker round trip on one CPU took 3x a
+ * raw MSG_RING ping-pong's time). So a waker collects the tasks in a
+ * wake_after on its stack and wakes them once it has given the lock back;
+ * the waiter's verdict and hand-off are written under the lock as before,
+ * and the registration's ref keeps each task alive until its wake. A plain
+ * thread's FUTEX_WAKE (its waiter lives only until it takes the lock
+ * again), an on_wake callback, and wakes past WAKE_AFTER_MAX in one
+ * section are still made under the lock.
  */
 #ifndef URT_RUNTIME_SYNC_H
 #define URT_RUNTIME_SYNC_H
@@ -76,12 +89,13 @@ static inline urt_waiter *waitq_pop(waitq *q)
     return w;
 }
 
-/* Wake every waiter queued now with `result`, oldest first. */
-static inline void waitq_wake_all(waitq *q, int result)
+/* Complete the wait of every waiter queued now with `result`, oldest
+ * first; the tasks' wakes go to wa (see "wakes after the lock"). */
+static inline void waitq_wake_all(waitq *q, int result, wake_after *wa)
 {
     urt_waiter *w;
     while ((w = waitq_pop(q)))
-        waiter_wake(w, result);
+        waiter_wake_after(w, result, wa);
 }
 
 /*
@@ -114,15 +128,16 @@ int sync_enter(urt_task **t, int *block_err);
 
 /*
  * The entry of a call that takes something (a lock, an item) or waits for
- * it: sync_enter, then now(obj, arg) under `lock` tries to take it at once
- * (it returns 0 or -errno).
+ * it: sync_enter, then now(obj, arg, wa) under `lock` tries to take it at
+ * once (it returns 0 or -errno; the wakes it kept in wa are made once the
+ * lock is given back).
  * Returns what now returned when that is not `busy`, or *block_err (from
  * sync_caller) when busy and the caller may not wait, with `lock` released
  * either way; or SYNC_MUST_WAIT with `lock` still held and *t set, when the
  * caller is to fill its waiter and call sync_wait.
  */
 #define SYNC_MUST_WAIT 1
-typedef int (*sync_now_fn)(void *obj, void *arg);
+typedef int (*sync_now_fn)(void *obj, void *arg, wake_after *wa);
 int sync_try(at_lock *lock, sync_now_fn now, void *obj, void *arg, int busy, urt_task **t);
 
 #endif /* URT_RUNTIME_SYNC_H */

@@ -363,6 +363,29 @@ void waiter_wake(urt_waiter *w, int result)
         syscall(SYS_futex, &w->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+void waiter_wake_after(urt_waiter *w, int result, wake_after *wa)
+{
+    urt_task *t = w->task;
+    if (w->on_wake || !t || wa->n == WAKE_AFTER_MAX) {
+        waiter_wake(w, result);   /* a callback, a plain thread, or no room: now */
+        return;
+    }
+    w->result = result;
+    /* release: as in waiter_wake; the waiter reads its verdict under the
+     * lock, which it takes after us, so w stays valid until we give it */
+    at_store_release(&w->futex, 1);
+    wa->t[wa->n++] = t;   /* with the registration's ref, dropped by wake_after_run */
+}
+
+void wake_after_run(wake_after *wa)
+{
+    for (unsigned i = 0; i < wa->n; i++) {
+        task_wake(wa->t[i]);
+        task_unref(wa->t[i]);
+    }
+    wa->n = 0;
+}
+
 void waiter_block(urt_waiter *w)
 {
     /* acquire: pairs with the release half of waiter_wake's exchange */

@@ -189,6 +189,64 @@ Test(wake, cross_worker_notify_pingpong_loses_no_wakeup_with_four_workers, .time
     cross_worker_pingpong(4);
 }
 
+/* ---- a waiter frees what it waited on at once --------------------------------------- */
+
+/* Each round the waiter makes a fresh notify, hands it over through `slot`,
+ * waits on it and destroys it the moment the wait returns, while the
+ * signaller, on the other worker, may still be finishing urt_notify_signal
+ * (a task's wake is made after the notify's lock is given back, and must
+ * touch nothing of the notify then: ASan sees it if it does). */
+#define FREE_ROUNDS (20000u / SAN_DIV)
+
+typedef struct free_race {
+    _Atomic(urt_notify *) slot;
+    atomic_uint waited, signalled;
+} free_race;
+
+static void *free_waiter(void *arg)
+{
+    free_race *f = arg;
+    for (unsigned i = 0; i < FREE_ROUNDS; i++) {
+        urt_notify *n = NULL;
+        if (urt_notify_create(&n) != 0)
+            return (void *)(uintptr_t)(i + 1);
+        atomic_store(&f->slot, n);
+        if (urt_notify_wait(n) != 0)
+            return (void *)(uintptr_t)(i + 1);
+        urt_notify_destroy(n);
+        atomic_fetch_add(&f->waited, 1);
+    }
+    return NULL;
+}
+
+static void *free_signaller(void *arg)
+{
+    free_race *f = arg;
+    for (unsigned i = 0; i < FREE_ROUNDS; i++) {
+        urt_notify *n;
+        while (!(n = atomic_exchange(&f->slot, NULL)))
+            urt_yield();
+        if (urt_notify_signal(n) != 0)
+            return (void *)(uintptr_t)(i + 1);
+        atomic_fetch_add(&f->signalled, 1);
+    }
+    return NULL;
+}
+
+Test(wake, a_waiter_that_destroys_its_notify_as_soon_as_it_is_woken_races_no_signaller, .timeout = 120)
+{
+    urt_runtime *rt = rt_new(2);
+    free_race f = {.slot = NULL};
+    pair p = {.ctx = &f, .first_body = free_waiter, .second_body = free_signaller};
+    void *r1 = (void *)1, *r2 = (void *)1;
+    run_pair(rt, &p, &r1, &r2);
+    cr_assert_null(r1, "the waiter failed in round %zu", (size_t)(uintptr_t)r1);
+    cr_assert_null(r2, "the signaller failed in round %zu", (size_t)(uintptr_t)r2);
+    cr_assert_eq(atomic_load(&f.waited), FREE_ROUNDS);
+    cr_assert_eq(atomic_load(&f.signalled), FREE_ROUNDS);
+    urt_runtime_destroy(rt);
+}
+
 /* ---- plain thread <-> task ping-pong ------------------------------------------------ */
 
 static void thread_task_pingpong(unsigned workers, bool thread_pings)
