@@ -130,7 +130,8 @@ int sync_enter(urt_task **t, int *block_err);
  * The entry of a call that takes something (a lock, an item) or waits for
  * it: sync_enter, then now(obj, arg, wa) under `lock` tries to take it at
  * once (it returns 0 or -errno; the wakes it kept in wa are made once the
- * lock is given back).
+ * lock is given back, or before SYNC_MUST_WAIT returns with it still held:
+ * rwlock's grant may let others in on the way to a wait).
  * Returns what now returned when that is not `busy`, or *block_err (from
  * sync_caller) when busy and the caller may not wait, with `lock` released
  * either way; or SYNC_MUST_WAIT with `lock` still held and *t set, when the
