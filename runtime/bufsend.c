@@ -99,12 +99,18 @@ _Static_assert(sizeof(struct buf_tx) == 128, "buf_tx: two cache lines");
 
 static uint64_t tx_data(struct buf_tx *x) { return ring_tag(x, RING_TAG_MULTI, 0); }
 
-static void tx_drop_queue(struct buf_tx *x)
+/* The record holds no queue any more (its buffer was freed or became the send's). */
+static void tx_queue_reset(struct buf_tx *x)
 {
-    free(x->q);
     x->q = NULL;
     x->q_len = x->q_cap = 0;
     x->queued = false;
+}
+
+static void tx_drop_queue(struct buf_tx *x)
+{
+    free(x->q);
+    tx_queue_reset(x);
 }
 
 /* In tx_cqe, the send before has ended well: the queue goes as the next
@@ -122,9 +128,7 @@ static bool tx_start_queue(struct buf_tx *x)
     x->data = x->q;
     x->len = x->q_len;
     x->rx = NULL;
-    x->q = NULL;
-    x->q_len = x->q_cap = 0;
-    x->queued = false;
+    tx_queue_reset(x);
     io_uring_prep_send(sqe, x->fd, x->data, x->len, MSG_NOSIGNAL | MSG_WAITALL);
     io_uring_sqe_set_data64(sqe, tx_data(x));
     return true;
